@@ -1,0 +1,44 @@
+# EdgeLoop: `make demo` and `make test` do all set-up on a fresh machine with Python 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install deps test demo bench chaos lint clean
+
+# The virtual environment is rebuilt only when the dependency files change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: on these machines 2.13.0 is the CPU build on local disk (no download)
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cloud,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# System services the tests start themselves (mosquitto); installed from Debian when missing and root.
+deps:
+	@command -v mosquitto >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	  else echo "mosquitto is not installed: install it (apt-get install mosquitto) for the broker tests"; fi; }
+
+test: install deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/edgeloop demo
+
+bench: install deps
+	$(BIN)/python -m bench.run_all
+
+chaos: install deps
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check edge_runtime tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache var

@@ -1,0 +1,500 @@
+"""Operators for structured device data (the paper's table 1)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import numpy as np
+
+from ..expr import Expression, ExpressionError, is_finite_array
+from ..records import Batch
+from .base import Operator, SpecError, grow, parse_duration, register
+
+__all__ = ["DeviceInput", "TimeSeriesInput", "Filter", "Sample", "ChangeTrigger", "CustomFunction",
+           "Notification", "Alert", "DeviceOutput", "ApplyModel", "render_template"]
+
+
+def _expression(source: Any, field: str) -> Expression:
+    try:
+        return Expression(source)
+    except ExpressionError as exc:
+        raise SpecError(str(exc), field=field) from None
+
+
+def _names(value: Any, field: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"expected a list of names, got {value!r}", field=field)
+    return list(value)
+
+
+@register
+class DeviceInput(Operator):
+    """Records of the pipeline's product from its bound devices, optionally only some properties."""
+
+    name = "device_input"
+    params = {"properties": "property names to keep (default: all)",
+              "devices": "device ids to take (default: the instance's bindings)"}
+    source = True
+
+    def configure(self, properties: Any = None, devices: Any = None) -> None:
+        self.properties = _names(properties, "properties")
+        self.devices = _names(devices, "devices")
+        self._allowed_codes: np.ndarray | None = None
+
+    def process(self, batch: Batch) -> Batch:
+        keep = None
+        if self.ctx.product is not None:  # records of unknown product (offline files) are taken
+            keep = (batch.product == self.ctx.product) | (batch.product == None)  # noqa: E711
+        devices = self.devices if self.devices is not None else (
+            sorted(self.ctx.devices) if self.ctx.devices is not None else None)
+        if devices is not None:
+            from ..records import DEVICES
+            codes = np.array([DEVICES[d] for d in devices], dtype=np.int64)
+            m = np.isin(batch.codes, codes)
+            keep = m if keep is None else keep & m
+        if keep is not None and not keep.all():
+            batch = batch.take(keep)
+        if self.properties is not None:
+            batch = Batch(batch.codes, batch.product, batch.ts,
+                          {k: c for k, c in batch.cols.items() if k in self.properties})
+        return batch
+
+
+@register
+class TimeSeriesInput(DeviceInput):
+    """Records read from the node's local store by device and time (then, if ``follow``, live ones)."""
+
+    name = "time_series_input"
+    params = {**DeviceInput.params, "since": "start: epoch seconds or a duration back from now (1h)",
+              "until": "end: epoch seconds (default: now)", "follow": "then go on with live records"}
+
+    def configure(self, properties: Any = None, devices: Any = None, since: Any = None,
+                  until: Any = None, follow: Any = False) -> None:
+        super().configure(properties, devices)
+        self.since, self.until = since, until
+        if since is not None and not isinstance(since, (int, float)):
+            self.since_back = parse_duration(since, "since")
+        else:
+            self.since_back = None
+        if until is not None and (isinstance(until, bool) or not isinstance(until, (int, float))):
+            raise SpecError(f"expected epoch seconds, got {until!r}", field="until")
+        if not isinstance(follow, bool):
+            raise SpecError(f"expected true or false, got {follow!r}", field="follow")
+        self.follow = follow
+
+    def history(self) -> Batch:
+        """What the local store holds for this step (called once when a live instance starts)."""
+        store = self.ctx.store
+        if store is None:
+            return Batch.empty()
+        now = time.time()
+        since = now - self.since_back if self.since_back is not None else self.since
+        devices = self.devices or (sorted(self.ctx.devices) if self.ctx.devices else None)
+        records = store.query(devices=devices, since=since, until=self.until, product=self.ctx.product)
+        return self.process(Batch.from_records(records)) if records else Batch.empty()
+
+
+@register
+class Filter(Operator):
+    """Keep records for which a safe expression over their values is true."""
+
+    name = "filter"
+    params = {"expr": "expression over values, device and ts, e.g. temperature > 80"}
+    required = ("expr",)
+    shorthand = "expr"
+
+    def configure(self, expr: Any) -> None:
+        self.expr = _expression(expr, "expr")
+
+    def process(self, batch: Batch) -> Batch:
+        if not len(batch):
+            return batch
+        ev = self.expr.evaluate(batch)
+        values = ev.values
+        if values.dtype != bool:
+            values = np.array([bool(v) for v in values.tolist()], dtype=bool)
+        if ev.failed.any():
+            bad = np.flatnonzero(ev.failed)
+            self.ctx.dead_letter(batch.take(bad), [f"filter: {ev.reasons.get(i, 'error')}"
+                                                   for i in bad.tolist()])
+            values = values & ~ev.failed
+        return batch if values.all() else batch.take(values)
+
+
+@register
+class Sample(Operator):
+    """Per device, keep every Nth record (``every``) or one record per ``interval`` of event time."""
+
+    name = "sample"
+    params = {"every": "keep the 1st, (N+1)th, ... record of each device",
+              "interval": "keep a record when this much event time passed since the last kept one"}
+
+    def configure(self, every: Any = None, interval: Any = None) -> None:
+        if (every is None) == (interval is None):
+            raise SpecError("give exactly one of 'every' or 'interval'", field="every")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise SpecError(f"expected a whole number >= 1, got {every!r}", field="every")
+        self.every = every
+        self.interval = parse_duration(interval, "interval") if interval is not None else None
+        self.seen = np.zeros(64, dtype=np.int64)
+        self.last_kept: dict[int, float] = {}
+
+    def process(self, batch: Batch) -> Batch:
+        n = len(batch)
+        if not n:
+            return batch
+        codes = batch.codes
+        if self.every is not None:
+            self.seen = grow(self.seen, int(codes.max()) + 1, 0)
+            order = np.argsort(codes, kind="stable")
+            dev_s = codes[order]
+            first = np.empty(n, dtype=bool)
+            first[0] = True
+            np.not_equal(dev_s[1:], dev_s[:-1], out=first[1:])
+            seg_start = np.maximum.accumulate(np.where(first, np.arange(n), 0))
+            pos = np.arange(n) - seg_start + self.seen[dev_s]
+            keep_s = pos % self.every == 0
+            np.add.at(self.seen, codes, 1)
+            keep = np.empty(n, dtype=bool)
+            keep[order] = keep_s
+            return batch.take(keep)
+        keep = np.zeros(n, dtype=bool)
+        last = self.last_kept
+        interval = self.interval
+        for i, (c, t) in enumerate(zip(codes.tolist(), batch.ts.tolist())):
+            prev = last.get(c)
+            if prev is None or t - prev >= interval:
+                keep[i] = True
+                last[c] = t
+        return batch.take(keep)
+
+
+@register
+class ChangeTrigger(Operator):
+    """Pass a record when a listed field differs from the last passed record of its device."""
+
+    name = "change_trigger"
+    params = {"fields": "fields to watch", "threshold": "numbers: pass when |new - old| >= threshold"}
+    required = ("fields",)
+    shorthand = "fields"
+
+    def configure(self, fields: Any, threshold: Any = None) -> None:
+        self.fields = _names(fields, "fields") or []
+        if not self.fields:
+            raise SpecError("name at least one field", field="fields")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or threshold < 0):
+            raise SpecError(f"expected a number >= 0, got {threshold!r}", field="threshold")
+        self.threshold = threshold
+        self.last: dict[int, tuple[Any, ...]] = {}
+
+    def _changed(self, old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
+        for a, b in zip(old, new):
+            if self.threshold is not None and isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+                    and not isinstance(a, bool) and not isinstance(b, bool):
+                if abs(b - a) >= self.threshold:
+                    return True
+            elif a != b:
+                return True
+        return False
+
+    def process(self, batch: Batch) -> Batch:
+        n = len(batch)
+        if not n:
+            return batch
+        missing = np.zeros(n, dtype=bool)
+        reasons: dict[int, str] = {}
+        for f in self.fields:
+            m = ~batch.has(f)
+            for i in np.flatnonzero(m & ~missing).tolist():
+                reasons[i] = f"change_trigger: missing field '{f}'"
+            missing |= m
+        cols = [batch.cols[f].data.tolist() if f in batch.cols else [None] * n for f in self.fields]
+        keep = np.zeros(n, dtype=bool)
+        last = self.last
+        for i, c in enumerate(batch.codes.tolist()):
+            if missing[i]:
+                continue
+            cur = tuple(col[i] for col in cols)
+            prev = last.get(c)
+            if prev is None or self._changed(prev, cur):
+                keep[i] = True
+                last[c] = cur
+        if missing.any():
+            bad = np.flatnonzero(missing)
+            self.ctx.dead_letter(batch.take(bad), [reasons[i] for i in bad.tolist()])
+        return batch.take(keep)
+
+
+@register
+class CustomFunction(Operator):
+    """Add or replace fields with safe expressions, in order: ``{set: {temp_f: "temperature * 9 / 5 + 32"}}``."""
+
+    name = "custom_function"
+    params = {"set": "mapping field -> expression; later ones see earlier ones"}
+    required = ("set",)
+
+    def configure(self, set: Any) -> None:  # noqa: A002 - the spec's own word
+        if not isinstance(set, dict) or not set:
+            raise SpecError("expected a mapping of field: expression", field="set")
+        self.assignments = [(k, _expression(v, f"set.{k}")) for k, v in set.items()]
+
+    def process(self, batch: Batch) -> Batch:
+        for name, expr in self.assignments:
+            if not len(batch):
+                return batch
+            ev = expr.evaluate(batch)
+            failed = ev.failed
+            reasons = ev.reasons
+            finite = is_finite_array(ev.values) if ev.values.dtype.kind in "fO" else None
+            if finite is not None and not finite.all():
+                nonfinite = ~finite & ~failed
+                for i in np.flatnonzero(nonfinite).tolist():
+                    reasons[i] = f"result is not finite ({ev.values[i]!r})"
+                failed = failed | nonfinite
+            values = ev.values
+            if failed.any():
+                bad = np.flatnonzero(failed)
+                self.ctx.dead_letter(batch.take(bad), [f"custom_function {name}: {reasons.get(i, 'error')}"
+                                                       for i in bad.tolist()])
+                batch = batch.take(~failed)
+                values = values[~failed]
+            else:
+                batch = Batch(batch.codes, batch.product, batch.ts, dict(batch.cols))
+            batch.set_column(name, np.asarray(values))
+        return batch
+
+
+_TEMPLATE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
+
+
+def render_template(template: str, record: dict[str, Any]) -> str:
+    """Fill ``{field}`` / ``{field:.1f}`` from a record; no attribute or index access, ever."""
+    values = record.get("values", {})
+
+    def sub(m: re.Match[str]) -> str:
+        key, fmt = m.group(1), m.group(2)
+        if key in ("device", "ts", "product"):
+            value = record.get(key)
+        elif key in values:
+            value = values[key]
+        else:
+            return "{" + key + "?}"
+        try:
+            return format(value, fmt) if fmt else str(value)
+        except (ValueError, TypeError):
+            return str(value)
+    return _TEMPLATE.sub(sub, template)
+
+
+_LEVELS = ("INFO", "WARN", "ERROR")
+
+
+class _Messaging(Operator):
+    params = {"level": "INFO, WARN or ERROR", "message": "text with {field} placeholders"}
+    default_level = "INFO"
+
+    def configure(self, level: Any = None, message: Any = None) -> None:
+        level = self.default_level if level is None else level
+        if level not in _LEVELS:
+            raise SpecError(f"expected one of {', '.join(_LEVELS)}, got {level!r}", field="level")
+        if message is not None and not isinstance(message, str):
+            raise SpecError("expected a text", field="message")
+        self.level = level
+        self.message = message or "{device}: " + self.name
+
+    def _items(self, batch: Batch) -> list[dict[str, Any]]:
+        out = []
+        for rec in batch.to_records():
+            out.append({"level": self.level, "message": render_template(self.message, rec),
+                        "pipeline": self.ctx.pipeline, "instance": self.ctx.instance,
+                        "step": self.ctx.step, "device": rec["device"], "ts": rec["ts"], "record": rec})
+        return out
+
+
+@register
+class Notification(_Messaging):
+    """Persist each record as a leveled message on the node (INFO/WARN/ERROR); records go on."""
+
+    name = "notification"
+
+    def process(self, batch: Batch) -> Batch:
+        if len(batch) and self.ctx.sinks is not None:
+            for item in self._items(batch):
+                self.ctx.sinks.notification(item)
+        return batch
+
+
+@register
+class Alert(_Messaging):
+    """Raise an alert for each record (persisted and published; later uplinked); records go on.
+
+    ``cooldown`` suppresses repeats for the same device within that much event time.
+    """
+
+    name = "alert"
+    params = {**_Messaging.params, "cooldown": "per device: no new alert within this much event time"}
+    default_level = "WARN"
+
+    def configure(self, level: Any = None, message: Any = None, cooldown: Any = None) -> None:
+        super().configure(level, message)
+        self.cooldown = parse_duration(cooldown, "cooldown") if cooldown is not None else None
+        self.last: dict[str, float] = {}
+
+    def process(self, batch: Batch) -> Batch:
+        if len(batch) and self.ctx.sinks is not None:
+            for item in self._items(batch):
+                if self.cooldown is not None:
+                    prev = self.last.get(item["device"])
+                    if prev is not None and item["ts"] - prev < self.cooldown:
+                        continue
+                    self.last[item["device"]] = item["ts"]
+                self.ctx.sinks.alert(item)
+        return batch
+
+
+@register
+class DeviceOutput(Operator):
+    """Act on a device: set properties (``set``) or call a product service (``service`` + ``args``)."""
+
+    name = "device_output"
+    params = {"device": "target device id; default: the record's own device; {field} allowed",
+              "set": "mapping property -> expression", "service": "product service to call",
+              "args": "mapping argument -> expression"}
+
+    def configure(self, device: Any = None, set: Any = None, service: Any = None,  # noqa: A002
+                  args: Any = None) -> None:
+        if (set is None) == (service is None):
+            raise SpecError("give exactly one of 'set' or 'service'", field="set")
+        if device is not None and not isinstance(device, str):
+            raise SpecError("expected a device id", field="device")
+        self.device = device
+        self.service = service
+        if service is not None and not isinstance(service, str):
+            raise SpecError("expected a service name", field="service")
+        mapping = set if set is not None else (args or {})
+        label = "set" if set is not None else "args"
+        if not isinstance(mapping, dict):
+            raise SpecError("expected a mapping of name: expression", field=label)
+        self.exprs = [(k, _expression(v, f"{label}.{k}")) for k, v in mapping.items()]
+        self.label = label
+
+    def process(self, batch: Batch) -> Batch:
+        if not len(batch) or self.ctx.sinks is None:
+            return batch
+        failed = np.zeros(len(batch), dtype=bool)
+        reasons: dict[int, str] = {}
+        results = {}
+        for k, e in self.exprs:
+            ev = e.evaluate(batch)
+            for i in np.flatnonzero(ev.failed & ~failed).tolist():
+                reasons[i] = f"device_output {self.label}.{k}: {ev.reasons.get(i, 'error')}"
+            failed |= ev.failed
+            results[k] = ev.values.tolist()
+        records = batch.to_records()
+        for i, rec in enumerate(records):
+            if failed[i]:
+                continue
+            target = render_template(self.device, rec) if self.device else rec["device"]
+            payload = {k: _plain(results[k][i]) for k, _ in self.exprs}
+            action = {"device": target, "source_device": rec["device"], "ts": rec["ts"],
+                      "pipeline": self.ctx.pipeline, "instance": self.ctx.instance}
+            if self.service:
+                action.update(kind="service", service=self.service, args=payload)
+            else:
+                action.update(kind="set", values=payload)
+            self.ctx.sinks.device_output(action)
+        if failed.any():
+            bad = np.flatnonzero(failed)
+            self.ctx.dead_letter(batch.take(bad), [reasons[i] for i in bad.tolist()])
+        return batch
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+@register
+class ApplyModel(Operator):
+    """Run a model loaded on the node over the listed inputs; write its prediction (and confidence).
+
+    The model is a callable taking an (n, k) float array and returning predictions, or
+    (predictions, confidences). The model store (a later issue) provides them; tests and
+    embedders register callables with the node's model registry.
+    """
+
+    name = "apply_model"
+    params = {"model": "model name (optionally name:version)", "inputs": "input fields, in order",
+              "output": "field for the prediction (default: prediction)",
+              "confidence": "field for the confidence (default: <output>_confidence)",
+              "batch_size": "rows per model call (default 256)"}
+    required = ("model", "inputs")
+
+    def configure(self, model: Any, inputs: Any, output: Any = "prediction", confidence: Any = None,
+                  batch_size: Any = 256) -> None:
+        if not isinstance(model, str) or not model:
+            raise SpecError("expected a model name", field="model")
+        self.model = model
+        self.inputs = _names(inputs, "inputs") or []
+        if not isinstance(output, str) or not output:
+            raise SpecError("expected a field name", field="output")
+        self.output = output
+        self.confidence = confidence or f"{output}_confidence"
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise SpecError(f"expected a whole number >= 1, got {batch_size!r}", field="batch_size")
+        self.batch_size = batch_size
+
+    def process(self, batch: Batch) -> Batch:
+        n = len(batch)
+        if not n:
+            return batch
+        models = self.ctx.models
+        fn = models.get(self.model) if models is not None else None
+        if fn is None:
+            self.ctx.dead_letter(batch, f"apply_model: model '{self.model}' is not loaded on this node")
+            return Batch.empty()
+        ok = np.ones(n, dtype=bool)
+        reasons: dict[int, str] = {}
+        columns = []
+        for f in self.inputs:
+            has = batch.has(f)
+            for i in np.flatnonzero(~has & ok).tolist():
+                reasons[i] = f"apply_model: missing input '{f}'"
+            ok &= has
+            col = batch.cols.get(f)
+            if col is not None and col.data.dtype.kind not in "iufb":
+                numeric = np.array([isinstance(v, (int, float)) for v in col.data.tolist()], dtype=bool)
+                for i in np.flatnonzero(~numeric & ok).tolist():
+                    reasons[i] = f"apply_model: input '{f}' is not a number"
+                ok &= numeric
+            columns.append(col)
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            self.ctx.dead_letter(batch.take(bad), [reasons[i] for i in bad.tolist()])
+            batch = batch.take(ok)
+            columns = [batch.cols[f] for f in self.inputs]
+        if not len(batch):
+            return batch
+        X = np.column_stack([np.asarray(c.data, dtype=np.float64) for c in columns]) if columns \
+            else np.zeros((len(batch), 0))
+        preds, confs = [], []
+        try:
+            for a in range(0, len(X), self.batch_size):
+                res = fn(X[a:a + self.batch_size])
+                p, c = res if isinstance(res, tuple) else (res, None)
+                preds.append(np.asarray(p).reshape(-1))
+                confs.append(None if c is None else np.asarray(c, dtype=np.float64).reshape(-1))
+        except Exception as exc:  # a failing model must not stop the pipeline
+            self.ctx.dead_letter(batch, f"apply_model: model '{self.model}' failed: {exc!r}")
+            return Batch.empty()
+        out = Batch(batch.codes, batch.product, batch.ts, dict(batch.cols))
+        out.set_column(self.output, np.concatenate(preds))
+        if all(c is not None for c in confs):
+            out.set_column(self.confidence, np.concatenate(confs))
+        return out

@@ -1,0 +1,362 @@
+"""time_window and aggregate.
+
+Tumbling windows of ``size`` seconds aligned to multiples of ``size`` since the
+epoch, per device. A device has at most one open window; it is emitted when a
+record of a later window arrives for that device, and at end of input (open
+windows then go out by window start, ties by the arrival of their first record).
+A record of a window that was already emitted is *late*: it becomes a dead letter.
+
+time_window hands on :class:`Windows`: the rows of each window kept contiguous,
+so that ``aggregate`` reduces them with array operations. Followed by anything
+else, windows become records whose values are lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..records import Batch, Column
+from .base import Operator, SpecError, grow, parse_duration, register
+
+__all__ = ["Windows", "TimeWindow", "Aggregate", "AGGREGATES"]
+
+_NO_WIN = np.iinfo(np.int64).min
+
+
+@dataclass
+class Windows:
+    """Closed windows: ``rows`` grouped so that window k is rows[starts[k]:ends[k]]."""
+
+    rows: Batch
+    starts: np.ndarray
+    codes: np.ndarray  # device code per window
+    product: np.ndarray
+    window_start: np.ndarray
+    window_end: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def ends(self) -> np.ndarray:
+        return np.append(self.starts[1:], len(self.rows)).astype(np.int64)
+
+    def to_batch(self) -> Batch:
+        """One record per window: values are the lists of the window's values."""
+        n = len(self)
+        bounds = list(zip(self.starts.tolist(), self.ends.tolist()))
+        cols: dict[str, Column] = {}
+        for name, col in self.rows.cols.items():
+            data = col.data.tolist()
+            present = None if col.present is None else col.present.tolist()
+            lists = np.empty(n, dtype=object)
+            lists[:] = [[v for j, v in enumerate(data[a:b]) if present is None or present[a + j]]
+                        for a, b in bounds]
+            cols[name] = Column(lists)
+        counts = np.diff(np.append(self.starts, len(self.rows)))
+        cols["count"] = Column(counts.astype(np.int64))
+        cols["window_start"] = Column(self.window_start.astype(np.float64))
+        return Batch(self.codes, self.product, self.window_end.astype(np.float64), cols)
+
+
+@register
+class TimeWindow(Operator):
+    """Group each device's records into tumbling event-time windows of ``size``."""
+
+    name = "time_window"
+    params = {"size": "window length: 500ms, 10s, 5m, 1h", "idle_flush":
+              "live nodes: emit a window when its device sent nothing for this long (wall clock)"}
+    required = ("size",)
+    shorthand = "size"
+
+    def configure(self, size: Any, idle_flush: Any = None) -> None:
+        self.size = parse_duration(size, "size")
+        self.idle_flush = parse_duration(idle_flush, "idle_flush") if idle_flush is not None else None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.pending = Batch.empty()  # rows of open windows, arrival order
+        self.pending_seq = np.empty(0, np.int64)  # arrival sequence of pending rows
+        self.last_win = np.full(64, _NO_WIN, dtype=np.int64)  # per device: newest window seen
+        self.seq = 0
+        self.last_seen: dict[int, float] = {}
+
+    def _win(self, ts: np.ndarray) -> np.ndarray:
+        return np.floor(ts / self.size).astype(np.int64)
+
+    def process(self, batch: Batch) -> Windows | None:
+        n = len(batch)
+        if n == 0:
+            return None
+        seq = np.arange(self.seq, self.seq + n, dtype=np.int64)
+        self.seq += n
+        win = self._win(batch.ts)
+        codes = batch.codes
+        self.last_win = grow(self.last_win, int(codes.max()) + 1, _NO_WIN)
+        late = self._late(codes, win)
+        if late is not None:
+            self.ctx.dead_letter(batch.take(late), [
+                f"late record: window starting {w * self.size:g} of this device was already emitted"
+                for w in win[late].tolist()])
+            keep = ~late
+            batch, win, seq, codes = batch.take(keep), win[keep], seq[keep], codes[keep]
+            if not len(batch):
+                return None
+        np.maximum.at(self.last_win, codes, win)
+        if self.idle_flush is not None:
+            import time
+            now = time.monotonic()
+            for c in np.unique(codes).tolist():
+                self.last_seen[c] = now
+        rows = Batch.concat([self.pending, batch])
+        all_seq = np.concatenate([self.pending_seq, seq])
+        all_win = np.concatenate([self._win(self.pending.ts), win]) if len(self.pending) else win
+        order = np.argsort(rows.codes, kind="stable")
+        dev_s, win_s = rows.codes[order], all_win[order]
+        m = len(order)
+        boundary = np.empty(m, dtype=bool)
+        boundary[0] = True
+        np.not_equal(dev_s[1:], dev_s[:-1], out=boundary[1:])
+        dev_change = boundary.copy()
+        boundary[1:] |= win_s[1:] != win_s[:-1]
+        run_starts = np.flatnonzero(boundary)
+        # a run is closed when the next run belongs to the same device
+        nxt_same_dev = np.zeros(len(run_starts), dtype=bool)
+        nxt_same_dev[:-1] = ~dev_change[run_starts[1:]]
+        closed = np.flatnonzero(nxt_same_dev)
+        # keep the open runs (one per device) as pending, in arrival order
+        run_ends = np.append(run_starts[1:], m)
+        run_id = np.cumsum(boundary) - 1
+        keep_idx = np.sort(order[~nxt_same_dev[run_id]])
+        self.pending = rows.take(keep_idx)
+        self.pending_seq = all_seq[keep_idx]
+        if not len(closed):
+            return None
+        # emission order: by the arrival of the record that closed each window
+        trigger = all_seq[order[run_starts[closed + 1]]]
+        closed = closed[np.argsort(trigger, kind="stable")]
+        return self._windows(rows, order, run_starts, run_ends, closed, win_s)
+
+    def _late(self, codes: np.ndarray, win: np.ndarray) -> np.ndarray | None:
+        prior = self.last_win[codes]
+        order = np.argsort(codes, kind="stable")
+        dev_s, win_s, prior_s = codes[order], win[order], prior[order]
+        first = np.empty(len(order), dtype=bool)
+        first[0] = True
+        np.not_equal(dev_s[1:], dev_s[:-1], out=first[1:])
+        monotone = np.all(first[1:] | (win_s[1:] >= win_s[:-1]))
+        if monotone and np.all(win_s >= prior_s):
+            return None
+        late_s = np.zeros(len(order), dtype=bool)
+        running = _NO_WIN
+        for i in range(len(order)):  # rare path: out-of-order input
+            if first[i]:
+                running = prior_s[i]
+            if win_s[i] < running:
+                late_s[i] = True
+            else:
+                running = win_s[i]
+        late = np.empty_like(late_s)
+        late[order] = late_s
+        return late if late.any() else None
+
+    def _windows(self, rows: Batch, order: np.ndarray, run_starts: np.ndarray, run_ends: np.ndarray,
+                 runs: np.ndarray, win_s: np.ndarray) -> Windows:
+        lengths = run_ends[runs] - run_starts[runs]
+        idx = _gather(order, run_starts[runs], lengths)
+        grouped = rows.take(idx)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        w = win_s[run_starts[runs]]
+        return Windows(grouped, starts, grouped.codes[starts], grouped.product[starts],
+                       w * self.size, (w + 1) * self.size)
+
+    def flush(self) -> Windows | None:
+        if not len(self.pending):
+            return None
+        rows, seq = self.pending, self.pending_seq
+        win = self._win(rows.ts)
+        order = np.lexsort((seq, rows.codes))
+        dev_s = rows.codes[order]
+        boundary = np.empty(len(order), dtype=bool)
+        boundary[0] = True
+        np.not_equal(dev_s[1:], dev_s[:-1], out=boundary[1:])
+        run_starts = np.flatnonzero(boundary)
+        run_ends = np.append(run_starts[1:], len(order))
+        first_seq = seq[order[run_starts]]
+        wins = win[order[run_starts]]
+        runs = np.lexsort((first_seq, wins))
+        self.pending, self.pending_seq = Batch.empty(), np.empty(0, np.int64)
+        return self._windows(rows, order, run_starts, run_ends, runs, win[order])
+
+    def tick(self, now: float) -> Windows | None:
+        if self.idle_flush is None or not len(self.pending):
+            return None
+        import time
+        mono = time.monotonic()
+        idle = [c for c, t in self.last_seen.items() if mono - t >= self.idle_flush]
+        if not idle:
+            return None
+        mask = np.isin(self.pending.codes, idle)
+        if not mask.any():
+            return None
+        keep_rows, keep_seq = self.pending.take(~mask), self.pending_seq[~mask]
+        self.pending, self.pending_seq = self.pending.take(mask), self.pending_seq[mask]
+        out = self.flush()
+        self.pending, self.pending_seq = keep_rows, keep_seq
+        for c in idle:
+            self.last_seen.pop(c, None)
+        return out
+
+    def snapshot(self) -> Any:
+        return {"pending": self.pending.to_records(), "seq": self.pending_seq.tolist(),
+                "last_win": self.last_win.tolist(), "next_seq": self.seq}
+
+
+def _gather(order: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    total = int(lengths.sum())
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return order[np.arange(total) + offsets]
+
+
+AGGREGATES = ("count", "sum", "mean", "min", "max", "first", "last", "mode", "std")
+
+
+@register
+class Aggregate(Operator):
+    """Reduce each window to one record: ``<field>_<fn>`` values plus ``count`` and ``window_start``."""
+
+    name = "aggregate"
+    params = {"*": "field: fn or [fn, ...] with fn in " + ", ".join(AGGREGATES)}
+    accepts = "windows"
+
+    @classmethod
+    def normalise(cls, spec: Any) -> dict[str, Any]:
+        if not isinstance(spec, dict) or not spec:
+            raise SpecError("expected a mapping field: function(s), e.g. {temperature: mean}",
+                            hint="functions: " + ", ".join(AGGREGATES))
+        return dict(spec)
+
+    def configure(self, **fields: Any) -> None:
+        self.plan: list[tuple[str, str]] = []
+        for name, fns in fields.items():
+            if not isinstance(name, str) or not name:
+                raise SpecError(f"field name must be a string, got {name!r}")
+            fns = [fns] if isinstance(fns, str) else fns
+            if not isinstance(fns, list) or not fns:
+                raise SpecError("expected a function name or a list of them", field=name)
+            for fn in fns:
+                if fn not in AGGREGATES:
+                    raise SpecError(f"unknown aggregate function {fn!r}", field=name,
+                                    hint="one of " + ", ".join(AGGREGATES))
+                self.plan.append((name, fn))
+
+    def process(self, windows: Windows) -> Batch | None:
+        if windows is None or not len(windows):
+            return None
+        rows, starts = windows.rows, windows.starts
+        k = len(starts)
+        counts = np.diff(np.append(starts, len(rows))).astype(np.int64)
+        cols: dict[str, Column] = {}
+        bad = np.zeros(k, dtype=bool)
+        reasons = [""] * k
+        for name, fn in self.plan:
+            out = f"{name}_{fn}"
+            col = rows.cols.get(name)
+            if col is None:
+                if fn == "count":
+                    cols[out] = Column(np.zeros(k, np.int64))
+                continue  # absent in every window: no value
+            try:
+                data, present = _reduce(col, starts, counts, fn)
+            except TypeError as exc:
+                for i in np.flatnonzero(~bad).tolist():
+                    reasons[i] = f"aggregate {out}: {exc}"
+                bad[:] = True
+                continue
+            cols[out] = Column(data, None if present is None or present.all() else present)
+        cols["count"] = Column(counts)
+        cols["window_start"] = Column(windows.window_start.astype(np.float64))
+        out_batch = Batch(windows.codes, windows.product, windows.window_end.astype(np.float64), cols)
+        if bad.any():
+            self.ctx.dead_letter(out_batch.take(bad), [reasons[i] for i in np.flatnonzero(bad)])
+            out_batch = out_batch.take(~bad)
+        return out_batch
+
+
+def _reduce(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str) -> tuple[np.ndarray, np.ndarray | None]:
+    data, present = col.data, col.present
+    n_present = counts if present is None else np.add.reduceat(present.astype(np.int64), starts)
+    has = None if present is None else n_present > 0
+    if fn == "count":
+        return n_present.astype(np.int64), None
+    if fn in ("first", "last"):
+        idx = np.arange(len(data))
+        if present is None:
+            pick = starts if fn == "first" else starts + counts - 1
+        elif fn == "first":
+            pick = np.minimum.reduceat(np.where(present, idx, len(data)), starts)
+        else:
+            pick = np.maximum.reduceat(np.where(present, idx, -1), starts)
+        pick = np.clip(pick, 0, max(len(data) - 1, 0))
+        return data[pick], has
+    if fn == "mode":
+        return _mode(data, present, starts, counts), has
+    numeric = data.dtype.kind in "iuf" or data.dtype == bool
+    if not numeric:
+        vals = data.tolist()
+        if present is not None:
+            vals = [v for v, p in zip(vals, present.tolist()) if p]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            data = np.array([v if isinstance(v, (int, float)) else 0 for v in data.tolist()], dtype=np.float64)
+        else:
+            bad = next(v for v in vals if not isinstance(v, (int, float)) or isinstance(v, bool))
+            raise TypeError(f"{fn} needs numbers, got {type(bad).__name__} {bad!r}")
+    if data.dtype == bool:
+        data = data.astype(np.int64)
+    if fn in ("sum", "mean", "std"):
+        x = data if present is None else np.where(present, data, 0)
+        s = np.add.reduceat(x, starts)
+        if fn == "sum":
+            return s, has
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = s / np.maximum(n_present, 1)
+            if fn == "mean":
+                return mean, has
+            dev = data - np.repeat(mean, counts)
+            sq = dev * dev if present is None else np.where(present, dev * dev, 0.0)
+            return np.sqrt(np.add.reduceat(sq, starts) / np.maximum(n_present, 1)), has
+    if fn == "min":
+        fill = np.inf if data.dtype.kind == "f" else np.iinfo(np.int64).max
+        x = data if present is None else np.where(present, data, fill)
+        return np.minimum.reduceat(x, starts), has
+    if fn == "max":
+        fill = -np.inf if data.dtype.kind == "f" else np.iinfo(np.int64).min
+        x = data if present is None else np.where(present, data, fill)
+        return np.maximum.reduceat(x, starts), has
+    raise AssertionError(fn)  # pragma: no cover
+
+
+def _mode(data: np.ndarray, present: np.ndarray | None, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Most frequent value per window; ties go to the smallest value."""
+    k = len(starts)
+    out = np.empty(k, dtype=data.dtype if data.dtype != bool else bool)
+    vals = data.tolist()
+    pres = None if present is None else present.tolist()
+    for w, (a, c) in enumerate(zip(starts.tolist(), counts.tolist())):
+        freq: dict[Any, int] = {}
+        for j in range(a, a + c):
+            if pres is None or pres[j]:
+                v = vals[j]
+                freq[v] = freq.get(v, 0) + 1
+        if not freq:
+            out[w] = data[a] if len(data) else 0
+            continue
+        best = max(freq.values())
+        try:
+            out[w] = min(v for v, f in freq.items() if f == best)
+        except TypeError:
+            out[w] = next(v for v, f in freq.items() if f == best)
+    return out

@@ -1,0 +1,223 @@
+"""Pipeline specs (YAML/JSON) and the fluent builder, both producing one validated :class:`Plan`.
+
+YAML::
+
+    name: pump-overheat
+    product: pump
+    steps:
+      - device_input: {properties: [temperature, vibration]}
+      - filter: "temperature > 80"
+      - time_window: {size: 10s}
+      - aggregate: {temperature: mean, vibration: max}
+
+Python::
+
+    Pipeline.name("pump-overheat").product("pump") \\
+        .device_input(properties=["temperature", "vibration"]).filter("temperature > 80") \\
+        .time_window(size="10s").aggregate(temperature="mean", vibration="max").build()
+
+Validation happens when the plan is built: unknown operators, bad parameters, a
+missing input step, an aggregate without a window, duplicate step ids: each is a
+:class:`SpecError` naming file, line, step and field.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .operators import StepContext, lookup
+from .operators.base import SpecError
+from .yamlspec import line_of, load_yaml
+
+__all__ = ["Plan", "Step", "Pipeline", "load_pipeline", "parse_pipeline"]
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_. ")
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str
+    params: Any
+    id: str
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass
+class Plan:
+    """A validated pipeline: what the engine instantiates (once per pipeline instance)."""
+
+    name: str
+    product: str | None
+    steps: list[Step]
+    file: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        steps = []
+        for s in self.steps:
+            entry: dict[str, Any] = {s.op: _plain(s.params)}
+            if s.id != _default_id(s.op, self.steps.index(s)):
+                entry["id"] = s.id
+            steps.append(entry)
+        out: dict[str, Any] = {"name": self.name}
+        if self.product is not None:
+            out["product"] = self.product
+        out["steps"] = steps
+        return out
+
+    def instantiate(self, make_ctx: Callable[[Step], StepContext]) -> list[Any]:
+        """Fresh operator objects for one pipeline instance."""
+        return [lookup(s.op)(copy.deepcopy(_plain(s.params)), make_ctx(s)) for s in self.steps]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _default_id(op: str, index: int) -> str:
+    return f"{index + 1}:{op}"
+
+
+def parse_pipeline(data: Any, *, file: str | None = None) -> Plan:
+    """Validate a decoded spec (from YAML or JSON) into a Plan."""
+    if not isinstance(data, dict):
+        raise SpecError(f"a pipeline must be a mapping with name and steps, got {type(data).__name__}",
+                        file=file, line=line_of(data))
+    known = {"name", "product", "steps", "description", "version"}
+    for key in data:
+        if key not in known:
+            raise SpecError(f"unknown key {key!r}", file=file, line=line_of(data, key), field=str(key),
+                            hint="a pipeline has: " + ", ".join(sorted(known)))
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip() or not set(name) <= _NAME_CHARS:
+        raise SpecError(f"expected a name of letters, digits and - _ . (got {name!r})", file=file,
+                        line=line_of(data, "name"), field="name")
+    product = data.get("product")
+    if product is not None and not isinstance(product, str):
+        raise SpecError("expected a product name", file=file, line=line_of(data, "product"), field="product")
+    steps_raw = data.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise SpecError("expected a non-empty list of steps", file=file,
+                        line=line_of(data, "steps") or line_of(data), field="steps")
+    steps: list[Step] = []
+    for i, raw in enumerate(steps_raw):
+        line = line_of(steps_raw, i)
+        label = f"#{i + 1}"
+        if not isinstance(raw, dict) or not raw:
+            raise SpecError("each step is a mapping {operator: parameters}", file=file, line=line, step=label)
+        keys = [k for k in raw if k != "id"]
+        if len(keys) != 1:
+            raise SpecError(f"a step names exactly one operator, got {keys or 'none'}", file=file,
+                            line=line, step=label)
+        op = keys[0]
+        step_id = raw.get("id", _default_id(str(op), i))
+        if not isinstance(step_id, str) or not step_id:
+            raise SpecError("expected a text id", file=file, line=line, step=label, field="id")
+        steps.append(Step(str(op), raw[op], step_id, line_of(raw, op) or line))
+    plan = Plan(name.strip(), product, steps, file)
+    validate(plan)
+    return plan
+
+
+def validate(plan: Plan) -> None:
+    """Check the whole plan: each step's parameters, step order, ids."""
+    seen: set[str] = set()
+    for i, s in enumerate(plan.steps):
+        label = f"#{i + 1} {s.op}" + (f" ({s.id})" if s.id != _default_id(s.op, i) else "")
+        try:
+            cls = lookup(s.op)
+            if s.id in seen:
+                raise SpecError(f"duplicate step id {s.id!r}", field="id")
+            seen.add(s.id)
+            if i == 0 and not cls.source:
+                raise SpecError("the first step must be an input (device_input, time_series_input, ...)",
+                                hint=f"add '- device_input: {{}}' before '{s.op}'")
+            if i > 0 and cls.source:
+                raise SpecError("an input step can only come first")
+            prev = plan.steps[i - 1].op if i else None
+            if cls.accepts == "windows" and (prev is None or lookup(prev).__name__ != "TimeWindow"):
+                raise SpecError(f"{s.op} needs a time_window step right before it",
+                                hint="add '- time_window: {size: 10s}'")
+            cls(copy.deepcopy(_plain(s.params)),
+                StepContext(pipeline=plan.name, instance="<validate>", step=s.id, product=plan.product))
+        except SpecError as exc:
+            raise exc.located(file=plan.file, line=s.line, step=label) from None
+
+
+def load_pipeline(path: str | Path) -> Plan:
+    """Load and validate a pipeline file (YAML or JSON)."""
+    data = load_yaml(path)
+    return parse_pipeline(data, file=str(path))
+
+
+class Pipeline:
+    """Fluent builder: ``Pipeline.name("x").product("pump").device_input().filter("t > 1").build()``.
+
+    Every registered operator is a method; a single positional argument is the
+    operator's shorthand parameter, keywords are its parameters. Each call is
+    checked at once, so a mistake points at the call that made it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._product: str | None = None
+        self._steps: list[dict[str, Any]] = []
+
+    @classmethod
+    def name(cls, name: str) -> Pipeline:  # noqa: D102 - the paper's Code 1 spelling
+        return cls(name)
+
+    def product(self, product: str) -> Pipeline:
+        self._product = product
+        return self
+
+    def step(self, op: str, *args: Any, id: str | None = None, **kwargs: Any) -> Pipeline:  # noqa: A002
+        cls = lookup(op)
+        if args and kwargs:
+            raise SpecError(f"give {op} either one positional argument or keywords, not both",
+                            step=f"#{len(self._steps) + 1} {op}")
+        if len(args) > 1:
+            raise SpecError(f"{op} takes at most one positional argument", step=f"#{len(self._steps) + 1} {op}")
+        if args:
+            params: Any = args[0]
+        elif cls.name == "aggregate" or kwargs:
+            params = dict(kwargs)
+        else:
+            params = {}
+        entry: dict[str, Any] = {op: params}
+        if id is not None:
+            entry["id"] = id
+        self._steps.append(entry)
+        try:  # check this step now, in place, so the error points at this call
+            parse_pipeline({"name": self._name, "product": self._product, "steps": self._steps}
+                           if self._product else {"name": self._name, "steps": self._steps})
+        except SpecError as exc:
+            if exc.step and exc.step.startswith(f"#{len(self._steps)} "):
+                self._steps.pop()
+                raise
+        return self
+
+    def __getattr__(self, op: str) -> Callable[..., Pipeline]:
+        if op.startswith("_"):
+            raise AttributeError(op)
+        lookup(op)  # unknown operators fail here, with a hint
+
+        def add(*args: Any, **kwargs: Any) -> Pipeline:
+            return self.step(op, *args, **kwargs)
+        return add
+
+    def spec(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self._name}
+        if self._product is not None:
+            out["product"] = self._product
+        out["steps"] = copy.deepcopy(self._steps)
+        return out
+
+    def build(self) -> Plan:
+        return parse_pipeline(self.spec())
