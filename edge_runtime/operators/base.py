@@ -42,7 +42,7 @@ class SpecError(ValueError):
         elif self.line:
             where.append(f"line {self.line}")
         if self.step:
-            where.append(f"step {self.step}")
+            where.append(f"step {self.step}" if self.step.startswith("#") else self.step)
         if self.field:
             where.append(f"field '{self.field}'")
         msg = (", ".join(where) + ": " if where else "") + self.problem

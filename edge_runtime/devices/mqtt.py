@@ -1,0 +1,275 @@
+"""MQTT: the broker link and the device connector (paho-mqtt 2.x).
+
+:class:`MqttLink` is one client with reconnect (paho's exponential backoff),
+subscriptions restored on every connect, and a last will on
+``edgeloop/<node>/status``. :class:`MqttConnector` binds devices to topics: the
+network thread only queues (topic, payload, arrival time); a parser thread
+decodes JSON, maps payload fields to product properties, checks types and hands
+Records to the Device Bus. Anything wrong with a message (malformed JSON, wrong
+type, NaN, too large, unknown device) becomes a dead letter with the reason.
+
+A node also listens on ``edgeloop/<node>/ingest`` for ready-made Records from
+gateways (``{"device", "ts", "values"}``) of bound devices.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+
+from .. import jsonio
+from ..records import RecordError, check_value
+from .model import Catalog, DeviceBinding, Product, Property
+
+__all__ = ["MqttLink", "MqttConnector", "BrokerConfig"]
+
+log = logging.getLogger("edgeloop.mqtt")
+
+
+@dataclass
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = 30
+    tls: bool = False
+    ca_certs: str | None = None
+
+
+class MqttLink:
+    """A paho client that reconnects, re-subscribes, and can publish from any thread."""
+
+    def __init__(self, cfg: BrokerConfig, *, client_id: str | None = None, status_topic: str | None = None,
+                 on_message: Callable[[str, bytes, float], None] | None = None) -> None:
+        self.cfg = cfg
+        self.client_id = client_id or f"edgeloop-{uuid.uuid4().hex[:10]}"
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                  protocol=mqtt.MQTTv311, clean_session=True)
+        if cfg.username:
+            self.client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls:
+            self.client.tls_set(ca_certs=cfg.ca_certs)
+        self.client.reconnect_delay_set(min_delay=0.2, max_delay=10)
+        self.client.max_queued_messages_set(0)
+        self.client.max_inflight_messages_set(1000)
+        self.status_topic = status_topic
+        if status_topic:
+            self.client.will_set(status_topic, b"offline", qos=1, retain=True)
+        self.subscriptions: dict[str, int] = {}
+        self.on_message_cb = on_message
+        self.connected = threading.Event()
+        self.connects = 0
+        self.disconnects = 0
+        self.last_error: str | None = None
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def start(self) -> None:
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        if self.status_topic and self.connected.is_set():
+            self.client.publish(self.status_topic, b"offline", qos=1, retain=True).wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self.connected.wait(timeout)
+
+    def subscribe(self, topic: str, qos: int = 0) -> None:
+        self.subscriptions[topic] = qos
+        if self.connected.is_set():
+            self.client.subscribe(topic, qos)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self.last_error = f"connect refused: {reason}"
+            log.warning("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason)
+            return
+        self.connects += 1
+        if self.subscriptions:
+            client.subscribe([(t, q) for t, q in self.subscriptions.items()])
+        if self.status_topic:
+            client.publish(self.status_topic, b"online", qos=1, retain=True)
+        self.connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connected.clear()
+        self.disconnects += 1
+        self.last_error = f"disconnected: {reason}"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.on_message_cb is not None:
+            self.on_message_cb(msg.topic, msg.payload, time.time())
+
+
+class _TopicBinding:
+    __slots__ = ("device", "product", "fields", "ts_field", "ts_scale")
+
+    def __init__(self, binding: DeviceBinding, product: Product) -> None:
+        self.device = binding.id
+        self.product = product
+        mapping = binding.options["mapping"]
+        self.fields: list[tuple[str, tuple[str, ...], Property]] = [
+            (prop, tuple(path.split(".")), product.properties[prop]) for prop, path in mapping.items()]
+        ts_field = binding.options.get("ts_field")
+        self.ts_field = tuple(ts_field.split(".")) if ts_field else None
+        self.ts_scale = 0.001 if binding.options.get("ts_unit") == "ms" else 1.0
+
+
+def _get(payload: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(payload, dict) or part not in payload:
+            return _ABSENT
+        payload = payload[part]
+    return payload
+
+
+_ABSENT = object()
+
+
+class MqttConnector:
+    """Devices bound to MQTT topics, plus the node's ingest topic for ready-made Records."""
+
+    def __init__(self, node: str, catalog: Catalog, bus: Any, cfg: BrokerConfig, *,
+                 max_payload: int = 65536, shared_group: str | None = None, chunk: int = 2000) -> None:
+        self.node = node
+        self.catalog = catalog
+        self.bus = bus
+        self.max_payload = max_payload
+        self.chunk = chunk
+        self.topics: dict[str, _TopicBinding] = {}
+        for b in catalog.devices.values():
+            if b.connector == "mqtt":
+                self.topics[b.options["topic"]] = _TopicBinding(b, catalog.products[b.product])
+        self.ingest_topic = f"edgeloop/{node}/ingest"
+        self.inbox: collections.deque[tuple[str, bytes, float]] = collections.deque()
+        self.wakeup = threading.Event()
+        self.link = MqttLink(cfg, client_id=f"{node}-devices-{uuid.uuid4().hex[:6]}",
+                             on_message=self._enqueue)
+        prefix = f"$share/{shared_group}/" if shared_group else ""
+        for topic, tb in self.topics.items():
+            qos = catalog.devices[tb.device].options.get("qos", 1)
+            self.link.subscribe(prefix + topic, qos)
+        self.link.subscribe(prefix + self.ingest_topic, 1)
+        self.received = 0
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt-parser", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self.link.start()
+
+    def stop(self) -> None:
+        self.link.stop()
+        self._stop.set()
+        self.wakeup.set()
+        self._thread.join(10)
+
+    def _enqueue(self, topic: str, payload: bytes, arrived: float) -> None:
+        self.inbox.append((topic, payload, arrived))
+        if len(self.inbox) == 1:
+            self.wakeup.set()
+
+    def _run(self) -> None:
+        inbox = self.inbox
+        while True:
+            if not inbox:
+                if self._stop.is_set():
+                    return
+                self.wakeup.wait(0.05)
+                self.wakeup.clear()
+                continue
+            records: list[dict[str, Any]] = []
+            n = min(len(inbox), self.chunk)
+            for _ in range(n):
+                topic, payload, arrived = inbox.popleft()
+                rec = self.parse(topic, payload, arrived)
+                if rec is not None:
+                    records.append(rec)
+            self.received += n
+            self.accepted += len(records)
+            self.bus.submit(records)
+
+    def parse(self, topic: str, payload: bytes, arrived: float) -> dict[str, Any] | None:
+        """One MQTT message -> a Record, or None after filing a dead letter."""
+        tb = self.topics.get(topic)
+        source = f"mqtt:{topic}"
+        if len(payload) > self.max_payload:
+            self.bus.dead(source, f"payload is {len(payload)} bytes, over the limit of {self.max_payload}",
+                          device=tb.device if tb else None, raw=payload[:256])
+            return None
+        try:
+            data = jsonio.loads(payload)
+        except jsonio.DecodeError as exc:
+            self.bus.dead(source, f"malformed JSON: {exc}", device=tb.device if tb else None, raw=payload[:1024])
+            return None
+        if tb is None:
+            if topic == self.ingest_topic:
+                return self._ingest(data, payload, arrived)
+            self.bus.dead(source, "no device is bound to this topic", raw=payload[:1024])
+            return None
+        if not isinstance(data, dict):
+            self.bus.dead(source, f"payload must be a JSON object, got {type(data).__name__}", device=tb.device,
+                          raw=payload[:1024])
+            return None
+        values = {}
+        try:
+            for prop, path, spec in tb.fields:
+                v = data.get(path[0], _ABSENT) if len(path) == 1 else _get(data, path)
+                if v is _ABSENT:
+                    continue
+                values[prop] = spec.check(v)
+            if not values:
+                raise RecordError("payload has none of the mapped fields "
+                                  + ", ".join(".".join(p) for _, p, _ in tb.fields))
+            ts = arrived
+            if tb.ts_field is not None:
+                t = _get(data, tb.ts_field)
+                if t is _ABSENT or isinstance(t, bool) or not isinstance(t, (int, float)) or t != t \
+                        or t in (float("inf"), float("-inf")):
+                    raise RecordError(f"event time field '{'.'.join(tb.ts_field)}' missing or not a number")
+                ts = float(t) * tb.ts_scale
+        except RecordError as exc:
+            self.bus.dead(source, exc.reason, device=tb.device, raw=payload[:1024])
+            return None
+        return {"device": tb.device, "product": tb.product.name, "ts": ts, "values": values}
+
+    def _ingest(self, data: Any, payload: bytes, arrived: float) -> dict[str, Any] | None:
+        source = f"mqtt:{self.ingest_topic}"
+        try:
+            if not isinstance(data, dict):
+                raise RecordError(f"a record must be a JSON object, got {type(data).__name__}")
+            device = data.get("device")
+            binding = self.catalog.devices.get(device) if isinstance(device, str) else None
+            if binding is None:
+                raise RecordError(f"unknown device {device!r}")
+            product = self.catalog.products[binding.product]
+            values = data.get("values")
+            if not isinstance(values, dict) or not values:
+                raise RecordError("record field 'values' must be a non-empty object")
+            for k, v in values.items():
+                check_value(k, v)
+            values = product.check_values(values)
+            ts = data.get("ts", arrived)
+            if isinstance(ts, bool) or not isinstance(ts, (int, float)) or ts != ts or abs(ts) == float("inf"):
+                raise RecordError(f"record field 'ts' must be a finite number, got {ts!r}")
+        except RecordError as exc:
+            self.bus.dead(source, exc.reason, device=data.get("device") if isinstance(data, dict) else None,
+                          raw=payload[:1024])
+            return None
+        return {"device": device, "product": product.name, "ts": float(ts), "values": values}

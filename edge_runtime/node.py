@@ -1,0 +1,333 @@
+"""An edge node: one process that binds devices, runs pipeline instances and publishes results.
+
+``edgeloop node run --config node.yaml``::
+
+    node: edge-1
+    broker: {host: 127.0.0.1, port: 1883}
+    store: {path: var/edge-1.db, retention: 7d, max_rows: 1000000}
+    products: [products.yaml]          # paths relative to this file
+    devices: [devices.yaml]
+    pipelines:
+      - {instance: overheat, pipeline: pipelines/overheat.yaml, devices: [pump-1, pump-2]}
+    limits: {max_payload: 65536}
+    publish_telemetry: true
+
+Topics: ``edgeloop/<node>/devices/<device>/telemetry`` (records),
+``edgeloop/<node>/pipelines/<instance>/out`` (pipeline outputs),
+``edgeloop/<node>/alerts``, ``edgeloop/<node>/notifications``,
+``edgeloop/<node>/stats`` (counters), ``edgeloop/<node>/status`` (online/offline, retained).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import jsonio
+from .devices.bus import DeadLetterSink, DeviceBus
+from .devices.model import Catalog, load_catalog
+from .devices.mqtt import BrokerConfig, MqttConnector, MqttLink
+from .engine import Engine, Instance
+from .operators.base import SpecError, parse_duration
+from .pipeline import Plan, load_pipeline
+from .records import Batch, RecordError
+from .store import LocalStore
+from .yamlspec import line_of, load_yaml
+
+__all__ = ["NodeConfig", "InstanceConfig", "Node", "load_node_config"]
+
+log = logging.getLogger("edgeloop.node")
+
+
+@dataclass
+class InstanceConfig:
+    name: str
+    plan: Plan
+    devices: list[str]
+
+
+@dataclass
+class NodeConfig:
+    node: str
+    broker: BrokerConfig
+    catalog: Catalog
+    instances: list[InstanceConfig]
+    store_path: str = ":memory:"
+    retention: float = 7 * 86400
+    max_rows: int = 1_000_000
+    max_payload: int = 65536
+    publish_telemetry: bool = True
+    stats_interval: float = 5.0
+    queue_size: int = 64
+    file: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "limits", "publish_telemetry",
+              "stats_interval"}
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Load and cross-check a node config; SpecErrors name file, line and field."""
+    file = str(path)
+    data = load_yaml(path)
+    base = Path(path).parent
+    if not isinstance(data, dict):
+        raise SpecError("a node config is a mapping (node, broker, products, devices, pipelines)", file=file)
+    for key in data:
+        if key not in _NODE_KEYS:
+            raise SpecError(f"unknown key {key!r}", file=file, line=line_of(data, key), field=str(key),
+                            hint="a node config has: " + ", ".join(sorted(_NODE_KEYS)))
+    node = data.get("node")
+    if not isinstance(node, str) or not node or "/" in node or "+" in node or "#" in node:
+        raise SpecError("expected a node id without / + #", file=file, line=line_of(data, "node"), field="node")
+    b = data.get("broker") or {}
+    if not isinstance(b, dict):
+        raise SpecError("expected {host, port, ...}", file=file, line=line_of(data, "broker"), field="broker")
+    broker = BrokerConfig(host=b.get("host", "127.0.0.1"), port=b.get("port", 1883), username=b.get("username"),
+                          password=b.get("password"), keepalive=b.get("keepalive", 30), tls=bool(b.get("tls", False)),
+                          ca_certs=b.get("ca_certs"))
+    if isinstance(broker.port, bool) or not isinstance(broker.port, int):
+        raise SpecError(f"expected a port number, got {broker.port!r}", file=file, line=line_of(b, "port"),
+                        field="broker.port")
+
+    def paths(key: str) -> list[Path]:
+        items = data.get(key) or []
+        if isinstance(items, str):
+            items = [items]
+        if not isinstance(items, list):
+            raise SpecError("expected a list of files", file=file, line=line_of(data, key), field=key)
+        return [base / p for p in items]
+
+    catalog = load_catalog(paths("products"), paths("devices"))
+    instances = []
+    names: set[str] = set()
+    for i, entry in enumerate(data.get("pipelines") or []):
+        line = line_of(data.get("pipelines"), i)
+        if not isinstance(entry, dict) or "pipeline" not in entry:
+            raise SpecError("expected {instance, pipeline, devices}", file=file, line=line, field=f"pipelines[{i}]")
+        plan = load_pipeline(base / entry["pipeline"])
+        name = entry.get("instance", plan.name)
+        if name in names:
+            raise SpecError(f"instance name {name!r} is used twice", file=file, line=line,
+                            field=f"pipelines[{i}].instance")
+        names.add(name)
+        devices = entry.get("devices")
+        if devices is None:
+            devices = catalog.devices_of(plan.product) if plan.product else list(catalog.devices)
+        for d in devices:
+            if d not in catalog.devices:
+                raise SpecError(f"unknown device {d!r}", file=file, line=line, field=f"pipelines[{i}].devices",
+                                hint="bound devices: " + ", ".join(catalog.devices))
+            if plan.product and catalog.devices[d].product != plan.product:
+                raise SpecError(f"device {d!r} is a {catalog.devices[d].product}, the pipeline needs a {plan.product}",
+                                file=file, line=line, field=f"pipelines[{i}].devices")
+        instances.append(InstanceConfig(name, plan, list(devices)))
+    store = data.get("store") or {}
+    limits = data.get("limits") or {}
+    store_path = store.get("path", f"var/{node}.db")
+    return NodeConfig(
+        node=node, broker=broker, catalog=catalog, instances=instances,
+        store_path=store_path if store_path == ":memory:" else str(base / store_path),
+        retention=parse_duration(store.get("retention", "7d"), "store.retention"),
+        max_rows=int(store.get("max_rows", 1_000_000)), max_payload=int(limits.get("max_payload", 65536)),
+        publish_telemetry=bool(data.get("publish_telemetry", True)),
+        stats_interval=parse_duration(data.get("stats_interval", 5), "stats_interval"),
+        queue_size=int(limits.get("queue", 64)), file=file)
+
+
+class NodeSinks:
+    """Alerts and notifications: stored locally and published; device actions: queued for the actuator."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.alerts = 0
+        self.notifications = 0
+
+    def _publish(self, kind: str, item: dict[str, Any]) -> None:
+        n = self.node
+        if n.store is not None:
+            n.store.add_message(kind, item)
+        n.publisher.publish(f"edgeloop/{n.cfg.node}/{kind}s", jsonio.dumps({"node": n.cfg.node, **item}), qos=1)
+
+    def alert(self, item: dict[str, Any]) -> None:
+        self.alerts += 1
+        self._publish("alert", item)
+
+    def notification(self, item: dict[str, Any]) -> None:
+        self.notifications += 1
+        self._publish("notification", item)
+
+    def device_output(self, action: dict[str, Any]) -> None:
+        self.node.actions.put(action)
+
+
+class Node:
+    """Wires store, Device Bus, connectors, engine and publisher together."""
+
+    def __init__(self, cfg: NodeConfig, *, models: Any = None) -> None:
+        self.cfg = cfg
+        self.models = models if models is not None else {}
+        self.store = LocalStore(cfg.store_path, retention=cfg.retention, max_rows=cfg.max_rows)
+        self.dead_letters = DeadLetterSink(self.store)
+        self.publisher = MqttLink(cfg.broker, client_id=f"{cfg.node}-out", status_topic=f"edgeloop/{cfg.node}/status")
+        self.engine = Engine(self._on_output, queue_size=cfg.queue_size)
+        self.bus = DeviceBus(cfg.node, store=self.store, engine=self.engine, publish=self._publish_raw,
+                             publish_telemetry=cfg.publish_telemetry, dead_letters=self.dead_letters)
+        self.mqtt = MqttConnector(cfg.node, cfg.catalog, self.bus, cfg.broker, max_payload=cfg.max_payload)
+        from .devices.modbus import ModbusConnector
+        self.modbus = ModbusConnector(cfg.catalog, self.bus)
+        self.sinks = NodeSinks(self)
+        self.actions: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10000)
+        self.actions_done = 0
+        self.outputs_published = 0
+        self.instances: dict[str, Instance] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.started_at = time.time()
+
+    def _publish_raw(self, topic: str, payload: bytes, qos: int) -> None:
+        self.publisher.publish(topic, payload, qos)
+
+    def _on_output(self, instance: Instance, batch: Batch) -> None:
+        topic = f"edgeloop/{self.cfg.node}/pipelines/{instance.name}/out"
+        for rec in batch.to_records():
+            self.publisher.publish(topic, jsonio.dumps(rec), qos=1)
+            self.outputs_published += 1
+
+    def start(self) -> None:
+        self.publisher.start()
+        self.bus.start()
+        for ic in self.cfg.instances:
+            self.add_instance(ic)
+        self.mqtt.start()
+        self.modbus.start()
+        for target, name in ((self._actuate, "actuator"), (self._report, "stats")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def add_instance(self, ic: InstanceConfig) -> None:
+        inst = Instance(ic.name, ic.plan, devices=ic.devices, sinks=self.sinks, models=self.models,
+                        store=self.store, dead_letters=self.dead_letters)
+        self.instances[ic.name] = inst
+        self.engine.start(inst)
+
+    def remove_instance(self, name: str) -> None:
+        self.engine.stop(name)
+        self.instances.pop(name, None)
+
+    def stop(self) -> None:
+        """Stop in order: no new input, drain the bus and pipelines, then publish the last stats."""
+        self._stop.set()
+        self.mqtt.stop()
+        self.modbus.stop()
+        self.bus.wait_idle(10)
+        self.bus.stop()
+        self.engine.stop_all()
+        self.actions.put(None)
+        for t in self._threads:
+            t.join(10)
+        self.dead_letters.flush()
+        self._publish_stats()
+        self.publisher.stop()
+        self.store.close()
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop cleanly."""
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        self.start()
+        log.info("node %s running: %d devices, %d pipeline instances", self.cfg.node, len(self.cfg.catalog.devices),
+                 len(self.instances))
+        while not self._stop.wait(0.5):
+            pass
+        log.info("node %s stopping", self.cfg.node)
+        self.stop()
+        log.info("node %s stopped", self.cfg.node)
+
+    # -- device actions ----------------------------------------------------------------
+    def _actuate(self) -> None:
+        while True:
+            action = self.actions.get()
+            if action is None:
+                return
+            try:
+                self.act(action)
+                self.actions_done += 1
+            except RecordError as exc:
+                self.dead_letters.add(source=f"device_output/{action.get('device')}", reason=exc.reason,
+                                      record=action, device=action.get("device"))
+
+    def act(self, action: dict[str, Any]) -> None:
+        """Carry out a device_output action through the target device's connector."""
+        device = action["device"]
+        binding = self.cfg.catalog.devices.get(device)
+        if binding is None:
+            raise RecordError(f"unknown device {device!r}")
+        product = self.cfg.catalog.products[binding.product]
+        if action["kind"] == "service":
+            service = product.services.get(action["service"])
+            if service is None:
+                raise RecordError(f"product '{product.name}' has no service {action['service']!r}")
+            args = {}
+            for name, spec in service.args.items():
+                if name not in action["args"]:
+                    raise RecordError(f"service {service.name} needs argument {name!r}")
+                args[name] = spec.check(action["args"][name])
+            how = binding.services.get(service.name)
+            if binding.connector == "modbus":
+                if not how or "write" not in how:
+                    raise RecordError(f"device {device} binds no Modbus write for service {service.name!r}")
+                for prop, value in how["write"].items():
+                    if isinstance(value, str) and value.startswith("$"):
+                        value = args[value[1:]]
+                    self.modbus.devices[device].write(prop, value)
+                return
+            topic = (how or {}).get("topic") or binding.options.get("command_topic") or binding.options["topic"] + "/cmd"
+            payload = {"service": service.name, "args": args, **((how or {}).get("payload") or {})}
+            self.publisher.publish(topic, jsonio.dumps(payload), qos=1)
+            return
+        values = {k: product.properties[k].check(v) if k in product.properties else v
+                  for k, v in action["values"].items()}
+        for k in values:
+            if k not in product.properties:
+                raise RecordError(f"product '{product.name}' has no property {k!r}")
+        if binding.connector == "modbus":
+            for prop, value in values.items():
+                self.modbus.devices[device].write(prop, value)
+        else:
+            topic = binding.options.get("command_topic") or binding.options["topic"] + "/set"
+            self.publisher.publish(topic, jsonio.dumps({"set": values}), qos=1)
+
+    # -- stats --------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        return {
+            "node": self.cfg.node, "uptime": round(time.time() - self.started_at, 3),
+            "records": self.bus.records_in, "mqtt": {"received": self.mqtt.received, "accepted": self.mqtt.accepted,
+                                                      "connected": self.mqtt.link.connected.is_set(),
+                                                      "reconnects": max(0, self.mqtt.link.connects - 1)},
+            "modbus": {d: {"polls": m.polls, "errors": m.errors, "connected": m.connected}
+                       for d, m in self.modbus.devices.items()},
+            "dead_letters": {"total": self.dead_letters.total, "by_kind": dict(self.dead_letters.counts)},
+            "alerts": self.sinks.alerts, "notifications": self.sinks.notifications, "actions": self.actions_done,
+            "outputs": self.outputs_published, "queues": self.engine.queue_depths(),
+            "pipelines": self.engine.stats(),
+        }
+
+    def _publish_stats(self) -> None:
+        try:
+            self.publisher.publish(f"edgeloop/{self.cfg.node}/stats", jsonio.dumps(self.stats()), qos=0, retain=True)
+        except Exception:  # pragma: no cover - stats are best effort
+            log.exception("stats publish failed")
+
+    def _report(self) -> None:
+        while not self._stop.wait(self.cfg.stats_interval):
+            self._publish_stats()
