@@ -272,6 +272,10 @@ class Expression:
                 for i in np.flatnonzero(missing & ~failed).tolist():
                     reasons[i] = f"missing field '{name}'"
                 failed |= missing
+        if failed.all():
+            # every row lacks a field (maybe one no row of this batch has at all, so its
+            # column is absent): nothing to evaluate
+            return Evaluation(np.zeros(n, dtype=bool), failed, reasons)
         values: np.ndarray | None = None
         if not any(batch.cols[f].data.dtype == object for f in self.fields if f in batch.cols):
             try:

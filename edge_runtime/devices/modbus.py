@@ -194,7 +194,8 @@ class ModbusDevice:
                     values[reg.prop] = self.product.properties[reg.prop].check(self._read(reg))
                 except RecordError as exc:
                     self.errors += 1
-                    self.bus.dead(self.source, f"{reg.prop}: {exc.reason}", device=self.binding.id)
+                    self.bus.dead(self.source, f"{reg.prop} ({reg.table} {reg.address}): {exc.reason}",
+                                  device=self.binding.id)
                 except Exception as exc:  # pymodbus raises ModbusException / ConnectionException / IOError
                     self.errors += 1
                     reason = _explain(exc, self.binding.options["timeout"])
