@@ -36,10 +36,9 @@ def _pump_reading(rng: random.Random, t: float, phase: float, fault: bool) -> di
 
 
 def run_demo(*, duration: float = 20.0, broker: str | None = None, quiet: bool = False) -> int:
+    import paho.mqtt.client as mqtt
     from rich.console import Console
     from rich.table import Table
-
-    import paho.mqtt.client as mqtt
 
     from .broker import Mosquitto
     from .node import Node, load_node_config

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import ROOT
+
 from edge_runtime.devices.model import load_catalog
 from edge_runtime.operators.base import SpecError
 from edge_runtime.records import RecordError

@@ -29,8 +29,8 @@ def test_word_and_byte_order_follow_the_wire():
 
 @pytest.mark.modbus
 def test_read_types_from_a_real_server(modbus_server):
-    from edge_runtime.devices.model import load_catalog
     from edge_runtime.devices.modbus import ModbusDevice
+    from edge_runtime.devices.model import load_catalog
 
     class Bus:
         def __init__(self):
@@ -74,8 +74,8 @@ def test_read_types_from_a_real_server(modbus_server):
 
 @pytest.mark.modbus
 def test_exception_response_is_a_dead_letter_and_other_registers_still_arrive(modbus_server):
-    from edge_runtime.devices.model import load_catalog
     from edge_runtime.devices.modbus import ModbusDevice
+    from edge_runtime.devices.model import load_catalog
 
     class Bus:
         records: list = []

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, Collector, ModbusServer, publisher, wait_for
+
 from edge_runtime.node import Node, load_node_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.modbus]

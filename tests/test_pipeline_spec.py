@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import Pipeline, load_pipeline, parse_pipeline
 

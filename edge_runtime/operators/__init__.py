@@ -1,8 +1,18 @@
 """Pre-implemented operators. Importing this package registers them all."""
 
 from .base import REGISTRY, Operator, SpecError, StepContext, load_entry_points, lookup, register
-from .structured import (Alert, ApplyModel, ChangeTrigger, CustomFunction, DeviceInput, DeviceOutput,
-                         Filter, Notification, Sample, TimeSeriesInput)
+from .structured import (
+                         Alert,
+                         ApplyModel,
+                         ChangeTrigger,
+                         CustomFunction,
+                         DeviceInput,
+                         DeviceOutput,
+                         Filter,
+                         Notification,
+                         Sample,
+                         TimeSeriesInput,
+)
 from .window import Aggregate, TimeWindow, Windows
 
 __all__ = ["REGISTRY", "Operator", "SpecError", "StepContext", "load_entry_points", "lookup", "register",
