@@ -31,6 +31,7 @@ from typing import Any
 
 from . import jsonio
 from .devices.bus import DeadLetterSink, DeviceBus
+from .devices.fastpub import RawPublisher
 from .devices.model import Catalog, load_catalog
 from .devices.mqtt import BrokerConfig, MqttConnector, MqttLink
 from .engine import Engine, Instance
@@ -178,8 +179,13 @@ class Node:
         self.dead_letters = DeadLetterSink(self.store)
         self.publisher = MqttLink(cfg.broker, client_id=f"{cfg.node}-out", status_topic=f"edgeloop/{cfg.node}/status")
         self.engine = Engine(self._on_output, queue_size=cfg.queue_size)
+        b = cfg.broker
+        self.telemetry = RawPublisher(b.host, b.port, client_id=f"{cfg.node}-telemetry", username=b.username,
+                                      password=b.password, keepalive=b.keepalive, tls=b.tls, ca_certs=b.ca_certs) \
+            if cfg.publish_telemetry else None
         self.bus = DeviceBus(cfg.node, store=self.store, engine=self.engine, publish=self._publish_raw,
-                             publish_telemetry=cfg.publish_telemetry, dead_letters=self.dead_letters)
+                             publish_telemetry=cfg.publish_telemetry, telemetry=self.telemetry,
+                             dead_letters=self.dead_letters)
         self.mqtt = MqttConnector(cfg.node, cfg.catalog, self.bus, cfg.broker, max_payload=cfg.max_payload)
         from .devices.modbus import ModbusConnector
         self.modbus = ModbusConnector(cfg.catalog, self.bus)
@@ -236,6 +242,8 @@ class Node:
             t.join(10)
         self.dead_letters.flush()
         self._publish_stats()
+        if self.telemetry is not None:
+            self.telemetry.close()
         self.publisher.stop()
         self.store.close()
 
@@ -311,7 +319,10 @@ class Node:
     def stats(self) -> dict[str, Any]:
         return {
             "node": self.cfg.node, "uptime": round(time.time() - self.started_at, 3),
-            "records": self.bus.records_in, "mqtt": {"received": self.mqtt.received, "accepted": self.mqtt.accepted,
+            "records": self.bus.records_in,
+            "telemetry": None if self.telemetry is None else {"sent": self.telemetry.sent,
+                                                              "dropped": self.telemetry.dropped},
+            "mqtt": {"received": self.mqtt.received, "accepted": self.mqtt.accepted,
                                                       "connected": self.mqtt.link.connected.is_set(),
                                                       "reconnects": max(0, self.mqtt.link.connects - 1)},
             "modbus": {d: {"polls": m.polls, "errors": m.errors, "connected": m.connected}

@@ -67,13 +67,16 @@ class DeviceBus:
 
     def __init__(self, node: str, *, store: Any = None, engine: Any = None,
                  publish: Callable[[str, bytes, int], None] | None = None, publish_telemetry: bool = True,
+                 telemetry: Any = None,
                  dead_letters: DeadLetterSink | None = None, max_batch: int = 5000,
                  flush_interval: float = 0.02, queue_size: int = 1000) -> None:
         self.node = node
         self.store = store
         self.engine = engine
         self.publish = publish
-        self.publish_telemetry = publish_telemetry and publish is not None
+        # telemetry goes through a RawPublisher (one sendall a micro-batch) when given, else ``publish``
+        self.telemetry = telemetry
+        self.publish_telemetry = publish_telemetry and (publish is not None or telemetry is not None)
         self.dead_letters = dead_letters or DeadLetterSink(store)
         self.max_batch = max_batch
         self.flush_interval = flush_interval
@@ -160,9 +163,13 @@ class DeviceBus:
         if self.store is not None:
             self.store.add_records(records)
         if self.publish_telemetry:
-            node = self.node
-            for r in records:
-                self.publish(telemetry_topic(node, r["device"]), jsonio.dumps(r), 0)
+            node, dumps = self.node, jsonio.dumps
+            if self.telemetry is not None:
+                self.telemetry.publish_many((f"edgeloop/{node}/devices/{r['device']}/telemetry", dumps(r))
+                                            for r in records)
+            else:
+                for r in records:
+                    self.publish(telemetry_topic(node, r["device"]), dumps(r), 0)
         for listener in self.listeners:
             listener(records)
         if self.engine is not None:

@@ -44,6 +44,62 @@ class BrokerConfig:
     ca_certs: str | None = None
 
 
+class _BufferedClient(mqtt.Client):
+    """paho's Client reading the socket in 64 KiB chunks and many packets per wake-up.
+
+    Stock paho 2.x makes three ``recv`` calls per incoming packet (command byte,
+    length, body) and reads one QoS 0 packet per ``select``. Here ``_sock_recv``
+    serves those small reads from a user-space buffer filled with one large
+    ``recv``, and ``loop_read`` handles up to ``max_burst`` packets per call; bytes
+    left in the buffer are processed on the next loop turn without waiting in
+    ``select``. The MQTT behaviour (acks, keepalive, reconnect) is paho's own.
+    """
+
+    max_burst = 2000
+    _chunk = 65536
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            buf = super()._sock_recv(max(bufsize, self._chunk))  # raises BlockingIOError when empty
+            if not buf:
+                return buf
+            pos = 0
+        end = pos + bufsize
+        self._rbuf, self._rpos = buf, min(end, len(buf))
+        return buf[pos:end]
+
+    def _sock_close(self) -> None:
+        self._rbuf, self._rpos = b"", 0
+        super()._sock_close()
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        if self._sock is None:
+            return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+        for _ in range(max(max_packets, self.max_burst)):
+            if self._sock is None:
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
+        if self._rpos < len(self._rbuf) and self._sock is not None:
+            rc = self.loop_read()  # buffered bytes: select() would not see them
+            if rc or self._sock is None:
+                return rc
+            timeout = 0.0
+        return super()._loop(timeout)
+
+
 class MqttLink:
     """A paho client that reconnects, re-subscribes, and can publish from any thread."""
 
@@ -51,7 +107,7 @@ class MqttLink:
                  on_message: Callable[[str, bytes, float], None] | None = None) -> None:
         self.cfg = cfg
         self.client_id = client_id or f"edgeloop-{uuid.uuid4().hex[:10]}"
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        self.client = _BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   protocol=mqtt.MQTTv311, clean_session=True)
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.password)
