@@ -99,3 +99,62 @@ def test_exception_response_is_a_dead_letter_and_other_registers_still_arrive(mo
     dev.client.close()
     assert bus.records and bus.records[0]["values"] == {"a": 0}  # the good register still arrives
     assert any("z (holding 5000)" in r and "IllegalDataAddress" in r for r in bus.dead_letters), bus.dead_letters
+
+
+@pytest.mark.modbus
+def test_a_silent_device_times_out_into_a_dead_letter():
+    """A TCP peer that accepts and never answers (a hung PLC): a timeout dead letter, not a hang."""
+    import socket
+    import threading
+    import time
+
+    from edge_runtime.devices.model import load_catalog
+    from edge_runtime.devices.modbus import ModbusDevice
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    conns = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+
+    class Bus:
+        def __init__(self):
+            self.records, self.dead_letters = [], []
+
+        def submit(self, records):
+            self.records.extend(records)
+
+        def dead(self, source, reason, **kw):
+            self.dead_letters.append(reason)
+
+    products = {"products": [{"name": "m", "properties": {"a": {"type": "number"}}}]}
+    devices = {"devices": [{"id": "hung", "product": "m", "connector": "modbus", "host": "127.0.0.1",
+                            "port": srv.getsockname()[1], "timeout": 0.3,
+                            "registers": {"a": {"table": "holding", "address": 0}}}]}
+    cat = load_catalog([], [], products_data=[("p", products)], devices_data=[("d", devices)])
+    bus = Bus()
+    dev = ModbusDevice(cat.devices["hung"], cat.products["m"], bus)
+    try:
+        started = time.monotonic()
+        assert dev.poll_once() is False
+        assert time.monotonic() - started < 3
+        assert bus.records == []
+        assert any("timeout" in r for r in bus.dead_letters), bus.dead_letters
+    finally:
+        dev.client.close()
+        stop.set()
+        t.join(2)
+        for c in conns:
+            c.close()
+        srv.close()
