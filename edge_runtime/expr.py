@@ -347,6 +347,13 @@ class Expression:
                     fail, why = _merge_fail(fail, why, zero, f"division by zero in '{_BINOPS[op][1]}'")
                     b = np.where(zero, 1, b)
             if op is ast.Pow:
+                # 0 ** negative: Python raises ZeroDivisionError (the scalar form fails the row),
+                # numpy would give inf
+                zero = (np.asarray(a) == 0) & (np.asarray(b) < 0)
+                if np.any(zero):
+                    zero = np.broadcast_to(zero, (len(batch),))
+                    fail, why = _merge_fail(fail, why, zero, "division by zero in '**'")
+                    a = np.where(zero, 1, a)
                 if np.any(np.asarray(b) < 0) and np.asarray(a).dtype.kind in "iub":
                     a = np.asarray(a, dtype=np.float64)
                 with np.errstate(over="raise"):
@@ -413,9 +420,15 @@ class Expression:
                 if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
                     raise ValueError("round of non-finite values takes the row-wise path")
                 return np.round(x).astype(np.int64), fail, why
-            if np.ndim(args[1]) != 0:
-                raise TypeError("round() digits must be a constant in the vector path")
-            return np.round(args[0], int(args[1])), fail, why
+            if np.ndim(args[1]) != 0 or not isinstance(args[1], (int, np.integer)):
+                raise TypeError("round() digits must be an integer constant in the vector path")
+            x = np.asarray(args[0])
+            if x.dtype.kind == "f":
+                # np.round scales by 10**digits and so differs from Python's correctly rounded
+                # round() (round(2.45, 1) is 2.5, np.round gives 2.4): round each value like Python
+                return np.array([round(v, int(args[1])) for v in x.reshape(-1).tolist()],
+                                dtype=np.float64).reshape(x.shape), fail, why
+            return np.round(x, int(args[1])), fail, why
         raise AssertionError(type(node))  # pragma: no cover
 
 

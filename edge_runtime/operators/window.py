@@ -55,7 +55,12 @@ class Windows:
             lists = np.empty(n, dtype=object)
             lists[:] = [[v for j, v in enumerate(data[a:b]) if present is None or present[a + j]]
                         for a, b in bounds]
-            cols[name] = Column(lists)
+            # a field no record of the window has is left out (as aggregate does), not an empty
+            # list: whether the column exists at all depends on which records shared a micro-batch
+            has = np.fromiter((len(v) > 0 for v in lists.tolist()), dtype=bool, count=n)
+            if not has.any():
+                continue
+            cols[name] = Column(lists, None if has.all() else has)
         counts = np.diff(np.append(self.starts, len(self.rows)))
         cols["count"] = Column(counts.astype(np.int64))
         cols["window_start"] = Column(self.window_start.astype(np.float64))
@@ -269,13 +274,20 @@ class Aggregate(Operator):
                 if fn == "count":
                     cols[out] = Column(np.zeros(k, np.int64))
                 continue  # absent in every window: no value
-            try:
-                data, present = _reduce(col, starts, counts, fn)
-            except TypeError as exc:
-                for i in np.flatnonzero(~bad).tolist():
-                    reasons[i] = f"aggregate {out}: {exc}"
-                bad[:] = True
-                continue
+            if fn in _NUMERIC and col.data.dtype.kind not in "iufb":
+                # only the windows that hold a non-number fail, not every window of this batch
+                numbers, wrong = _as_numbers(col)
+                if wrong.any():
+                    win_bad = np.add.reduceat(wrong.astype(np.int64), starts) > 0
+                    first = np.minimum.reduceat(np.where(wrong, np.arange(len(wrong)), len(wrong)), starts)
+                    for i in np.flatnonzero(win_bad & ~bad).tolist():
+                        v = col.data[first[i]]
+                        reasons[i] = f"aggregate {out}: {fn} needs numbers, got {type(v).__name__} {v!r}"
+                    bad |= win_bad
+                    col = Column(numbers, ~wrong if col.present is None else col.present & ~wrong)
+                else:
+                    col = Column(numbers, col.present)
+            data, present = _reduce(col, starts, counts, fn)
             cols[out] = Column(data, None if present is None or present.all() else present)
         cols["count"] = Column(counts)
         cols["window_start"] = Column(windows.window_start.astype(np.float64))
@@ -284,6 +296,25 @@ class Aggregate(Operator):
             self.ctx.dead_letter(out_batch.take(bad), [reasons[i] for i in np.flatnonzero(bad)])
             out_batch = out_batch.take(~bad)
         return out_batch
+
+
+_NUMERIC = ("sum", "mean", "std", "min", "max")
+
+
+def _as_numbers(col: Column) -> tuple[np.ndarray, np.ndarray]:
+    """An object column as numbers (int64 when they are all whole, as a column of ints would be;
+    booleans count as 0/1, as in a boolean column) and the rows that hold something else."""
+    vals = col.data.tolist()
+    present = [True] * len(vals) if col.present is None else col.present.tolist()
+    wrong = np.fromiter((p and not isinstance(v, (int, float)) for v, p in zip(vals, present)),
+                        dtype=bool, count=len(vals))
+    filled = [v if isinstance(v, (int, float)) else 0 for v in vals]
+    if all(isinstance(v, int) for v in filled):
+        try:
+            return np.array(filled, dtype=np.int64), wrong
+        except OverflowError:
+            pass
+    return np.array(filled, dtype=np.float64), wrong
 
 
 def _reduce(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -306,13 +337,9 @@ def _reduce(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str) -> tup
         return _mode(data, present, starts, counts), has
     numeric = data.dtype.kind in "iuf" or data.dtype == bool
     if not numeric:
-        vals = data.tolist()
-        if present is not None:
-            vals = [v for v, p in zip(vals, present.tolist()) if p]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            data = np.array([v if isinstance(v, (int, float)) else 0 for v in data.tolist()], dtype=np.float64)
-        else:
-            bad = next(v for v in vals if not isinstance(v, (int, float)) or isinstance(v, bool))
+        data, wrong = _as_numbers(col)
+        if wrong.any():
+            bad = col.data[np.flatnonzero(wrong)[0]]
             raise TypeError(f"{fn} needs numbers, got {type(bad).__name__} {bad!r}")
     if data.dtype == bool:
         data = data.astype(np.int64)

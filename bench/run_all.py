@@ -1,0 +1,45 @@
+"""`make bench`: every benchmark in one run, then one summary table from bench/results/*.json.
+
+All data is synthetic (seeded simulated pump telemetry).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BENCHES = ["bench.pipeline_inproc", "bench.mqtt_e2e"]
+
+
+def main() -> int:
+    rc = 0
+    for mod in BENCHES:
+        print(f"== {mod}", flush=True)
+        proc = subprocess.run([sys.executable, "-m", mod, *sys.argv[1:]], cwd=RESULTS.parent.parent,
+                              env={**os.environ, "PYTHONPATH": str(RESULTS.parent.parent)})
+        rc = rc or proc.returncode
+    rows = []
+    p = RESULTS / "pipeline_inproc.json"
+    if p.exists():
+        d = json.loads(p.read_text())
+        for key, run in d["runs"].items():
+            rows.append((run["label"], f"{run['records_per_s']:,.0f} rec/s", f"{run['x_baseline']:.2f}x loop"))
+    m = RESULTS / "mqtt_e2e.json"
+    if m.exists():
+        d = json.loads(m.read_text())
+        for s in d.get("summary", []):
+            ratio = s.get("ratio_to_baseline")
+            rows.append((f"MQTT e2e {s['run']}", f"{s['records_per_s']:,} rec/s zero loss",
+                         f"{ratio:.2f}x paho" if ratio else "-"))
+    print("\nsummary (synthetic data, nproc=%d)" % os.cpu_count())
+    for r in rows:
+        print(f"  {r[0]:<48} {r[1]:>28} {r[2]:>14}")
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
