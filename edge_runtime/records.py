@@ -63,9 +63,12 @@ class Column:
 
     data: np.ndarray
     present: np.ndarray | None = None
+    #: float columns only: rows whose value came in as an integer (so it leaves as one)
+    ints: np.ndarray | None = None
 
     def take(self, idx: np.ndarray) -> Column:
-        return Column(self.data[idx], None if self.present is None else self.present[idx])
+        return Column(self.data[idx], None if self.present is None else self.present[idx],
+                      None if self.ints is None else self.ints[idx])
 
     @property
     def is_numeric(self) -> bool:
@@ -83,7 +86,10 @@ def _column_from_values(vals: list[Any], missing: object, complete: bool = False
         filled = vals if present is None else [0 if v is missing else v for v in vals]
         dtype = np.int64 if types == {int} else np.float64
         try:
-            return Column(np.array(filled, dtype=dtype), present)
+            ints = None
+            if types == {float, int}:
+                ints = np.fromiter((type(v) is int for v in vals), dtype=bool, count=len(vals))
+            return Column(np.array(filled, dtype=dtype), present, ints)
         except OverflowError:
             pass
     elif types == {bool}:
@@ -209,7 +215,15 @@ class Batch:
             data = np.concatenate([
                 (np.zeros(len(b), dtype=dtype) if p is None else p.astype(dtype, copy=False))
                 for p, b in zip(parts, batches)])
-            cols[name] = Column(data, np.concatenate(masks) if any_missing else None)
+            ints = None
+            if dtype.kind == "f" and any(p is not None and (p.dtype.kind in "iu" or b.cols[name].ints is not None)
+                                         for p, b in zip(parts, batches)):
+                ints = np.concatenate([
+                    np.zeros(len(b), bool) if p is None else (np.ones(len(b), bool) if p.dtype.kind in "iu"
+                                                              else b.cols[name].ints if b.cols[name].ints is not None
+                                                              else np.zeros(len(b), bool))
+                    for p, b in zip(parts, batches)])
+            cols[name] = Column(data, np.concatenate(masks) if any_missing else None, ints)
         return Batch(np.concatenate([b.codes for b in batches]),
                      np.concatenate([b.product for b in batches]),
                      np.concatenate([b.ts for b in batches]), cols)
@@ -225,6 +239,8 @@ class Batch:
         ]
         for name, col in self.cols.items():
             vals = col.data.tolist()
+            if col.ints is not None:
+                vals = [int(v) if i else v for v, i in zip(vals, col.ints.tolist())]
             if col.present is None:
                 for rec, v in zip(out, vals):
                     rec["values"][name] = v

@@ -51,6 +51,8 @@ class Windows:
         cols: dict[str, Column] = {}
         for name, col in self.rows.cols.items():
             data = col.data.tolist()
+            if col.ints is not None:
+                data = [int(v) if i else v for v, i in zip(data, col.ints.tolist())]
             present = None if col.present is None else col.present.tolist()
             lists = np.empty(n, dtype=object)
             lists[:] = [[v for j, v in enumerate(data[a:b]) if present is None or present[a + j]]
@@ -284,11 +286,13 @@ class Aggregate(Operator):
                         v = col.data[first[i]]
                         reasons[i] = f"aggregate {out}: {fn} needs numbers, got {type(v).__name__} {v!r}"
                     bad |= win_bad
-                    col = Column(numbers, ~wrong if col.present is None else col.present & ~wrong)
+                    col = Column(numbers, ~wrong if col.present is None else col.present & ~wrong,
+                                 _ints_of(col, numbers))
                 else:
-                    col = Column(numbers, col.present)
+                    col = Column(numbers, col.present, _ints_of(col, numbers))
             data, present = _reduce(col, starts, counts, fn)
-            cols[out] = Column(data, None if present is None or present.all() else present)
+            cols[out] = Column(data, None if present is None or present.all() else present,
+                               _int_origin(col, starts, counts, fn, data))
         cols["count"] = Column(counts)
         cols["window_start"] = Column(windows.window_start.astype(np.float64))
         out_batch = Batch(windows.codes, windows.product, windows.window_end.astype(np.float64), cols)
@@ -315,6 +319,32 @@ def _as_numbers(col: Column) -> tuple[np.ndarray, np.ndarray]:
         except OverflowError:
             pass
     return np.array(filled, dtype=np.float64), wrong
+
+
+def _ints_of(col: Column, numbers: np.ndarray) -> np.ndarray | None:
+    if numbers.dtype.kind != "f" or col.data.dtype != object:
+        return None
+    flags = np.fromiter((type(v) is int for v in col.data.tolist()), dtype=bool, count=len(col.data))
+    return flags if flags.any() else None
+
+
+def _int_origin(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str, data: np.ndarray) -> np.ndarray | None:
+    """For a float column that holds integers: which results are integers (so output does not
+    depend on whether ints shared a micro-batch with floats)."""
+    if col.ints is None or data.dtype.kind != "f" or not len(col.ints):
+        return None
+    if fn in ("first", "last"):
+        idx = np.arange(len(col.ints))
+        present = np.ones(len(col.ints), bool) if col.present is None else col.present
+        if fn == "first":
+            pick = np.minimum.reduceat(np.where(present, idx, len(idx)), starts)
+        else:
+            pick = np.maximum.reduceat(np.where(present, idx, -1), starts)
+        return col.ints[np.clip(pick, 0, len(idx) - 1)]
+    if fn in ("sum", "min", "max", "mode"):
+        ok = col.ints if col.present is None else (col.ints | ~col.present)
+        return np.logical_and.reduceat(ok, starts)
+    return None
 
 
 def _reduce(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str) -> tuple[np.ndarray, np.ndarray | None]:
