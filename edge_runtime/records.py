@@ -240,7 +240,7 @@ class Batch:
         for name, col in self.cols.items():
             vals = col.data.tolist()
             if col.ints is not None:
-                vals = [int(v) if i else v for v, i in zip(vals, col.ints.tolist())]
+                vals = [int(v) if i and math.isfinite(v) else v for v, i in zip(vals, col.ints.tolist())]
             if col.present is None:
                 for rec, v in zip(out, vals):
                     rec["values"][name] = v
