@@ -26,6 +26,7 @@ deps:
 	  else echo "mosquitto is not installed: install it (apt-get install mosquitto) for the broker tests"; fi; }
 
 test: install deps
+	$(BIN)/ruff check edge_runtime tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install

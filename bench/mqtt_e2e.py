@@ -44,7 +44,7 @@ from edge_runtime import jsonio
 from edge_runtime.broker import Mosquitto
 
 try:
-    from bench.common import T0, SEED, machine_facts, print_table, write_results
+    from bench.common import SEED, T0, machine_facts, print_table, write_results
 except Exception:  # pragma: no cover - common.py is written by another helper
     T0, SEED = 1_732_272_000.0, 20241122
     machine_facts = print_table = write_results = None  # type: ignore[assignment]

@@ -26,7 +26,7 @@ def main() -> int:
     p = RESULTS / "pipeline_inproc.json"
     if p.exists():
         d = json.loads(p.read_text())
-        for key, run in d["runs"].items():
+        for run in d["runs"].values():
             rows.append((run["label"], f"{run['records_per_s']:,.0f} rec/s", f"{run['x_baseline']:.2f}x loop"))
     m = RESULTS / "mqtt_e2e.json"
     if m.exists():
@@ -35,7 +35,7 @@ def main() -> int:
             ratio = s.get("ratio_to_baseline")
             rows.append((f"MQTT e2e {s['run']}", f"{s['records_per_s']:,} rec/s zero loss",
                          f"{ratio:.2f}x paho" if ratio else "-"))
-    print("\nsummary (synthetic data, nproc=%d)" % os.cpu_count())
+    print(f"\nsummary (synthetic data, nproc={os.cpu_count()})")
     for r in rows:
         print(f"  {r[0]:<48} {r[1]:>28} {r[2]:>14}")
     return rc

@@ -108,8 +108,8 @@ def test_a_silent_device_times_out_into_a_dead_letter():
     import threading
     import time
 
-    from edge_runtime.devices.model import load_catalog
     from edge_runtime.devices.modbus import ModbusDevice
+    from edge_runtime.devices.model import load_catalog
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
