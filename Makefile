@@ -29,7 +29,7 @@ test: install deps
 	$(BIN)/ruff check edge_runtime tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: install
+demo: install deps
 	$(BIN)/edgeloop demo
 
 bench: install deps
