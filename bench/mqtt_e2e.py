@@ -28,8 +28,6 @@ import argparse
 import multiprocessing as mp
 import os
 import random
-import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -42,6 +40,7 @@ import yaml
 
 from edge_runtime import jsonio
 from edge_runtime.broker import Mosquitto
+from edge_runtime.devices.fastpub import RawPublisher, publish_packet
 
 try:
     from bench.common import SEED, T0, machine_facts, print_table, write_results
@@ -66,48 +65,20 @@ PIPELINE = {"name": "bench-mqtt", "product": "pump", "steps": [
 
 
 # -- publisher process -------------------------------------------------------------------------
-def _mqtt_str(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def _remaining_len(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _publish_packet(topic: str, payload: bytes) -> bytes:
-    body = _mqtt_str(topic) + payload
-    return b"\x30" + _remaining_len(len(body)) + body
-
-
-def _connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    var = _mqtt_str("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60)  # v3.1.1, clean session, keepalive 60
-    body = var + _mqtt_str(f"bench-pub-{os.getpid()}")
-    sock.sendall(b"\x10" + _remaining_len(len(body)) + body)
-    ack = sock.recv(4)
-    if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
-        raise RuntimeError(f"CONNACK refused: {ack!r}")
-    return sock
-
-
 def _publisher_main(port: int, n_devices: int, conn: Any) -> None:
     """Child process: on (rate, seconds, t_event) pre-encode the messages, say ready, publish on 'go'."""
-    sock = _connect(port)
+    pub = RawPublisher("127.0.0.1", port, client_id=f"bench-pub-{os.getpid()}", keepalive=60)
+    if not pub._connect():
+        raise RuntimeError(f"publisher cannot connect: {pub.last_error}")
+    sock = pub.sock
+    assert sock is not None
     rng = random.Random(SEED)
     level = [rng.uniform(72.0, 86.0) for _ in range(n_devices)]
     topics = [f"bench/pumps/{i}" for i in range(n_devices)]
     while True:
         cmd = conn.recv()
         if cmd is None:
-            sock.sendall(b"\xe0\x00")  # DISCONNECT
-            sock.close()
+            pub.close()
             return
         rate, seconds, t_event = cmd
         n = int(rate * seconds)
@@ -116,7 +87,7 @@ def _publisher_main(port: int, n_devices: int, conn: Any) -> None:
             d = i % n_devices
             payload = jsonio.dumps({"t": round(t_event + i / rate, 6), "temp": round(level[d] + rng.gauss(0, 3), 3),
                                     "vib": round(rng.random(), 4)})
-            packets.append(_publish_packet(topics[d], payload))
+            packets.append(publish_packet(topics[d], payload))
         conn.send("ready")
         conn.recv()  # go
         sent = 0

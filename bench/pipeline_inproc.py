@@ -69,30 +69,20 @@ def pin_to_one_core(core: int = 0) -> int | None:
 
 # -- the three runs: each returns the outputs (in its own format) --------------------------
 
-def run_columnar(plan: Any, batches: list[tuple[Any, np.ndarray, np.ndarray, np.ndarray]]) -> list[Batch]:
+def _run(plan: Any, batches: Any) -> list[Batch]:
     inst = Instance("bench", plan)
-    outs = []
-    for dev, ts, temp, vib in batches:
-        out = inst.push(Batch.from_columns(dev, "pump", ts, temperature=temp, vibration=vib))
-        if len(out):
-            outs.append(out)
+    outs = [out for out in (inst.push(b) for b in batches) if len(out)]
     out = inst.flush()
-    if len(out):
-        outs.append(out)
-    return outs
+    return outs + [out] if len(out) else outs
+
+
+def run_columnar(plan: Any, batches: list[tuple[Any, np.ndarray, np.ndarray, np.ndarray]]) -> list[Batch]:
+    return _run(plan, (Batch.from_columns(dev, "pump", ts, temperature=temp, vibration=vib)
+                       for dev, ts, temp, vib in batches))
 
 
 def run_dicts(plan: Any, records: list[dict[str, Any]], batch: int) -> list[Batch]:
-    inst = Instance("bench", plan)
-    outs = []
-    for i in range(0, len(records), batch):
-        out = inst.push(Batch.from_records(records[i:i + batch]))
-        if len(out):
-            outs.append(out)
-    out = inst.flush()
-    if len(out):
-        outs.append(out)
-    return outs
+    return _run(plan, (Batch.from_records(records[i:i + batch]) for i in range(0, len(records), batch)))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:

@@ -125,10 +125,9 @@ class Instance:
         for i, op in enumerate(self.ops):
             try:
                 released = op.flush()
-            except Exception as exc:  # pragma: no cover - defensive
+            except Exception:  # pragma: no cover - defensive
                 log.exception("flush of %s failed", op.ctx.step)
                 op.ctx.counters["errors"] = op.ctx.counters.get("errors", 0) + 1
-                del exc
                 continue
             if released is not None and len(released):
                 op.ctx.counters["out"] += len(released)

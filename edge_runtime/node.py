@@ -25,7 +25,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class NodeConfig:
     stats_interval: float = 5.0
     queue_size: int = 64
     file: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "limits", "publish_telemetry",
@@ -183,8 +182,7 @@ class Node:
         self.telemetry = RawPublisher(b.host, b.port, client_id=f"{cfg.node}-telemetry", username=b.username,
                                       password=b.password, keepalive=b.keepalive, tls=b.tls, ca_certs=b.ca_certs) \
             if cfg.publish_telemetry else None
-        self.bus = DeviceBus(cfg.node, store=self.store, engine=self.engine, publish=self._publish_raw,
-                             publish_telemetry=cfg.publish_telemetry, telemetry=self.telemetry,
+        self.bus = DeviceBus(cfg.node, store=self.store, engine=self.engine, telemetry=self.telemetry,
                              dead_letters=self.dead_letters)
         self.mqtt = MqttConnector(cfg.node, cfg.catalog, self.bus, cfg.broker, max_payload=cfg.max_payload)
         from .devices.modbus import ModbusConnector
@@ -197,9 +195,6 @@ class Node:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
-
-    def _publish_raw(self, topic: str, payload: bytes, qos: int) -> None:
-        self.publisher.publish(topic, payload, qos)
 
     def _on_output(self, instance: Instance, batch: Batch) -> None:
         topic = f"edgeloop/{self.cfg.node}/pipelines/{instance.name}/out"

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from itertools import chain
-from operator import itemgetter, methodcaller
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -70,15 +68,10 @@ class Column:
         return Column(self.data[idx], None if self.present is None else self.present[idx],
                       None if self.ints is None else self.ints[idx])
 
-    @property
-    def is_numeric(self) -> bool:
-        return self.data.dtype.kind in "iuf"
 
-
-def _column_from_values(vals: list[Any], missing: object, complete: bool = False) -> Column:
-    """``complete``: the caller knows no value is ``missing`` (skips the scan for it)."""
+def _column_from_values(vals: list[Any], missing: object) -> Column:
     present = None
-    if not complete and any(v is missing for v in vals):
+    if any(v is missing for v in vals):
         present = np.fromiter((v is not missing for v in vals), dtype=bool, count=len(vals))
     types = set(map(type, vals))
     types.discard(type(missing))
@@ -101,10 +94,6 @@ def _column_from_values(vals: list[Any], missing: object, complete: bool = False
 
 
 _MISSING = object()
-_GET_DEVICE = itemgetter("device")
-_GET_PRODUCT = methodcaller("get", "product")
-_GET_TS = itemgetter("ts")
-_GET_VALUES = itemgetter("values")
 
 
 @dataclass
@@ -137,25 +126,18 @@ class Batch:
         n = len(records)
         if n == 0:
             return cls.empty()
-        # map() with itemgetter/methodcaller: the same lookups as r["device"], r.get("product"), ...
-        # done in C rather than in a Python comprehension
-        codes = DEVICES.codes(list(map(_GET_DEVICE, records)))
+        codes = DEVICES.codes([r["device"] for r in records])
         product = np.empty(n, dtype=object)
-        product[:] = list(map(_GET_PRODUCT, records))
-        ts = np.fromiter(map(_GET_TS, records), dtype=np.float64, count=n)
-        vals = list(map(_GET_VALUES, records))
-        keys = dict.fromkeys(chain.from_iterable(vals))  # every key, in order of first appearance
-        plain = set(map(type, vals)) == {dict}  # v[k] raises KeyError exactly when v.get(k) is missing
+        product[:] = [r.get("product") for r in records]
+        ts = np.fromiter((r["ts"] for r in records), dtype=np.float64, count=n)
+        vals = [r["values"] for r in records]
+        keys: dict[str, None] = {}
+        for v in vals:
+            for k in v:
+                if k not in keys:
+                    keys[k] = None
         cols = {}
         for k in keys:
-            if plain:
-                try:  # fast path: every record has the field, so nothing is missing
-                    present_vals = list(map(itemgetter(k), vals))
-                except KeyError:
-                    pass
-                else:
-                    cols[k] = _column_from_values(present_vals, _MISSING, complete=True)
-                    continue
             cols[k] = _column_from_values([v.get(k, _MISSING) for v in vals], _MISSING)
         return cls(codes, product, ts, cols)
 

@@ -6,7 +6,28 @@ import struct
 
 import pytest
 
+from edge_runtime.devices.bus import DeviceBus
 from edge_runtime.devices.modbus import Register, decode, encode
+
+
+@pytest.fixture
+def bus():
+    """The real Device Bus (no store or engine), keeping what reaches it."""
+    b = DeviceBus("t")
+    b.seen = []
+    b.listeners.append(b.seen.extend)
+    b.start()
+    yield b
+    b.stop()
+
+
+def received(bus):
+    assert bus.wait_idle(5), "the bus did not drain"
+    return bus.seen
+
+
+def reasons(bus):
+    return [d["reason"] for d in bus.dead_letters.recent]
 
 
 @pytest.mark.parametrize(("rtype", "value"), [("int16", -1234), ("uint16", 65000), ("int32", -70000),
@@ -28,19 +49,10 @@ def test_word_and_byte_order_follow_the_wire():
 
 
 @pytest.mark.modbus
-def test_read_types_from_a_real_server(modbus_server):
+def test_read_types_from_a_real_server(modbus_server, bus):
     from edge_runtime.devices.modbus import ModbusDevice
     from edge_runtime.devices.model import load_catalog
 
-    class Bus:
-        def __init__(self):
-            self.records, self.dead_letters = [], []
-
-        def submit(self, records):
-            self.records.extend(records)
-
-        def dead(self, source, reason, **kw):
-            self.dead_letters.append(reason)
 
     products = {"products": [{"name": "m", "properties": {"a": {"type": "number"}, "b": {"type": "number"},
                                                           "c": {"type": "integer"}, "d": {"type": "boolean"},
@@ -57,11 +69,10 @@ def test_read_types_from_a_real_server(modbus_server):
     modbus_server.set_holding(0, [(-215) & 0xFFFF, *b_words])
     modbus_server.set_input(3, [1, 2])
     modbus_server.set_coil(4, True)
-    bus = Bus()
     dev = ModbusDevice(cat.devices["m1"], cat.products["m"], bus)
     try:
         assert dev.poll_once()
-        values = bus.records[0]["values"]
+        values = received(bus)[0]["values"]
         assert values["a"] == pytest.approx(-21.5) and values["b"] == -7.25
         assert values["c"] == 65538 and values["d"] is True
         dev.write("a", 12.3)
@@ -73,19 +84,10 @@ def test_read_types_from_a_real_server(modbus_server):
 
 
 @pytest.mark.modbus
-def test_exception_response_is_a_dead_letter_and_other_registers_still_arrive(modbus_server):
+def test_exception_response_is_a_dead_letter_and_other_registers_still_arrive(modbus_server, bus):
     from edge_runtime.devices.modbus import ModbusDevice
     from edge_runtime.devices.model import load_catalog
 
-    class Bus:
-        records: list = []
-        dead_letters: list = []
-
-        def submit(self, records):
-            self.records.extend(records)
-
-        def dead(self, source, reason, **kw):
-            self.dead_letters.append(reason)
 
     products = {"products": [{"name": "m", "properties": {"a": {"type": "number"}, "z": {"type": "number"}}}]}
     devices = {"devices": [{"id": "m1", "product": "m", "connector": "modbus", "host": "127.0.0.1",
@@ -93,16 +95,15 @@ def test_exception_response_is_a_dead_letter_and_other_registers_still_arrive(mo
                                 "a": {"table": "holding", "address": 0},
                                 "z": {"table": "holding", "address": 5000}}}]}
     cat = load_catalog([], [], products_data=[("p", products)], devices_data=[("d", devices)])
-    bus = Bus()
     dev = ModbusDevice(cat.devices["m1"], cat.products["m"], bus)
     dev.poll_once()
     dev.client.close()
-    assert bus.records and bus.records[0]["values"] == {"a": 0}  # the good register still arrives
-    assert any("z (holding 5000)" in r and "IllegalDataAddress" in r for r in bus.dead_letters), bus.dead_letters
+    assert received(bus) and received(bus)[0]["values"] == {"a": 0}  # the good register still arrives
+    assert any("z (holding 5000)" in r and "IllegalDataAddress" in r for r in reasons(bus)), reasons(bus)
 
 
 @pytest.mark.modbus
-def test_a_silent_device_times_out_into_a_dead_letter():
+def test_a_silent_device_times_out_into_a_dead_letter(bus):
     """A TCP peer that accepts and never answers (a hung PLC): a timeout dead letter, not a hang."""
     import socket
     import threading
@@ -128,29 +129,19 @@ def test_a_silent_device_times_out_into_a_dead_letter():
     t = threading.Thread(target=accept, daemon=True)
     t.start()
 
-    class Bus:
-        def __init__(self):
-            self.records, self.dead_letters = [], []
-
-        def submit(self, records):
-            self.records.extend(records)
-
-        def dead(self, source, reason, **kw):
-            self.dead_letters.append(reason)
 
     products = {"products": [{"name": "m", "properties": {"a": {"type": "number"}}}]}
     devices = {"devices": [{"id": "hung", "product": "m", "connector": "modbus", "host": "127.0.0.1",
                             "port": srv.getsockname()[1], "timeout": 0.3,
                             "registers": {"a": {"table": "holding", "address": 0}}}]}
     cat = load_catalog([], [], products_data=[("p", products)], devices_data=[("d", devices)])
-    bus = Bus()
     dev = ModbusDevice(cat.devices["hung"], cat.products["m"], bus)
     try:
         started = time.monotonic()
         assert dev.poll_once() is False
         assert time.monotonic() - started < 3
-        assert bus.records == []
-        assert any("timeout" in r for r in bus.dead_letters), bus.dead_letters
+        assert received(bus) == []
+        assert any("timeout" in r for r in reasons(bus)), reasons(bus)
     finally:
         dev.client.close()
         stop.set()

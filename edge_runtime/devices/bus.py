@@ -66,17 +66,14 @@ class DeviceBus:
     """Validated records in, micro-batches out (store, telemetry topic, engine)."""
 
     def __init__(self, node: str, *, store: Any = None, engine: Any = None,
-                 publish: Callable[[str, bytes, int], None] | None = None, publish_telemetry: bool = True,
                  telemetry: Any = None,
                  dead_letters: DeadLetterSink | None = None, max_batch: int = 5000,
                  flush_interval: float = 0.02, queue_size: int = 1000) -> None:
         self.node = node
         self.store = store
         self.engine = engine
-        self.publish = publish
-        # telemetry goes through a RawPublisher (one sendall a micro-batch) when given, else ``publish``
+        # telemetry (when given a RawPublisher) goes out as one sendall a micro-batch
         self.telemetry = telemetry
-        self.publish_telemetry = publish_telemetry and (publish is not None or telemetry is not None)
         self.dead_letters = dead_letters or DeadLetterSink(store)
         self.max_batch = max_batch
         self.flush_interval = flush_interval
@@ -158,18 +155,12 @@ class DeviceBus:
     def _deliver(self, records: list[dict[str, Any]]) -> None:
         self.records_in += len(records)
         self.batches += 1
-        for r in records:
-            self.per_device[r["device"]] += 1
+        self.per_device.update(r["device"] for r in records)
         if self.store is not None:
             self.store.add_records(records)
-        if self.publish_telemetry:
+        if self.telemetry is not None:
             node, dumps = self.node, jsonio.dumps
-            if self.telemetry is not None:
-                self.telemetry.publish_many((f"edgeloop/{node}/devices/{r['device']}/telemetry", dumps(r))
-                                            for r in records)
-            else:
-                for r in records:
-                    self.publish(telemetry_topic(node, r["device"]), dumps(r), 0)
+            self.telemetry.publish_many((telemetry_topic(node, r["device"]), dumps(r)) for r in records)
         for listener in self.listeners:
             listener(records)
         if self.engine is not None:

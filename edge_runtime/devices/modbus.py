@@ -279,7 +279,3 @@ class ModbusConnector:
     def stop(self) -> None:
         for d in self.devices.values():
             d.stop()
-
-
-def poll_interval(value: Any) -> float:
-    return parse_duration(value, "interval")

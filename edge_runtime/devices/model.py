@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..operators.base import SpecError, parse_duration
+from ..operators.base import SpecError
 from ..records import RecordError
 from ..yamlspec import line_of, load_yaml
 
@@ -348,7 +348,3 @@ def load_catalog(product_files: Iterable[str | Path], device_files: Iterable[str
                                data=spec, key="topic", item=f"device '{b.id}'", fld="topic")
             cat.devices[b.id] = b
     return cat
-
-
-def parse_interval(value: Any, fld: str, default: float) -> float:
-    return default if value is None else parse_duration(value, fld)
