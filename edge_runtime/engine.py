@@ -36,6 +36,10 @@ class MemorySinks:
         self.alerts: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []
         self.actions: list[dict[str, Any]] = []
+        self.uploads: list[dict[str, Any]] = []
+
+    def upload(self, items: list[dict[str, Any]]) -> None:
+        self.uploads.extend(items)
 
     def alert(self, alert: dict[str, Any]) -> None:
         self.alerts.append(alert)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .desensitise import check_uplink_spec
 from .operators import StepContext, lookup
 from .operators.base import SpecError
 from .yamlspec import line_of, load_yaml
@@ -53,6 +54,7 @@ class Plan:
     product: str | None
     steps: list[Step]
     file: str | None = field(default=None, compare=False)
+    uplink: dict[str, Any] | None = None  # desensitisation before upload (see desensitise.py)
 
     def to_dict(self) -> dict[str, Any]:
         steps = []
@@ -65,6 +67,8 @@ class Plan:
         if self.product is not None:
             out["product"] = self.product
         out["steps"] = steps
+        if self.uplink:
+            out["uplink"] = _plain(self.uplink)
         return out
 
     def instantiate(self, make_ctx: Callable[[Step], StepContext]) -> list[Any]:
@@ -89,7 +93,7 @@ def parse_pipeline(data: Any, *, file: str | None = None) -> Plan:
     if not isinstance(data, dict):
         raise SpecError(f"a pipeline must be a mapping with name and steps, got {type(data).__name__}",
                         file=file, line=line_of(data))
-    known = {"name", "product", "steps", "description", "version"}
+    known = {"name", "product", "steps", "description", "version", "uplink"}
     for key in data:
         if key not in known:
             raise SpecError(f"unknown key {key!r}", file=file, line=line_of(data, key), field=str(key),
@@ -120,7 +124,11 @@ def parse_pipeline(data: Any, *, file: str | None = None) -> Plan:
         if not isinstance(step_id, str) or not step_id:
             raise SpecError("expected a text id", file=file, line=line, step=label, field="id")
         steps.append(Step(str(op), raw[op], step_id, line_of(raw, op) or line))
-    plan = Plan(name.strip(), product, steps, file)
+    try:
+        uplink = check_uplink_spec(data.get("uplink"))
+    except SpecError as exc:
+        raise exc.located(file=file, line=line_of(data, "uplink")) from None
+    plan = Plan(name.strip(), product, steps, file, uplink or None)
     validate(plan)
     return plan
 
@@ -168,6 +176,7 @@ class Pipeline:
         self._name = name
         self._product: str | None = None
         self._steps: list[dict[str, Any]] = []
+        self._uplink: dict[str, Any] | None = None
 
     @classmethod
     def name(cls, name: str) -> Pipeline:  # noqa: D102 - the paper's Code 1 spelling
@@ -175,6 +184,11 @@ class Pipeline:
 
     def product(self, product: str) -> Pipeline:
         self._product = product
+        return self
+
+    def uplink(self, **spec: Any) -> Pipeline:
+        """Desensitisation before upload: ``.uplink(drop=[...], hash=[...], blur=[[x, y, w, h]])``."""
+        self._uplink = check_uplink_spec(spec) or None
         return self
 
     def step(self, op: str, *args: Any, id: str | None = None, **kwargs: Any) -> Pipeline:  # noqa: A002
@@ -217,6 +231,8 @@ class Pipeline:
         if self._product is not None:
             out["product"] = self._product
         out["steps"] = copy.deepcopy(self._steps)
+        if self._uplink:
+            out["uplink"] = copy.deepcopy(self._uplink)
         return out
 
     def build(self) -> Plan:

@@ -20,7 +20,7 @@ EXAMPLES = {
     "device_input": {}, "time_series_input": {"since": "1h"}, "filter": "t > 20",
     "sample": {"every": 2}, "time_window": {"size": "10s"}, "aggregate": {"t": ["mean", "max"]},
     "change_trigger": {"fields": ["t"]}, "custom_function": {"set": {"f": "t * 2"}},
-    "notification": {"level": "INFO", "message": "{device} {t}"}, "alert": {"message": "{device} hot"},
+    "notification": {"level": "INFO", "message": "{device} {t}"}, "alert": {"message": "{device} hot"}, "upload": {"every": 1},
     "device_output": {"set": {"speed": "t + 1"}}, "apply_model": {"model": "double", "inputs": ["t"]},
 }
 

@@ -360,6 +360,36 @@ class Alert(_Messaging):
 
 
 @register
+class Upload(Operator):
+    """Send each record to the hub through the node's durable outbox (with the pipeline's desensitisation).
+
+    What the agile loop collects: put it after ``apply_model`` so predictions travel with their inputs.
+    ``every`` keeps one record in N (a deterministic share); records go on unchanged.
+    """
+
+    name = "upload"
+    params = {"every": "upload one record in this many (default 1: all)"}
+
+    def configure(self, every: Any = 1) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise SpecError(f"expected a whole number >= 1, got {every!r}", field="every")
+        self.every = every
+        self.seen = 0
+
+    def process(self, batch: Batch) -> Batch:
+        if len(batch) and self.ctx.sinks is not None and hasattr(self.ctx.sinks, "upload"):
+            items = []
+            for rec in batch.to_records():
+                self.seen += 1
+                if (self.seen - 1) % self.every == 0:
+                    items.append({"kind": "record", "pipeline": self.ctx.pipeline, "instance": self.ctx.instance,
+                                  "step": self.ctx.step, "device": rec["device"], "ts": rec["ts"], "record": rec})
+            if items:
+                self.ctx.sinks.upload(items)
+        return batch
+
+
+@register
 class DeviceOutput(Operator):
     """Act on a device: set properties (``set``) or call a product service (``service`` + ``args``)."""
 
