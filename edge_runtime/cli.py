@@ -17,8 +17,17 @@ app = typer.Typer(help="EdgeLoop: edge-cloud AIoT platform.", no_args_is_help=Tr
                   pretty_exceptions_enable=False, add_completion=False)
 pipeline_app = typer.Typer(help="Pipelines: validate and replay offline.", no_args_is_help=True)
 node_app = typer.Typer(help="Run an edge node.", no_args_is_help=True)
+hub_app = typer.Typer(help="Run the hub (API + MQTT ingest).", no_args_is_help=True)
+token_app = typer.Typer(help="Node tokens: create, list, revoke.", no_args_is_help=True)
+product_app = typer.Typer(help="Shared products on the hub.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(node_app, name="node")
+app.add_typer(hub_app, name="hub")
+app.add_typer(product_app, name="product")
+node_app.add_typer(token_app, name="token")
+
+HubUrl = typer.Option("http://127.0.0.1:8080", "--hub", envvar="EDGELOOP_HUB_URL", help="the hub's URL")
+AdminToken = typer.Option(None, "--token", envvar="EDGELOOP_TOKEN", help="the admin token (or EDGELOOP_TOKEN)")
 
 
 def _fail_spec(exc: Exception) -> None:
@@ -105,6 +114,244 @@ def demo(duration: float = typer.Option(20.0, help="seconds to run"),
     from .demo import run_demo
 
     raise typer.Exit(run_demo(duration=duration, broker=broker))
+
+
+# -- the hub ----------------------------------------------------------------------------------
+def _broker_option(broker: Optional[str], user: Optional[str], password: Optional[str]) -> Optional[dict]:
+    if not broker:
+        return None
+    host, _, port = broker.rpartition(":")
+    if not host or not port.isdigit():
+        typer.echo(f"error: --broker {broker!r}: expected host:port", err=True)
+        raise typer.Exit(2)
+    return {"host": host, "port": int(port), "username": user, "password": password}
+
+
+@hub_app.command("serve")
+def hub_serve(
+    db: str = typer.Option("sqlite:///var/hub/hub.db", envvar="EDGELOOP_HUB_DB",
+                           help="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db"),
+    data: Path = typer.Option(Path("var/hub"), envvar="EDGELOOP_HUB_DATA", help="media files and the admin token"),
+    host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8080),
+    broker: Optional[str] = typer.Option(None, envvar="EDGELOOP_BROKER", help="host:port: run the MQTT ingest too"),
+    broker_user: Optional[str] = typer.Option(None, envvar="EDGELOOP_BROKER_USER"),
+    broker_password: Optional[str] = typer.Option(None, envvar="EDGELOOP_BROKER_PASSWORD"),
+    admin_token: Optional[str] = typer.Option(None, envvar="EDGELOOP_ADMIN_TOKEN",
+                                              help="register this admin token; default: make one in DATA/admin.token"),
+    heartbeat: float = typer.Option(10.0, help="heartbeat interval the agents are told to use (s)"),
+) -> None:
+    """Serve the hub's API (migrating its database first) and ingest uploads from the broker."""
+    import logging
+    import os
+    import secrets
+
+    from hub.server import serve
+    from hub.service import HubSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    token_file = data / "admin.token"
+    if not admin_token:
+        if token_file.exists():
+            admin_token = token_file.read_text().strip()
+        else:
+            data.mkdir(parents=True, exist_ok=True)
+            admin_token = "ela_" + secrets.token_urlsafe(32)
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(admin_token + "\n")
+            typer.echo(f"admin token written to {token_file} (use it as EDGELOOP_TOKEN)", err=True)
+    settings = HubSettings(db_url=db, data_dir=str(data), admin_token=admin_token,
+                           broker=_broker_option(broker, broker_user, broker_password),
+                           heartbeat_interval=heartbeat, offline_after=3 * heartbeat)
+    serve(settings, host=host, port=port)
+
+
+@hub_app.command("ingest")
+def hub_ingest(
+    db: str = typer.Option("sqlite:///var/hub/hub.db", envvar="EDGELOOP_HUB_DB"),
+    broker: str = typer.Option("127.0.0.1:1883", envvar="EDGELOOP_BROKER"),
+    broker_user: Optional[str] = typer.Option(None, envvar="EDGELOOP_BROKER_USER"),
+    broker_password: Optional[str] = typer.Option(None, envvar="EDGELOOP_BROKER_PASSWORD"),
+) -> None:
+    """A standalone ingest process: several share the uplink load through an MQTT shared subscription."""
+    import logging
+
+    from hub.server import run_ingest
+    from hub.service import HubSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    run_ingest(HubSettings(db_url=db, broker=_broker_option(broker, broker_user, broker_password)))
+
+
+def _client(hub: str, token: Optional[str]):  # noqa: ANN202
+    from .hubclient import HubClient
+
+    if not token:
+        typer.echo("error: no admin token: pass --token or set EDGELOOP_TOKEN", err=True)
+        raise typer.Exit(2)
+    try:
+        return HubClient(hub, token)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _call(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    """Run a hub call; 4xx/5xx and an unreachable hub become a message and an exit code."""
+    from .hubclient import HubError, HubUnreachable
+
+    try:
+        return fn(*args, **kwargs)
+    except HubError as exc:
+        typer.echo(f"error: {exc.detail} ({exc.status})", err=True)
+        raise typer.Exit(2 if exc.status in (400, 404, 409, 413, 422) else 1) from None
+    except HubUnreachable as exc:
+        typer.echo(f"error: hub unreachable: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _table(title: str, columns: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    Console().print(t)
+
+
+def _ago(ts: Optional[float]) -> str:
+    import time
+
+    if not ts:
+        return "never"
+    d = time.time() - ts
+    return f"{d:.0f}s ago" if d < 120 else f"{d / 60:.0f}m ago" if d < 7200 else f"{d / 3600:.0f}h ago"
+
+
+@node_app.command("ls")
+def node_ls(hub: str = HubUrl, token: Optional[str] = AdminToken) -> None:
+    """Nodes with their state, what they run and their outbox."""
+    c = _client(hub, token)
+    nodes = _call(c.get, "/api/v1/nodes")
+    _table("nodes", ["node", "group", "state", "last seen", "instances", "records", "outbox", "dropped", "errors"],
+           [[n["name"], n["group"], "online" if n["online"] else "offline", _ago(n["last_seen"]),
+             ", ".join(i["instance"] for i in n["instances"]), n["counters"].get("records", ""),
+             n["outbox"].get("rows", ""), n["outbox"].get("dropped_total", ""), len(n["errors"]) or ""]
+            for n in nodes])
+
+
+@node_app.command("create")
+def node_create(name: str, group: str = typer.Option("default"), hub: str = HubUrl,
+                token: Optional[str] = AdminToken) -> None:
+    """Create a node on the hub; prints its token (shown once)."""
+    r = _call(_client(hub, token).post, "/api/v1/nodes", {"name": name, "group": group})
+    typer.echo(r["token"])
+
+
+@token_app.command("create")
+def token_create(node: str, note: str = typer.Option(""), ttl: Optional[float] = typer.Option(None, help="seconds"),
+                 hub: str = HubUrl, token: Optional[str] = AdminToken) -> None:
+    """Another token for a node (e.g. to rotate); prints it (shown once)."""
+    from urllib.parse import quote
+
+    r = _call(_client(hub, token).post, f"/api/v1/nodes/{quote(node)}/tokens", {"note": note, "ttl": ttl})
+    typer.echo(r["token"])
+    typer.echo(f"token id {r['token_id']}", err=True)
+
+
+@token_app.command("ls")
+def token_ls(hub: str = HubUrl, token: Optional[str] = AdminToken) -> None:
+    """Tokens (never their secrets)."""
+    rows = _call(_client(hub, token).get, "/api/v1/tokens")
+    _table("tokens", ["id", "kind", "node", "note", "created", "state"],
+           [[t["id"], t["kind"], t["node"], t["note"], _ago(t["created_at"]),
+             "revoked" if t["revoked_at"] else "active"] for t in rows])
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: int, hub: str = HubUrl, token: Optional[str] = AdminToken) -> None:
+    """Revoke a token by id: refused from the next request on."""
+    _call(_client(hub, token).delete, f"/api/v1/tokens/{token_id}")
+    typer.echo(f"token {token_id} revoked")
+
+
+@product_app.command("apply")
+def product_apply(file: Path = typer.Option(..., "--file", "-f", help="products YAML"), hub: str = HubUrl,
+                  token: Optional[str] = AdminToken) -> None:
+    """Share the products of a file through the hub (validated here first, then by the hub)."""
+    from urllib.parse import quote
+
+    from .devices.model import load_catalog
+    from .operators.base import SpecError
+    from .yamlspec import load_yaml
+
+    try:
+        load_catalog([file])
+    except SpecError as exc:
+        _fail_spec(exc)
+    data = _plain(load_yaml(file))
+    items = data["products"] if isinstance(data, dict) and "products" in data else data
+    c = _client(hub, token)
+    for spec in items if isinstance(items, list) else [items]:
+        r = _call(c.put, f"/api/v1/products/{quote(spec['name'])}", spec)
+        typer.echo(f"product {r['name']} v{r['version']}")
+
+
+def _plain(value):  # noqa: ANN001, ANN202
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@pipeline_app.command("apply")
+def pipeline_apply(
+    file: Path = typer.Option(..., "--file", "-f", help="pipeline YAML/JSON"),
+    to: Optional[str] = typer.Option(None, "--to", help="NODE or group:GROUP to run it on"),
+    instance: Optional[str] = typer.Option(None, help="instance name (default: the pipeline's name)"),
+    devices: Optional[str] = typer.Option(None, help="comma-separated device ids (default: all of the product)"),
+    pin: bool = typer.Option(False, help="pin this version (default: follow the newest)"),
+    hub: str = HubUrl, token: Optional[str] = AdminToken,
+) -> None:
+    """Publish a pipeline version to the hub and (with --to) assign an instance of it."""
+    import re
+    from urllib.parse import quote
+
+    from .operators.base import SpecError
+    from .pipeline import load_pipeline
+    from .yamlspec import load_yaml
+
+    try:
+        plan = load_pipeline(file)
+    except SpecError as exc:
+        _fail_spec(exc)
+    c = _client(hub, token)
+    r = _call(c.post, "/api/v1/pipelines", _plain(load_yaml(file)))
+    typer.echo(f"pipeline {r['name']} v{r['version']}" + (" (new version)" if r["created"] else " (unchanged)"))
+    if to:
+        target = to if to.startswith(("node:", "group:")) else f"node:{to}"
+        name = instance or re.sub(r"[^A-Za-z0-9_.\-]", "-", plan.name)
+        body = {"pipeline": r["name"], "version": r["version"] if pin else None,
+                "devices": devices.split(",") if devices else None}
+        a = _call(c.put, f"/api/v1/assignments/{quote(target)}/{quote(name)}", body)
+        typer.echo(f"instance {a['instance']} -> {a['target']} (v{a['version']}"
+                   f"{', pinned' if pin else ''}; devices: {', '.join(a['devices']) if a['devices'] else 'all'})")
+
+
+@pipeline_app.command("ls")
+def pipeline_ls(hub: str = HubUrl, token: Optional[str] = AdminToken) -> None:
+    """Shared pipelines and where their instances run."""
+    c = _client(hub, token)
+    pipes = _call(c.get, "/api/v1/pipelines")
+    assigns = _call(c.get, "/api/v1/assignments")
+    _table("pipelines", ["pipeline", "latest", "versions", "instances"],
+           [[p["name"], p["latest"], p["versions"],
+             ", ".join(f"{a['instance']}@{a['target']}" + (f" v{a['version']}" if a["version"] else "")
+                       for a in assigns if a["pipeline"] == p["name"])] for p in pipes])
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ and turns the hub's 4xx ``detail`` messages into :class:`HubError`.
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import threading
 from typing import Any
@@ -82,7 +81,7 @@ class HubClient:
                 self.close()
                 if attempt:
                     raise HubUnreachable(f"{self.url}: {exc}") from None
-            except (OSError, socket.timeout, http.client.HTTPException) as exc:
+            except (TimeoutError, OSError, http.client.HTTPException) as exc:
                 self.close()
                 raise HubUnreachable(f"{self.url}: {exc}") from None
         rh = {k.lower(): v for k, v in resp.getheaders()}

@@ -11,6 +11,8 @@
       - {instance: overheat, pipeline: pipelines/overheat.yaml, devices: [pump-1, pump-2]}
     limits: {max_payload: 65536}
     publish_telemetry: true
+    hub: {url: http://hub:8080, token_file: edge-1.token}   # or token: ...; optional
+    outbox: {path: var/edge-1-outbox.db, max_rows: 1000000, max_bytes: 1GiB-in-bytes, max_age: 7d}
 
 Topics: ``edgeloop/<node>/devices/<device>/telemetry`` (records),
 ``edgeloop/<node>/pipelines/<instance>/out`` (pipeline outputs),
@@ -21,6 +23,7 @@ Topics: ``edgeloop/<node>/devices/<device>/telemetry`` (records),
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import threading
@@ -30,15 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from . import jsonio
+from .desensitise import Desensitiser
 from .devices.bus import DeadLetterSink, DeviceBus
 from .devices.fastpub import RawPublisher
 from .devices.model import Catalog, load_catalog
 from .devices.mqtt import BrokerConfig, MqttConnector, MqttLink
 from .engine import Engine, Instance
 from .operators.base import SpecError, parse_duration
-from .pipeline import Plan, load_pipeline
+from .pipeline import Plan, load_pipeline, parse_pipeline
 from .records import Batch, RecordError
 from .store import LocalStore
+from .uplink import Outbox, Uplink
 from .yamlspec import line_of, load_yaml
 
 __all__ = ["NodeConfig", "InstanceConfig", "Node", "load_node_config"]
@@ -67,10 +72,18 @@ class NodeConfig:
     stats_interval: float = 5.0
     queue_size: int = 64
     file: str | None = None
+    hub_url: str | None = None
+    hub_token: str | None = None
+    heartbeat: float = 10.0
+    outbox_path: str | None = None       # None: no uplink (a node without a hub)
+    outbox_max_rows: int = 1_000_000
+    outbox_max_bytes: int = 1 << 30
+    outbox_max_age: float = 7 * 86400
+    ack_timeout: float = 5.0
 
 
 _NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "limits", "publish_telemetry",
-              "stats_interval"}
+              "stats_interval", "hub", "outbox"}
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -132,7 +145,29 @@ def load_node_config(path: str | Path) -> NodeConfig:
     store = data.get("store") or {}
     limits = data.get("limits") or {}
     store_path = store.get("path", f"var/{node}.db")
-    return NodeConfig(
+    hub = data.get("hub") or {}
+    outbox = data.get("outbox") or {}
+    if not isinstance(hub, dict) or (hub and not isinstance(hub.get("url"), str)):
+        raise SpecError("expected {url, token or token_file}", file=file, line=line_of(data, "hub"), field="hub")
+    token = hub.get("token") or os.environ.get("EDGELOOP_NODE_TOKEN")
+    if hub.get("token_file"):
+        try:
+            token = (base / hub["token_file"]).read_text().strip()
+        except OSError as exc:
+            raise SpecError(f"cannot read the token file: {exc.strerror}", file=file,
+                            line=line_of(hub, "token_file"), field="hub.token_file") from None
+    if hub and not token:
+        raise SpecError("a hub needs this node's token (token, token_file or EDGELOOP_NODE_TOKEN)", file=file,
+                        line=line_of(data, "hub"), field="hub.token", hint="edgeloop node create NAME prints one")
+    outbox_path = outbox.get("path", f"var/{node}-outbox.db") if (hub or outbox) else None
+    extra = dict(
+        hub_url=hub.get("url"), hub_token=token,
+        heartbeat=parse_duration(hub.get("heartbeat", 10), "hub.heartbeat"),
+        outbox_path=None if outbox_path is None else str(base / outbox_path),
+        outbox_max_rows=int(outbox.get("max_rows", 1_000_000)), outbox_max_bytes=int(outbox.get("max_bytes", 1 << 30)),
+        outbox_max_age=parse_duration(outbox.get("max_age", "7d"), "outbox.max_age"),
+        ack_timeout=parse_duration(outbox.get("ack_timeout", 5), "outbox.ack_timeout"))
+    return NodeConfig(**extra,
         node=node, broker=broker, catalog=catalog, instances=instances,
         store_path=store_path if store_path == ":memory:" else str(base / store_path),
         retention=parse_duration(store.get("retention", "7d"), "store.retention"),
@@ -149,6 +184,7 @@ class NodeSinks:
         self.node = node
         self.alerts = 0
         self.notifications = 0
+        self.uploads = 0
 
     def _publish(self, kind: str, item: dict[str, Any]) -> None:
         n = self.node
@@ -156,13 +192,29 @@ class NodeSinks:
             n.store.add_message(kind, item)
         n.publisher.publish(f"edgeloop/{n.cfg.node}/{kind}s", jsonio.dumps({"node": n.cfg.node, **item}), qos=1)
 
+    def _uplink(self, kind: str, items: list[dict[str, Any]]) -> None:
+        n = self.node
+        if n.outbox is None:
+            return
+        out = []
+        for it in items:
+            d = n.desensitisers.get(it.get("instance"))
+            out.append({**(d.item(it) if d is not None else it), "kind": kind})
+        n.outbox.put(out)
+
     def alert(self, item: dict[str, Any]) -> None:
         self.alerts += 1
         self._publish("alert", item)
+        self._uplink("alert", [item])
 
     def notification(self, item: dict[str, Any]) -> None:
         self.notifications += 1
         self._publish("notification", item)
+        self._uplink("notification", [item])
+
+    def upload(self, items: list[dict[str, Any]]) -> None:
+        self.uploads += len(items)
+        self._uplink("record", items)
 
     def device_output(self, action: dict[str, Any]) -> None:
         self.node.actions.put(action)
@@ -192,6 +244,33 @@ class Node:
         self.actions_done = 0
         self.outputs_published = 0
         self.instances: dict[str, Instance] = {}
+        self.desensitisers: dict[str, Any] = {}
+        self.managed: dict[str, str] = {}  # hub-assigned instance -> fingerprint of what runs
+        self.reconcile_errors: list[dict[str, Any]] = []
+        self.lock = threading.RLock()
+        self.outbox: Outbox | None = None
+        self.uplink: Uplink | None = None
+        self.agent: Any = None
+        if cfg.outbox_path is not None:
+            self.outbox = Outbox(cfg.outbox_path, max_rows=cfg.outbox_max_rows, max_bytes=cfg.outbox_max_bytes,
+                                 max_age=cfg.outbox_max_age)
+            self.uplink_link = MqttLink(cfg.broker, client_id=f"{cfg.node}-uplink",
+                                        on_message=lambda t, p, _ts: self.uplink.on_message(t, p))
+            http = None
+            if cfg.hub_url:
+                from .hubclient import HubClient
+
+                http = HubClient(cfg.hub_url, cfg.hub_token)
+                http.node = cfg.node
+            self.uplink = Uplink(cfg.node, self.outbox, self.uplink_link, http=http, ack_timeout=cfg.ack_timeout,
+                                 on_rejected=self._rejected)
+        if cfg.hub_url:
+            from .agent import Agent
+            from .hubclient import HubClient
+
+            self.agent = Agent(self, HubClient(cfg.hub_url, cfg.hub_token),
+                               cache_path=Path(cfg.outbox_path or cfg.store_path).with_name(f"{cfg.node}-desired.json"),
+                               interval=cfg.heartbeat)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
@@ -204,9 +283,15 @@ class Node:
 
     def start(self) -> None:
         self.publisher.start()
+        if self.uplink is not None:
+            self.uplink_link.start()
+            self.uplink.start()
         self.bus.start()
         for ic in self.cfg.instances:
             self.add_instance(ic)
+        if self.agent is not None:
+            self.agent.apply_cached()
+            self.agent.start()
         self.mqtt.start()
         self.modbus.start()
         for target, name in ((self._actuate, "actuator"), (self._report, "stats")):
@@ -217,16 +302,95 @@ class Node:
     def add_instance(self, ic: InstanceConfig) -> None:
         inst = Instance(ic.name, ic.plan, devices=ic.devices, sinks=self.sinks, models=self.models,
                         store=self.store, dead_letters=self.dead_letters)
-        self.instances[ic.name] = inst
-        self.engine.start(inst)
+        with self.lock:
+            self.desensitisers[ic.name] = Desensitiser(ic.plan.uplink)
+            self.instances[ic.name] = inst
+            self.engine.start(inst)
 
     def remove_instance(self, name: str) -> None:
-        self.engine.stop(name)
-        self.instances.pop(name, None)
+        with self.lock:
+            self.engine.stop(name)
+            self.instances.pop(name, None)
+            self.desensitisers.pop(name, None)
+
+    # -- desired state from the hub --------------------------------------------------------
+    def reconcile(self, desired: dict[str, Any]) -> list[dict[str, Any]]:
+        """Start, replace and stop hub-assigned instances to match ``desired``; others are not touched.
+
+        An instance that does not validate here (unknown device, product mismatch) is
+        not started and is reported in heartbeats; the rest go ahead.
+        """
+        errors: list[dict[str, Any]] = []
+        local = {ic.name for ic in self.cfg.instances}
+        for p in desired.get("products") or []:
+            if p.get("name") not in self.cfg.catalog.products:
+                try:
+                    cat = load_catalog([], products_data=[(f"hub:product {p.get('name')}", p.get("spec"))])
+                    self.cfg.catalog.products.update(cat.products)
+                except SpecError as exc:
+                    errors.append({"product": p.get("name"), "error": str(exc)})
+        wanted: dict[str, tuple[str, InstanceConfig]] = {}
+        for entry in desired.get("instances") or []:
+            name = entry.get("instance")
+            try:
+                if name in local:
+                    raise SpecError(f"instance {name!r} is defined in the node's own config; rename one")
+                plan = parse_pipeline(entry["spec"], file=f"hub:{entry.get('pipeline')}@v{entry.get('version')}")
+                devices = entry.get("devices")
+                if devices is None:
+                    devices = self.cfg.catalog.devices_of(plan.product) if plan.product else list(self.cfg.catalog.devices)
+                for d in devices:
+                    b = self.cfg.catalog.devices.get(d)
+                    if b is None:
+                        raise SpecError(f"device {d!r} is not bound on this node")
+                    if plan.product and b.product != plan.product:
+                        raise SpecError(f"device {d!r} is a {b.product}, the pipeline needs a {plan.product}")
+                fp = jsonio.dumps([entry.get("pipeline"), entry.get("version"), entry["spec"], sorted(devices)]).decode()
+                wanted[name] = (fp, InstanceConfig(name, plan, list(devices)))
+            except (SpecError, KeyError, TypeError) as exc:
+                errors.append({"instance": name, "error": str(exc)})
+        with self.lock:
+            for name in list(self.managed):
+                if name not in wanted or wanted[name][0] != self.managed[name]:
+                    self.remove_instance(name)
+                    del self.managed[name]
+                    log.info("pipeline instance %s stopped", name)
+            for name, (fp, ic) in wanted.items():
+                if name not in self.managed:
+                    self.add_instance(ic)
+                    self.managed[name] = fp
+                    log.info("pipeline instance %s started (%s v%s)", name, ic.plan.name,
+                             fp and next(e.get("version") for e in desired["instances"] if e.get("instance") == name))
+            self.reconcile_errors = errors
+        for e in errors:
+            log.error("desired state: %s", e)
+        return errors
+
+    def heartbeat(self) -> dict[str, Any]:
+        """What the agent reports: instances, counters, queue depths, the outbox."""
+        with self.lock:
+            stats = {s["instance"]: s for s in self.engine.stats()}
+            instances = [{"instance": name, "pipeline": inst.plan.name, "source": "hub" if name in self.managed else "local",
+                          "outputs": inst.outputs, "queue": stats.get(name, {}).get("queue", 0),
+                          "processed": stats.get(name, {}).get("processed", 0)}
+                         for name, inst in self.instances.items()]
+        return {"instances": instances, "models": {},
+                "counters": {"records": self.bus.records_in, "dead_letters": self.dead_letters.total,
+                             "alerts": self.sinks.alerts, "notifications": self.sinks.notifications,
+                             "uploads": self.sinks.uploads, "actions": self.actions_done,
+                             "mqtt_received": self.mqtt.received},
+                "queues": self.engine.queue_depths(),
+                "outbox": self.uplink.stats() if self.uplink is not None else {},
+                "errors": list(self.reconcile_errors)}
+
+    def _rejected(self, rej: dict[str, Any], body: bytes | None) -> None:
+        self.dead_letters.add(source="uplink/hub", reason=str(rej.get("reason")), raw=body)
 
     def stop(self) -> None:
         """Stop in order: no new input, drain the bus and pipelines, then publish the last stats."""
         self._stop.set()
+        if self.agent is not None:
+            self.agent.stop()
         self.mqtt.stop()
         self.modbus.stop()
         self.bus.wait_idle(10)
@@ -240,6 +404,10 @@ class Node:
         if self.telemetry is not None:
             self.telemetry.close()
         self.publisher.stop()
+        if self.uplink is not None:
+            self.uplink.stop()
+            self.uplink_link.stop()
+            self.outbox.close()
         self.store.close()
 
     def run_forever(self) -> None:

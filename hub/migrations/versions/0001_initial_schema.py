@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 Create Date: 2026-11-23 11:21:26.789376
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = '0001'
 down_revision = None
 branch_labels = None
@@ -18,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('assignments',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('target', sa.String(length=80), nullable=False),
@@ -116,11 +115,11 @@ def upgrade() -> None:
     with op.batch_alter_table('tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_tokens_node'), ['node'], unique=False)
 
-    
+
 
 
 def downgrade() -> None:
-    
+
     with op.batch_alter_table('tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tokens_node'))
 
@@ -148,4 +147,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_assignments_target'))
 
     op.drop_table('assignments')
-    
+
