@@ -151,7 +151,8 @@ class Ingest:
                                      "reason": str(exc)})
             by_node.setdefault(node, []).extend(good)
             self.rejected += len(rejected)
-            acks.append((node, {"first": first, "last": last, "stored": len(good), "rejected": rejected}))
+            acks.append((node, {"first": first, "last": last, "stored": len(good), "rejected": rejected,
+                         "by": self.client_id}))
         self.stored += store_items(self.engine, by_node)
         for node, ack in acks:
             self.client.publish(f"edgeloop/{node}/uplink/ack", orjson.dumps(ack), qos=1)
