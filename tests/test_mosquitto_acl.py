@@ -305,3 +305,41 @@ def test_node_cannot_divert_uplinks_by_joining_hub_share_group(connect: Any) -> 
     hub.wait_payload("marker")
     assert intruder.payloads() == []
     assert [p for p in hub.payloads() if p != "marker"] == records
+
+
+def test_uplink_resends_past_an_intruder_in_the_hub_share_group(broker: Broker, connect: Any, tmp_path: Path) -> None:
+    """The hole above costs delay, not data: the node's uplink resends until the hub's ack (real ingest)."""
+    import sqlalchemy as sa
+
+    from edge_runtime.devices.mqtt import BrokerConfig, MqttLink
+    from edge_runtime.uplink import Outbox, Uplink
+    from hub.db import Node, Upload, make_engine, migrate
+    from hub.ingest import Ingest
+
+    engine = make_engine(f"sqlite:///{tmp_path}/hub.db")
+    migrate(engine)
+    with engine.begin() as c:
+        c.execute(sa.insert(Node), [{"name": "edge-2", "group": "g", "created_at": 0, "heartbeats": 0}])
+    ingest = Ingest(engine, port=broker.port, username="hub", password=broker.passwords["hub"]).start()
+    intruder = connect("edge-1")
+    intruder.subscribe(SHARE)
+    link = MqttLink(BrokerConfig(port=broker.port, username="edge-2", password=broker.passwords["edge-2"]),
+                    client_id="edge-2-uplink", on_message=lambda t, p, _: uplink.on_message(t, p))
+    outbox = Outbox(tmp_path / "outbox.db")
+    uplink = Uplink("edge-2", outbox, link, ack_timeout=0.5, batch_items=10)
+    try:
+        wait_for(ingest.connected.is_set, TIMEOUT, "the ingest to connect")
+        link.start()
+        uplink.start()
+        for i in range(10):
+            outbox.put([{"kind": "record", "device": "d", "ts": float(i * 10 + j)} for j in range(10)])
+        wait_for(lambda: outbox.rows == 0, 60, "the outbox to drain past the intruder")
+    finally:
+        uplink.stop()
+        link.stop()
+        ingest.stop()
+    with engine.connect() as c:
+        seqs = [r[0] for r in c.execute(sa.select(Upload.seq).order_by(Upload.pk))]
+    assert seqs == list(range(1, 101))  # all of them, once, in order
+    assert uplink.resent > 0  # the intruder did swallow batches: they were sent again
+    assert intruder.payloads() == []  # and it read none of them
