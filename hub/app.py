@@ -10,12 +10,12 @@ desired state and write its own uploads and media. Errors are 4xx with a
 import hashlib
 import re
 import time
-from pathlib import Path
+from pathlib import Path as FsPath
 from typing import Annotated, Any, Iterator
 
 import orjson
 import sqlalchemy as sa
-from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -23,13 +23,14 @@ from sqlalchemy.orm import Session
 from . import auth
 from .db import Assignment, Media, Node, PipelineVersion, Product, Token, Upload
 from .service import Hub, HubSettings, SpecRejected
-from .uploads import UploadError, check_item, store_items
+from .uploads import UploadError, check_item, json_problem, store_items
 
 __all__ = ["create_app"]
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 _NAME = re.compile(NAME)
-_MEDIA_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_MEDIA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")  # not '.' or '..': the id is a file name
+BIGINT = 2**63 - 1  # integers in paths and queries go to the database: keep them in its range
 
 
 class BodyLimit:
@@ -53,7 +54,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    raise _TooLarge(limit)
             return msg
 
         try:
@@ -62,8 +63,11 @@ class BodyLimit:
             await _too_large(send, limit)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised from ``receive``; an HTTPException so FastAPI's body parsing passes it on (it answers 400 to others)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
 
 
 async def _too_large(send: Any, limit: int) -> None:
@@ -80,7 +84,7 @@ class NodeCreate(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    note: str = Field("", max_length=200)
+    note: str = Field("", max_length=200, pattern=r"^[^\x00]*$")
     ttl: float | None = Field(None, gt=0, description="seconds until the token expires")
 
 
@@ -102,7 +106,7 @@ class Heartbeat(BaseModel):
 
 class AssignmentPut(BaseModel):
     pipeline: str = Field(pattern=r"^[A-Za-z0-9_. \-]{1,100}$")
-    version: int | None = Field(None, ge=1, description="a pipeline version; none: always the newest")
+    version: int | None = Field(None, ge=1, le=BIGINT, description="a pipeline version; none: always the newest")
     devices: list[Annotated[str, Field(max_length=100)]] | None = Field(
         None, max_length=10000, description="bound devices; none: every device of the pipeline's product")
 
@@ -111,10 +115,16 @@ class Uploads(BaseModel):
     items: list[Any] = Field(max_length=10000)
 
 
+def _no_nul(request: Request) -> None:
+    """NUL cannot be stored in PostgreSQL text, not even compared: refuse it in paths and queries."""
+    if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in request.query_params.multi_items()):
+        raise HTTPException(422, "NUL characters are not allowed in the URL")
+
+
 def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> FastAPI:
     settings = settings or HubSettings.from_env()
     hub = hub or Hub(settings)
-    app = FastAPI(title="EdgeLoop hub", version="1", description=__doc__)
+    app = FastAPI(title="EdgeLoop hub", version="1", description=__doc__, dependencies=[Depends(_no_nul)])
     app.state.hub = hub
     app.add_middleware(BodyLimit, max_body=settings.max_body, max_media=settings.max_media)
 
@@ -220,7 +230,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
                 for t in s.scalars(sa.select(Token).order_by(Token.id))]
 
     @app.delete("/api/v1/tokens/{token_id}", tags=["tokens"])
-    def revoke_token(token_id: int, s: Db, p: Admin) -> dict[str, Any]:
+    def revoke_token(token_id: Annotated[int, Path(ge=1, le=BIGINT)], s: Db, p: Admin) -> dict[str, Any]:
         t = s.get(Token, token_id)
         if t is None:
             raise HTTPException(404, f"unknown token id {token_id}")
@@ -242,9 +252,13 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
 
     @app.post("/api/v1/nodes/{node}/heartbeat", tags=["agent"])
     def heartbeat(body: Heartbeat, n: Annotated[Node, Depends(own_node)], s: Db) -> dict[str, Any]:
+        hb = body.model_dump()
+        problem = json_problem(hb, "heartbeat")
+        if problem:
+            raise HTTPException(422, problem)
         n = s.merge(n)
         n.last_seen = time.time()
-        n.heartbeat = body.model_dump()
+        n.heartbeat = hb
         n.heartbeats = (n.heartbeats or 0) + 1
         etag = hub.desired(s, n)["etag"]
         s.commit()
@@ -274,7 +288,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
                         x_upload_id: Annotated[str | None, Header(max_length=64)] = None) -> JSONResponse:
         """A media file (e.g. an alert's JPEG); stored once per id, checked against its SHA-256."""
         if not _MEDIA_ID.match(media_id):
-            raise HTTPException(422, f"media id {media_id!r}: letters, digits and _ . - only (at most 64)")
+            raise HTTPException(422, f"media id {media_id!r}: letters, digits and _ . -, starting with a letter or digit (at most 64)")
         data = await request.body()
         digest = hashlib.sha256(data).hexdigest()
         if digest != x_sha256:
@@ -339,7 +353,8 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         return [{"name": r[0], "latest": r[1], "versions": r[2]} for r in rows]
 
     @app.get("/api/v1/pipelines/{name}", tags=["pipelines"])
-    def get_pipeline(name: str, s: Db, _: Admin, version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    def get_pipeline(name: str, s: Db, _: Admin,
+                     version: Annotated[int | None, Query(ge=1, le=BIGINT)] = None) -> dict[str, Any]:
         pv = hub.pipeline_version(s, name, version)
         if pv is None:
             raise HTTPException(404, f"no pipeline {name!r}" + (f" version {version}" if version else ""))
@@ -385,7 +400,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
     def list_uploads(s: Db, _: Admin, node: Annotated[str | None, Query(max_length=64)] = None,
                      device: Annotated[str | None, Query(max_length=100)] = None,
                      kind: Annotated[str | None, Query(pattern="^(record|alert|notification)$")] = None,
-                     after: Annotated[int, Query(ge=0, description="return items stored after this cursor")] = 0,
+                     after: Annotated[int, Query(ge=0, le=BIGINT, description="return items stored after this cursor")] = 0,
                      limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> dict[str, Any]:
         q = sa.select(Upload.pk, Upload.node, Upload.body).where(Upload.pk > after).order_by(Upload.pk).limit(limit)
         if node:
@@ -399,14 +414,14 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
                 "next": rows[-1].pk if rows else after}
 
     @app.get("/api/v1/alerts", tags=["uploads"])
-    def list_alerts(s: Db, a: Admin, after: Annotated[int, Query(ge=0)] = 0,
+    def list_alerts(s: Db, a: Admin, after: Annotated[int, Query(ge=0, le=BIGINT)] = 0,
                     limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict[str, Any]:
         return list_uploads(s, a, kind="alert", after=after, limit=limit)
 
     @app.get("/api/v1/media/{node}/{media_id}", tags=["uploads"])
     def get_media(node: str, media_id: str, s: Db, _: Admin) -> FileResponse:
         m = s.get(Media, f"{node}/{media_id}")
-        if m is None or not Path(m.path).exists():
+        if m is None or not FsPath(m.path).exists():
             raise HTTPException(404, f"no media {media_id!r} from node {node!r}")
         return FileResponse(m.path, media_type=m.content_type)
 

@@ -110,9 +110,9 @@ class Upload(Base):
 
 class Media(Base):
     __tablename__ = "media"
-    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(sa.String(140), primary_key=True)  # "<node>/<the node's media id>"
     node: Mapped[str] = mapped_column(sa.String(64), index=True)
-    upload_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
+    upload_id: Mapped[str | None] = mapped_column(sa.String(140), nullable=True, index=True)
     content_type: Mapped[str] = mapped_column(sa.String(100))
     size: Mapped[int] = mapped_column(sa.Integer)
     sha256: Mapped[str] = mapped_column(sa.String(64))

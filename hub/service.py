@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import Assignment, Node, PipelineVersion, Product, Token, make_engine, migrate
+from .uploads import spec_problem
 
 __all__ = ["HubSettings", "Hub", "SpecRejected", "canonical"]
 
@@ -90,7 +91,14 @@ class Hub:
             cat = load_catalog([], products_data=[("<product>", spec)])
         except SpecError as exc:
             raise SpecRejected(str(exc)) from None
+        if len(cat.products) != 1:  # a {products: [...]} document: the hub stores one product per name
+            raise SpecRejected(f"<product>: expected one product, got {len(cat.products)}")
+        problem = spec_problem(spec, "<product>")
+        if problem:
+            raise SpecRejected(problem)
         (name,) = cat.products
+        if len(name) > 64:
+            raise SpecRejected(f"<product>, field 'name': the hub keeps product names of at most 64 characters, got {len(name)}")
         return name
 
     @staticmethod
@@ -105,6 +113,11 @@ class Hub:
 
     def put_pipeline(self, s: Session, spec: dict[str, Any]) -> tuple[PipelineVersion, bool]:
         plan = self.check_pipeline(spec)
+        problem = spec_problem(spec, "<pipeline>")
+        if problem:
+            raise SpecRejected(problem)
+        if len(plan.name) > 100:
+            raise SpecRejected(f"<pipeline>, field 'name': the hub keeps pipeline names of at most 100 characters, got {len(plan.name)}")
         digest = hashlib.sha256(canonical(plan.to_dict() | {"uplink": spec.get("uplink")})).hexdigest()
         latest = s.scalars(sa.select(PipelineVersion).where(PipelineVersion.name == plan.name)
                            .order_by(PipelineVersion.version.desc()).limit(1)).first()

@@ -12,10 +12,48 @@ import sqlalchemy as sa
 
 from .db import Upload, insert_ignore
 
-__all__ = ["KINDS", "UploadError", "check_item", "store_items"]
+__all__ = ["KINDS", "MAX_DEPTH", "UploadError", "check_item", "json_problem", "spec_problem", "store_items"]
 
 KINDS = ("record", "alert", "notification")
 _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
+MAX_DEPTH = 32  # nesting levels of stored JSON documents: far more than any item needs, far less than serialisers allow
+
+
+def json_problem(value: Any, where: str) -> str | None:
+    """Why decoded JSON cannot be stored and served back (naming where), or None.
+
+    Python's json accepts what orjson, PostgreSQL and response serialisation refuse:
+    integers beyond 64 bits, NaN and infinities, and nesting hundreds of levels deep.
+    """
+    found = _problem(value, 0)
+    return None if found is None else f"{where}{''.join(reversed(found[0]))}: {found[1]}"
+
+
+def spec_problem(spec: Any, file: str) -> str | None:
+    """:func:`json_problem` worded like the node's spec errors: ``<file>, field 'a.b[2]': ...``."""
+    found = _problem(spec, 0)
+    return None if found is None else f"{file}, field {''.join(reversed(found[0])).lstrip('.')!r}: {found[1]}"
+
+
+def _problem(value: Any, depth: int) -> tuple[list[str], str] | None:
+    if isinstance(value, dict):
+        children: Any = value.items()
+    elif isinstance(value, list):
+        children = enumerate(value)
+    elif isinstance(value, float):
+        return None if math.isfinite(value) else ([], "NaN and infinity are not JSON numbers")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return None if -(2**63) <= value < 2**64 else ([], "integer out of the 64-bit range")
+    else:
+        return None
+    if depth >= MAX_DEPTH:
+        return [], f"nested more than {MAX_DEPTH} levels deep"
+    for k, v in children:
+        found = _problem(v, depth + 1)
+        if found is not None:
+            found[0].append(f"[{k}]" if isinstance(k, int) else f".{k:.40}")
+            return found
+    return None
 
 
 class UploadError(ValueError):
@@ -33,8 +71,8 @@ def check_item(item: Any, index: int) -> dict[str, Any]:
     if kind not in KINDS:
         raise UploadError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {kind!r:.40}")
     device = item.get("device")
-    if device is not None and (not isinstance(device, str) or len(device) > 100):
-        raise UploadError(f"{where}.device: expected a device id of at most 100 characters")
+    if device is not None and (not isinstance(device, str) or len(device) > 100 or "\x00" in device):
+        raise UploadError(f"{where}.device: expected a device id of at most 100 characters, without NUL")
     seq = item.get("seq")
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < 2**62):
         raise UploadError(f"{where}.seq: expected a non-negative integer, got {seq!r:.40}")
@@ -42,8 +80,11 @@ def check_item(item: Any, index: int) -> dict[str, Any]:
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts)):
         raise UploadError(f"{where}.ts: expected epoch seconds, got {ts!r:.40}")
     instance = item.get("instance")
-    if instance is not None and (not isinstance(instance, str) or len(instance) > 100):
-        raise UploadError(f"{where}.instance: expected an instance name of at most 100 characters")
+    if instance is not None and (not isinstance(instance, str) or len(instance) > 100 or "\x00" in instance):
+        raise UploadError(f"{where}.instance: expected an instance name of at most 100 characters, without NUL")
+    problem = json_problem(item, where)
+    if problem:
+        raise UploadError(problem)
     return item
 
 
@@ -55,8 +96,7 @@ def store_items(engine: sa.Engine, by_node: dict[str, list[dict[str, Any]]]) -> 
              "body": orjson.dumps(it).decode()} for node, items in by_node.items() for it in items]
     if not rows:
         return 0
-    stmt = insert_ignore(engine, Upload.__table__, "id")
+    # count what RETURNING gives back: a driver's rowcount of an executemany may be -1 (psycopg's is)
+    stmt = insert_ignore(engine, Upload.__table__, "id").returning(Upload.__table__.c.pk)
     with engine.begin() as conn:
-        result = conn.execute(stmt, rows)
-    n = result.rowcount
-    return n if isinstance(n, int) and n >= 0 else len(rows)
+        return len(conn.execute(stmt, rows).all())
