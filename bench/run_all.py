@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHES = ["bench.pipeline_inproc", "bench.mqtt_e2e"]
+BENCHES = ["bench.pipeline_inproc", "bench.mqtt_e2e", "bench.hub_ingest", "bench.hub_fleet", "bench.uplink_recovery"]
 
 
 def main() -> int:
@@ -35,6 +35,28 @@ def main() -> int:
             ratio = s.get("ratio_to_baseline")
             rows.append((f"MQTT e2e {s['run']}", f"{s['records_per_s']:,} rec/s zero loss",
                          f"{ratio:.2f}x paho" if ratio else "-"))
+    h = RESULTS / "hub_ingest.json"
+    if h.exists():
+        d = json.loads(h.read_text())
+        for s in d.get("summary", []):
+            met = s.get("meets_target")
+            rows.append((f"hub ingest {s['run']}", f"{s['records_per_s_median']:,} rec/s"
+                         + ("" if s.get("no_loss_no_dups") else " LOSS/DUPS"),
+                         "-" if met is None else ("target met" if met else "target NOT met")))
+    f = RESULTS / "hub_fleet.json"
+    if f.exists():
+        d = json.loads(f.read_text())
+        s = d["summary"]
+        p99 = "no heartbeat ok" if s["p99_ms"] is None else f"p99 {s['p99_ms']:g} ms"
+        rows.append((f"hub fleet {d['setup']['agents']} agents heartbeat", f"{p99}, {s['errors']} errors",
+                     "target met" if s["meets_target"] else "target NOT met"))
+    u = RESULTS / "uplink_recovery.json"
+    if u.exists():
+        d = json.loads(u.read_text())
+        s = d["summary"]
+        drained = f"drained in {s['drain_s']:g} s" if s["drain_s"] is not None else "not drained"
+        rows.append((f"uplink recovery {d['setup']['outage_s']:g} s outage", drained,
+                     "target met" if s["meets_target"] else "target NOT met"))
     print(f"\nsummary (synthetic data, nproc={os.cpu_count()})")
     for r in rows:
         print(f"  {r[0]:<48} {r[1]:>28} {r[2]:>14}")

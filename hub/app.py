@@ -11,7 +11,7 @@ import hashlib
 import re
 import time
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any, AsyncIterator
 
 import orjson
 import sqlalchemy as sa
@@ -128,16 +128,23 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
     app.state.hub = hub
     app.add_middleware(BodyLimit, max_body=settings.max_body, max_media=settings.max_media)
 
-    def db() -> Iterator[Session]:  # annotations here are evaluated eagerly: FastAPI reads them
-        with hub.sessions() as s:
+    async def db() -> AsyncIterator[Session]:  # annotations here are evaluated eagerly: FastAPI reads them
+        # An async generator on purpose: its clean-up (returning the connection to the pool) runs on the
+        # event loop. A sync one would need a worker thread for it, and with every thread waiting for a
+        # pooled connection held by sessions waiting to be closed, the hub deadlocks under load.
+        s = hub.sessions()
+        try:
             yield s
+        finally:
+            s.close()
 
-    def principal(s: Annotated[Session, Depends(db)],
-                  authorization: Annotated[str | None, Header(description="Bearer <token>")] = None) -> auth.Principal:
+    # Dependencies below use short sessions of their own, closed before they return: a request never holds a
+    # pooled connection while it waits for its next worker thread (that deadlocks a busy hub).
+    def principal(authorization: Annotated[str | None, Header(description="Bearer <token>")] = None) -> auth.Principal:
         if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 200:
             raise HTTPException(401, "missing token: send 'Authorization: Bearer <token>'",
                                 headers={"WWW-Authenticate": "Bearer"})
-        p = auth.lookup(s, authorization[7:].strip())
+        p = hub.principal_for(authorization[7:].strip())
         if p is None:
             raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
         return p
@@ -147,20 +154,22 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
             raise HTTPException(403, "this needs the admin token")
         return p
 
-    def node_or_admin(node: str, p: Annotated[auth.Principal, Depends(principal)],
-                      s: Annotated[Session, Depends(db)]) -> Node:
-        if not p.admin and p.node != node:
-            raise HTTPException(403, f"a token of node {p.node!r} cannot act for node {node!r}")
-        n = s.get(Node, node)
+    def _node(node: str) -> Node:
+        with hub.sessions() as s:
+            n = s.get(Node, node)
         if n is None:
             raise HTTPException(404, f"unknown node {node!r}")
-        return n
+        return n  # detached, attributes loaded
 
-    def own_node(node: str, p: Annotated[auth.Principal, Depends(principal)],
-                 s: Annotated[Session, Depends(db)]) -> Node:
+    def node_or_admin(node: str, p: Annotated[auth.Principal, Depends(principal)]) -> Node:
+        if not p.admin and p.node != node:
+            raise HTTPException(403, f"a token of node {p.node!r} cannot act for node {node!r}")
+        return _node(node)
+
+    def own_node(node: str, p: Annotated[auth.Principal, Depends(principal)]) -> Node:
         if p.node != node:
             raise HTTPException(403, f"only node {node!r}'s own token may do this")
-        n = s.get(Node, node)
+        n = hub.node_for(node)
         if n is None:
             raise HTTPException(404, f"unknown node {node!r}")
         return n
@@ -212,7 +221,9 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         s.execute(sa.update(Token).where(Token.node == node).values(revoked_at=time.time()))
         s.execute(sa.delete(Assignment).where(Assignment.target == f"node:{node}"))
         s.delete(n)
+        hub.bump(s)
         s.commit()
+        hub.tokens_changed()
         return {"deleted": node}
 
     @app.post("/api/v1/nodes/{node}/tokens", status_code=201, tags=["tokens"])
@@ -238,6 +249,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
             raise HTTPException(409, "refusing to revoke the token this request uses")
         t.revoked_at = t.revoked_at or time.time()
         s.commit()
+        hub.tokens_changed()
         return {"revoked": token_id}
 
     # -- the agent's endpoints (node token, own node only) --------------------------------------
@@ -256,12 +268,9 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         problem = json_problem(hb, "heartbeat")
         if problem:
             raise HTTPException(422, problem)
-        n = s.merge(n)
-        n.last_seen = time.time()
-        n.heartbeat = hb
-        n.heartbeats = (n.heartbeats or 0) + 1
-        etag = hub.desired(s, n)["etag"]
-        s.commit()
+        hub.record_heartbeat(n.name, hb)
+        etag = hub.desired_etag(s, n)
+        s.rollback()  # read only: the connection goes back at once
         return {"desired_etag": etag, "changed": etag != body.desired_etag}
 
     @app.get("/api/v1/nodes/{node}/desired", tags=["agent"])
@@ -330,6 +339,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
             s.add(p := Product(name=name, spec=spec, version=1))
         elif p.spec != spec:
             p.spec, p.version, p.updated_at = spec, p.version + 1, time.time()
+        hub.bump(s)
         s.commit()
         return {"name": name, "version": p.version}
 
@@ -378,6 +388,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         if a is None:
             s.add(a := Assignment(target=target, instance=instance, pipeline=pv.name))
         a.pipeline, a.version, a.devices = pv.name, body.version, body.devices
+        hub.bump(s)
         s.commit()
         return {"target": target, "instance": instance, "pipeline": pv.name, "version": body.version or pv.version,
                 "devices": body.devices}
@@ -392,6 +403,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         n = s.execute(sa.delete(Assignment).where(Assignment.target == target, Assignment.instance == instance)).rowcount
         if not n:
             raise HTTPException(404, f"no assignment {instance!r} for {target!r}")
+        hub.bump(s)
         s.commit()
         return {"deleted": f"{target}/{instance}"}
 

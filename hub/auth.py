@@ -25,6 +25,7 @@ class Principal:
     kind: str  # admin | node
     node: str | None
     token_id: int
+    expires_at: float | None = None
 
     @property
     def admin(self) -> bool:
@@ -57,4 +58,4 @@ def lookup(session: Session, token: str) -> Principal | None:
         return None
     if row.expires_at is not None and row.expires_at < time.time():
         return None
-    return Principal(row.kind, row.node, row.id)
+    return Principal(row.kind, row.node, row.id, row.expires_at)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media",
+__all__ = ["Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision",
            "make_engine", "migrate", "insert_ignore"]
 
 
@@ -108,6 +108,15 @@ class Upload(Base):
     body: Mapped[str] = mapped_column(sa.Text)  # JSON text as the node sent it (after desensitisation)
 
 
+class Revision(Base):
+    """One row counting changes to what desired states are made of (products, pipelines, assignments, nodes):
+    a heartbeat compares it instead of recomputing the desired state."""
+
+    __tablename__ = "revision"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
 class Media(Base):
     __tablename__ = "media"
     id: Mapped[str] = mapped_column(sa.String(140), primary_key=True)  # "<node>/<the node's media id>"
@@ -127,7 +136,7 @@ def make_engine(url: str) -> sa.Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                                  pool_size=8, max_overflow=16)
+                                  pool_size=20, max_overflow=-1)  # never wait for a connection
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _: Any) -> None:

@@ -16,9 +16,13 @@ log = logging.getLogger("edgeloop.hub")
 
 def serve(settings: HubSettings, *, host: str = "127.0.0.1", port: int = 8080, ingest: bool = True,
           log_level: str = "warning") -> None:
+    import faulthandler
+
     import uvicorn
 
     from .app import create_app
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: every thread's stack to stderr
 
     hub = Hub(settings)
     app = create_app(settings, hub)
@@ -32,11 +36,16 @@ def serve(settings: HubSettings, *, host: str = "127.0.0.1", port: int = 8080, i
                             timeout_keep_alive=75, limit_concurrency=2000)
     server = uvicorn.Server(config)
     log.info("hub API on http://%s:%d (database %s)", host, port, _safe_url(settings.db_url))
+    import gc
+
+    gc.collect()
+    gc.freeze()  # start-up objects (the app, SQLAlchemy, pydantic) leave the collector's view: shorter pauses
     try:
         server.run()
     finally:
         if worker is not None:
             worker.stop()
+        hub.close()
 
 
 def run_ingest(settings: HubSettings) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +15,12 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import Assignment, Node, PipelineVersion, Product, Token, make_engine, migrate
+from .db import Assignment, Node, PipelineVersion, Product, Revision, Token, make_engine, migrate
 from .uploads import spec_problem
 
 __all__ = ["HubSettings", "Hub", "SpecRejected", "canonical"]
+
+log = logging.getLogger("edgeloop.hub")
 
 
 @dataclass
@@ -61,6 +65,70 @@ class Hub:
         self.media_dir.mkdir(parents=True, exist_ok=True)
         if settings.admin_token:
             self.ensure_admin_token(settings.admin_token)
+        self._pending: dict[str, tuple[float, dict[str, Any], int]] = {}  # node -> (time, heartbeat, count)
+        self._flushing: dict[str, tuple[float, dict[str, Any], int]] = {}
+        self._hb_lock = threading.Lock()
+        self._hb_thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        self.flush_s = 0.25
+        self._etags: dict[tuple[str, str], tuple[int, str]] = {}  # (node, group) -> (revision, etag)
+        self._tokens: dict[str, tuple[float, Any]] = {}  # token -> (valid until, principal)
+        self.token_cache_s = 15.0  # longer than a heartbeat interval, or every heartbeat misses
+        self._nodes: dict[str, tuple[float, Node]] = {}
+
+    # -- caches ----------------------------------------------------------------------------
+    def principal_for(self, token: str) -> Any:
+        """The token's principal, or None; cached for a few seconds (revocations here clear the cache;
+        another hub process sees a revocation within ``token_cache_s``)."""
+        from .auth import lookup
+
+        now = time.monotonic()
+        hit = self._tokens.get(token)
+        if hit is not None and hit[0] > now and (hit[1].expires_at is None or hit[1].expires_at > time.time()):
+            return hit[1]
+        with self.sessions() as s:
+            p = lookup(s, token)
+        if len(self._tokens) > 100_000:
+            self._tokens.clear()
+        if p is not None:
+            self._tokens[token] = (now + self.token_cache_s, p)
+        return p
+
+    def tokens_changed(self) -> None:
+        self._tokens.clear()
+        self._nodes.clear()
+
+    def node_for(self, name: str) -> Node | None:
+        """The node's row (detached; for its name and group), cached like tokens."""
+        now = time.monotonic()
+        hit = self._nodes.get(name)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with self.sessions() as s:
+            n = s.get(Node, name)
+            if n is not None:
+                s.expunge(n)
+        if n is not None:
+            if len(self._nodes) > 100_000:
+                self._nodes.clear()
+            self._nodes[name] = (now + self.token_cache_s, n)
+        return n
+
+    @staticmethod
+    def bump(s: Session) -> None:
+        """Something desired states depend on changed (call inside the changing transaction)."""
+        s.execute(sa.update(Revision).where(Revision.id == 1).values(value=Revision.value + 1))
+
+    def desired_etag(self, s: Session, node: Node) -> str:
+        rev = s.scalar(sa.select(Revision.value).where(Revision.id == 1))
+        key = (node.name, node.group)
+        hit = self._etags.get(key)
+        if rev is not None and hit is not None and hit[0] == rev:
+            return hit[1]
+        etag = self.desired(s, node)["etag"]
+        if rev is not None:  # no counter row (a database emptied by hand): no caching
+            self._etags[key] = (rev, etag)
+        return etag
 
     def ensure_admin_token(self, token: str) -> None:
         from .auth import hash_token, issue
@@ -70,11 +138,57 @@ class Hub:
                 issue(s, "admin", token=token, note="from EDGELOOP_ADMIN_TOKEN")
 
     # -- nodes ----------------------------------------------------------------------------
+    # -- heartbeats: written behind, in batches -------------------------------------------------
+    def record_heartbeat(self, node: str, hb: dict[str, Any]) -> None:
+        """Keep the newest heartbeat per node; a writer thread stores them every ``flush_s`` in one transaction.
+
+        A thousand nodes heartbeating cost a few transactions a second instead of one each (SQLite has one
+        writer at a time); what this process has not stored yet is shown by :meth:`node_view` already.
+        """
+        with self._hb_lock:
+            prev = self._pending.get(node)
+            self._pending[node] = (time.time(), hb, (prev[2] if prev else 0) + 1)
+            if self._hb_thread is None:
+                self._hb_thread = threading.Thread(target=self._flush_loop, name="heartbeat-writer", daemon=True)
+                self._hb_thread.start()
+
+    def flush_heartbeats(self) -> None:
+        with self._hb_lock:
+            pending, self._pending = self._pending, {}
+            self._flushing = pending
+        try:
+            if pending:
+                rows = [{"n": name, "t": t, "hb": hb, "k": k} for name, (t, hb, k) in pending.items()]
+                stmt = (sa.update(Node).where(Node.name == sa.bindparam("n"))
+                        .values(last_seen=sa.bindparam("t"), heartbeat=sa.bindparam("hb", type_=sa.JSON),
+                                heartbeats=Node.heartbeats + sa.bindparam("k")))
+                with self.engine.begin() as c:
+                    c.execute(stmt, rows)
+        finally:
+            with self._hb_lock:
+                self._flushing = {}
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(self.flush_s):
+            try:
+                self.flush_heartbeats()
+            except Exception:  # the database is away: these heartbeats are lost, the next ones are not
+                log.exception("storing heartbeats failed")
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush_heartbeats()
+
     def node_view(self, n: Node, now: float | None = None) -> dict[str, Any]:
         now = now or time.time()
-        hb = n.heartbeat or {}
-        return {"name": n.name, "group": n.group, "online": bool(n.last_seen and now - n.last_seen < self.settings.offline_after),
-                "last_seen": n.last_seen, "registered_at": n.registered_at, "heartbeats": n.heartbeats,
+        hb, last_seen, count = n.heartbeat or {}, n.last_seen, n.heartbeats or 0
+        with self._hb_lock:
+            for buf in (self._flushing, self._pending):
+                if n.name in buf:
+                    last_seen, hb, k = buf[n.name]
+                    count += k
+        return {"name": n.name, "group": n.group, "online": bool(last_seen and now - last_seen < self.settings.offline_after),
+                "last_seen": last_seen, "registered_at": n.registered_at, "heartbeats": count,
                 "instances": hb.get("instances", []), "models": hb.get("models", {}),
                 "counters": hb.get("counters", {}), "queues": hb.get("queues", {}), "outbox": hb.get("outbox", {}),
                 "errors": hb.get("errors", []), "info": n.info or {}}
@@ -125,6 +239,7 @@ class Hub:
             return latest, False
         row = PipelineVersion(name=plan.name, version=(latest.version + 1) if latest else 1, spec=spec, digest=digest)
         s.add(row)
+        self.bump(s)
         s.flush()
         return row, True
 

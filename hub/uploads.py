@@ -96,7 +96,18 @@ def store_items(engine: sa.Engine, by_node: dict[str, list[dict[str, Any]]]) -> 
              "body": orjson.dumps(it).decode()} for node, items in by_node.items() for it in items]
     if not rows:
         return 0
-    # count what RETURNING gives back: a driver's rowcount of an executemany may be -1 (psycopg's is)
+    if engine.dialect.name == "postgresql":
+        # psycopg's executemany of one plain statement (pipelined) is ~4x faster than SQLAlchemy's
+        # multi-VALUES batches with RETURNING here, and its rowcount is the number of new rows
+        with engine.begin() as conn:
+            cur = conn.exec_driver_sql(_PG_INSERT, [tuple(r[c] for c in _COLS) for r in rows])
+            return cur.rowcount
+    # SQLite: count what RETURNING gives back (rowcount of an executemany is not reliable everywhere)
     stmt = insert_ignore(engine, Upload.__table__, "id").returning(Upload.__table__.c.pk)
     with engine.begin() as conn:
         return len(conn.execute(stmt, rows).all())
+
+
+_COLS = ("id", "node", "kind", "device", "seq", "instance", "ts", "received_at", "body")
+_PG_INSERT = ("INSERT INTO uploads (id, node, kind, device, seq, instance, ts, received_at, body) "
+              "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING")
