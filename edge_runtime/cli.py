@@ -20,10 +20,12 @@ node_app = typer.Typer(help="Run an edge node.", no_args_is_help=True)
 hub_app = typer.Typer(help="Run the hub (API + MQTT ingest).", no_args_is_help=True)
 token_app = typer.Typer(help="Node tokens: create, list, revoke.", no_args_is_help=True)
 product_app = typer.Typer(help="Shared products on the hub.", no_args_is_help=True)
+keys_app = typer.Typer(help="Model-signing keys: init, show.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(node_app, name="node")
 app.add_typer(hub_app, name="hub")
 app.add_typer(product_app, name="product")
+app.add_typer(keys_app, name="keys")
 node_app.add_typer(token_app, name="token")
 
 HubUrl = typer.Option("http://127.0.0.1:8080", "--hub", envvar="EDGELOOP_HUB_URL", help="the hub's URL")
@@ -352,6 +354,68 @@ def pipeline_ls(hub: str = HubUrl, token: Optional[str] = AdminToken) -> None:
            [[p["name"], p["latest"], p["versions"],
              ", ".join(f"{a['instance']}@{a['target']}" + (f" v{a['version']}" if a["version"] else "")
                        for a in assigns if a["pipeline"] == p["name"])] for p in pipes])
+
+
+# -- model-signing keys -----------------------------------------------------------------------
+KeysDir = typer.Option(None, "--dir", envvar="EDGELOOP_KEYS_DIR",
+                       help="key directory (default: ~/.config/edgeloop/keys, or EDGELOOP_KEYS_DIR)")
+
+
+def _keys_dir(directory: Optional[Path]) -> Path:
+    return (directory or Path("~/.config/edgeloop/keys")).expanduser()
+
+
+@keys_app.command("init")
+def keys_init(directory: Optional[Path] = KeysDir,
+              force: bool = typer.Option(False, "--force", help="replace an existing key")) -> None:
+    """Make an Ed25519 key pair for signing model bundles: DIR/signing.key (0600) and DIR/signing.pub."""
+    from .signing import PRIVATE_KEY_FILE, init_keys, key_id, load_private_key
+
+    d = _keys_dir(directory)
+    try:
+        priv, pub = init_keys(d, force=force)
+    except FileExistsError:
+        typer.echo(f"error: {d / PRIVATE_KEY_FILE} exists: refusing to replace a signing key; --force replaces it "
+                   "(nodes that trust only the new key then refuse bundles signed with the old one)", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(f"error: cannot write keys to {d}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"key id {key_id(load_private_key(priv).public_key())}")
+    typer.echo(f"private key {priv} (keep it secret)")
+    typer.echo(f"public key {pub} (give it to the nodes)")
+
+
+@keys_app.command("show")
+def keys_show(directory: Optional[Path] = KeysDir) -> None:
+    """The key id and paths of the signing key pair in DIR."""
+    from .signing import PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, key_id, load_private_key, load_public_keys
+
+    d = _keys_dir(directory)
+    priv, pub = d / PRIVATE_KEY_FILE, d / PUBLIC_KEY_FILE
+    if not pub.is_file():
+        typer.echo(f"error: no {PUBLIC_KEY_FILE} in {d}: run `edgeloop keys init --dir {d}`", err=True)
+        raise typer.Exit(2)
+    try:
+        kid = next(iter(load_public_keys(pub)))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"key id {kid}")
+    typer.echo(f"public key {pub}")
+    if priv.is_file():
+        try:
+            matches = key_id(load_private_key(priv).public_key()) == kid
+        except (OSError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if not matches:
+            typer.echo(f"error: {priv} does not belong to {pub}", err=True)
+            raise typer.Exit(2)
+        mode = priv.stat().st_mode & 0o777
+        typer.echo(f"private key {priv}" + ("" if mode == 0o600 else f" (warning: mode {mode:o}, expected 600)"))
+    else:
+        typer.echo("private key: none here (this machine can verify, not sign)")
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from . import auth
 from .db import Assignment, Media, Node, PipelineVersion, Product, Token, Upload
 from .service import Hub, HubSettings, SpecRejected
 from .uploads import UploadError, check_item, json_problem, store_items
+from .warehouse import add_warehouse
 
 __all__ = ["create_app"]
 
@@ -36,13 +37,14 @@ BIGINT = 2**63 - 1  # integers in paths and queries go to the database: keep the
 class BodyLimit:
     """ASGI middleware: refuse bodies over the limit with 413 before reading them all."""
 
-    def __init__(self, app: Any, max_body: int, max_media: int) -> None:
-        self.app, self.max_body, self.max_media = app, max_body, max_media
+    def __init__(self, app: Any, max_body: int, max_media: int, max_bundle: int = 1 << 30) -> None:
+        self.app, self.max_body, self.max_media, self.max_bundle = app, max_body, max_media, max_bundle
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.max_media if "/media/" in scope["path"] else self.max_body
+        path = scope["path"]
+        limit = self.max_bundle if path.endswith("/bundle") else self.max_media if "/media/" in path else self.max_body
         for k, v in scope.get("headers", []):
             if k == b"content-length" and v.isdigit() and int(v) > limit:
                 return await _too_large(send, limit)
@@ -126,7 +128,8 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
     hub = hub or Hub(settings)
     app = FastAPI(title="EdgeLoop hub", version="1", description=__doc__, dependencies=[Depends(_no_nul)])
     app.state.hub = hub
-    app.add_middleware(BodyLimit, max_body=settings.max_body, max_media=settings.max_media)
+    app.add_middleware(BodyLimit, max_body=settings.max_body, max_media=settings.max_media,
+                       max_bundle=settings.max_bundle)
 
     async def db() -> AsyncIterator[Session]:  # annotations here are evaluated eagerly: FastAPI reads them
         # An async generator on purpose: its clean-up (returning the connection to the pool) runs on the
@@ -176,6 +179,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
 
     Admin = Annotated[auth.Principal, Depends(admin)]
     Db = Annotated[Session, Depends(db)]
+    add_warehouse(app, hub, principal=principal, admin=admin, db=db)
 
     @app.exception_handler(SpecRejected)
     async def _spec(_: Request, exc: SpecRejected) -> JSONResponse:

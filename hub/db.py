@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision",
+__all__ = ["Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
            "make_engine", "migrate", "insert_ignore"]
 
 
@@ -106,6 +106,24 @@ class Upload(Base):
     ts: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
     received_at: Mapped[float] = mapped_column(sa.Float)
     body: Mapped[str] = mapped_column(sa.Text)  # JSON text as the node sent it (after desensitisation)
+
+
+class ModelVersion(Base):
+    """The model warehouse: one signed bundle (a BentoML ``.bento`` archive) per model version."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (sa.UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(sa.String(64), index=True)
+    version: Mapped[str] = mapped_column(sa.String(64))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    path: Mapped[str] = mapped_column(sa.String(500))
+    manifest: Mapped[str] = mapped_column(sa.Text)  # the canonical manifest the signature covers, as signed
+    signature: Mapped[str] = mapped_column(sa.String(200))
+    key_id: Mapped[str] = mapped_column(sa.String(32))
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(sa.Float, default=_now)
 
 
 class Revision(Base):

@@ -30,6 +30,7 @@ class HubSettings:
     admin_token: str | None = None         # registered (hashed) at start when given
     max_body: int = 1 << 20                # JSON request bodies
     max_media: int = 32 << 20              # uploaded media files
+    max_bundle: int = 1 << 30              # model bundles
     heartbeat_interval: float = 10.0       # what agents are told to use
     offline_after: float = 30.0            # no heartbeat for this long: offline
     broker: dict[str, Any] | None = None   # {host, port, username, password}: run the MQTT ingest in-process
@@ -63,6 +64,8 @@ class Hub:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.media_dir = Path(settings.data_dir) / "media"
         self.media_dir.mkdir(parents=True, exist_ok=True)
+        self.models_dir = Path(settings.data_dir) / "models"
+        self.models_dir.mkdir(parents=True, exist_ok=True)
         if settings.admin_token:
             self.ensure_admin_token(settings.admin_token)
         self._pending: dict[str, tuple[float, dict[str, Any], int]] = {}  # node -> (time, heartbeat, count)

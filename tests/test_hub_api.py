@@ -180,12 +180,20 @@ def route_requests(node: str, token_id: int) -> dict[tuple[str, str], tuple[str,
         ("GET", "/api/v1/uploads"): ("/api/v1/uploads", {}),
         ("GET", "/api/v1/alerts"): ("/api/v1/alerts", {}),
         ("GET", "/api/v1/media/{node}/{media_id}"): (f"/api/v1/media/{node}/m0", {}),
+        ("PUT", "/api/v1/models/{name}/versions/{version}/bundle"): (
+            "/api/v1/models/m/versions/2/bundle",
+            {"content": data, "headers": {"X-Sha256": sha(data), "X-Manifest": "e30=", "X-Signature": "AA=="}}),
+        ("GET", "/api/v1/models"): ("/api/v1/models", {}),
+        ("GET", "/api/v1/models/{name}/versions/{version}"): ("/api/v1/models/m/versions/1", {}),
+        ("GET", "/api/v1/models/{name}/versions/{version}/bundle"): ("/api/v1/models/m/versions/1/bundle", {}),
     }
 
 
 AGENT = {("POST", "/api/v1/nodes/{node}/register"), ("POST", "/api/v1/nodes/{node}/heartbeat"),
          ("POST", "/api/v1/nodes/{node}/uploads"), ("PUT", "/api/v1/nodes/{node}/media/{media_id}")}
 OWN_OR_ADMIN = {("GET", "/api/v1/nodes/{node}"), ("GET", "/api/v1/nodes/{node}/desired")}
+ANY_TOKEN = {("GET", "/api/v1/models/{name}/versions/{version}"),  # nodes download model bundles
+             ("GET", "/api/v1/models/{name}/versions/{version}/bundle")}
 
 
 def app_routes(app: Any) -> set[tuple[str, str]]:
@@ -319,8 +327,8 @@ def test_a_node_token_acts_only_for_its_own_node(api: HubUnderTest) -> None:
 def test_a_node_token_cannot_call_any_admin_endpoint(api: HubUnderTest) -> None:
     s = seeded(api)
     reqs = route_requests("node-a", s["a_id"])  # even about its own node
-    admin_only = set(reqs) - AGENT - OWN_OR_ADMIN
-    assert len(admin_only) == 17
+    admin_only = set(reqs) - AGENT - OWN_OR_ADMIN - ANY_TOKEN
+    assert len(admin_only) == 19
     before = api.snapshot()
     for key in sorted(admin_only):
         url, kw = reqs[key]
@@ -860,7 +868,7 @@ def test_the_openapi_document_lists_every_route(api: HubUnderTest) -> None:
     listed = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     routes = app_routes(api.app)
     assert listed == routes
-    assert len(routes) == 24
+    assert len(routes) == 28
     for path, ops in doc["paths"].items():
         for op in ops.values():
             names = {p["name"] for p in op.get("parameters", [])}

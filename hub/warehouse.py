@@ -1,0 +1,136 @@
+"""The model warehouse: signed model bundles (BentoML ``.bento`` archives) by name and version.
+
+Upload (admin): ``PUT /api/v1/models/{name}/versions/{version}/bundle`` with the archive as the
+body and three headers: ``X-Sha256`` (of the body), ``X-Manifest`` (the canonical signed
+manifest, base64url) and ``X-Signature`` (Ed25519 over the manifest, base64). The hub checks the
+body against the digest and the manifest against the name, version, digest and size before it
+keeps anything; the signature is kept for the nodes, which verify it against their trusted keys
+before anything is unpickled. Versions are immutable: the same bundle again is a no-op (200), a
+different one is refused (409).
+
+Download (admin or any node token): metadata at ``.../versions/{version}``, the archive at
+``.../versions/{version}/bundle``.
+"""
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import uuid
+from typing import Annotated, Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy.orm import Session
+
+from .db import ModelVersion
+
+__all__ = ["add_warehouse"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def _checked(what: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise HTTPException(422, f"{what} {value!r}: letters, digits and _ . -, starting with a letter or digit "
+                                 "(at most 64)")
+    return value
+
+
+def _view(m: ModelVersion) -> dict[str, Any]:
+    return {"name": m.name, "version": m.version, "sha256": m.sha256, "size": m.size, "key_id": m.key_id,
+            "metrics": m.metrics or {}, "created_at": m.created_at,
+            "manifest": base64.urlsafe_b64encode(m.manifest.encode()).decode(), "signature": m.signature}
+
+
+def add_warehouse(app: FastAPI, hub: Any, *, principal: Any, admin: Any, db: Any) -> None:
+    Db = Annotated[Session, Depends(db)]
+
+    @app.put("/api/v1/models/{name}/versions/{version}/bundle", tags=["models"])
+    async def put_bundle(name: str, version: str, request: Request, _: Annotated[Any, Depends(admin)],
+                         x_sha256: Annotated[str, Header(pattern=r"^[0-9a-f]{64}$")],
+                         x_manifest: Annotated[str, Header(max_length=8000)],
+                         x_signature: Annotated[str, Header(max_length=200)]) -> JSONResponse:
+        """Store a signed bundle; the manifest must name this model, version, digest and size."""
+        _checked("model name", name)
+        _checked("version", version)
+        try:
+            manifest_bytes = base64.urlsafe_b64decode(x_manifest.encode())
+            manifest = orjson.loads(manifest_bytes)
+            base64.b64decode(x_signature.encode(), validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPException(422, "X-Manifest must be base64url JSON and X-Signature base64") from None
+        if not isinstance(manifest, dict):
+            raise HTTPException(422, "the manifest must be a JSON object")
+        for key, want in (("name", name), ("version", version), ("sha256", x_sha256)):
+            if manifest.get(key) != want:
+                raise HTTPException(422, f"manifest {key} is {manifest.get(key)!r:.80}, the upload says {want!r}")
+        key_id = manifest.get("key_id")
+        if not isinstance(key_id, str) or not re.fullmatch(r"[0-9a-f]{16}", key_id):
+            raise HTTPException(422, "manifest key_id: expected 16 hex characters (edgeloop keys init)")
+        folder = hub.models_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{uuid.uuid4().hex}.part"
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(tmp, "wb") as f:
+                async for chunk in request.stream():
+                    digest.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+            if digest.hexdigest() != x_sha256:
+                raise HTTPException(422, f"body SHA-256 is {digest.hexdigest()}, X-Sha256 says {x_sha256}: "
+                                         "upload damaged")
+            if manifest.get("size") != size:
+                raise HTTPException(422, f"manifest size is {manifest.get('size')!r:.40}, the body has {size} bytes")
+            with hub.sessions() as s:
+                old = s.scalars(sa.select(ModelVersion).where(ModelVersion.name == name,
+                                                              ModelVersion.version == version)).first()
+                if old is not None:
+                    if old.sha256 == x_sha256 and old.signature == x_signature:
+                        return JSONResponse({**_view(old), "stored": False}, status_code=200)
+                    raise HTTPException(409, f"{name} version {version} exists with another bundle: versions "
+                                             "are immutable, publish a new version")
+                path = folder / f"{version}.bento"
+                os.replace(tmp, path)
+                metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else None
+                row = ModelVersion(name=name, version=version, sha256=x_sha256, size=size, path=str(path),
+                                   manifest=manifest_bytes.decode(), signature=x_signature, key_id=key_id,
+                                   metrics=metrics)
+                s.add(row)
+                s.commit()
+                return JSONResponse({**_view(row), "stored": True}, status_code=201)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @app.get("/api/v1/models", tags=["models"])
+    def list_models(s: Db, _: Annotated[Any, Depends(admin)]) -> list[dict[str, Any]]:
+        rows = s.scalars(sa.select(ModelVersion).order_by(ModelVersion.name, ModelVersion.id)).all()
+        out: dict[str, dict[str, Any]] = {}
+        for m in rows:
+            e = out.setdefault(m.name, {"name": m.name, "versions": [], "latest": None})
+            e["versions"].append({"version": m.version, "sha256": m.sha256, "size": m.size,
+                                  "metrics": m.metrics or {}, "created_at": m.created_at})
+            e["latest"] = m.version
+        return list(out.values())
+
+    def _get(s: Session, name: str, version: str) -> ModelVersion:
+        m = s.scalars(sa.select(ModelVersion).where(ModelVersion.name == name,
+                                                    ModelVersion.version == version)).first()
+        if m is None:
+            raise HTTPException(404, f"no model {name!r} version {version!r}")
+        return m
+
+    @app.get("/api/v1/models/{name}/versions/{version}", tags=["models"])
+    def get_model(name: str, version: str, s: Db, _: Annotated[Any, Depends(principal)]) -> dict[str, Any]:
+        """A version's manifest (base64url, as signed), signature, digest and metrics."""
+        return _view(_get(s, name, version))
+
+    @app.get("/api/v1/models/{name}/versions/{version}/bundle", tags=["models"])
+    def get_bundle(name: str, version: str, s: Db, _: Annotated[Any, Depends(principal)]) -> FileResponse:
+        m = _get(s, name, version)
+        return FileResponse(m.path, media_type="application/octet-stream",
+                            headers={"X-Sha256": m.sha256, "X-Signature": m.signature})

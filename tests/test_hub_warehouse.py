@@ -1,0 +1,96 @@
+"""The hub's model warehouse: signed bundles stored once per version, checked before they are kept."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from hubkit import ADMIN
+
+from hub.app import create_app
+from hub.service import HubSettings
+
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+
+
+@pytest.fixture
+def hub(tmp_path):
+    app = create_app(HubSettings(db_url=f"sqlite:///{tmp_path}/hub.db", data_dir=str(tmp_path / "data"),
+                                 admin_token=ADMIN, max_bundle=4096))
+    with TestClient(app) as client:
+        client.hub = app.state.hub
+        yield client
+    app.state.hub.close()
+
+
+def bundle_headers(data: bytes, *, name: str = "pump_anomaly", version: str = "3", **override: object) -> dict:
+    manifest = {"name": name, "version": version, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                "created": 1.0, "metrics": {"f1": 0.91}, "key_id": "0123456789abcdef", **override}
+    raw = orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS)
+    return {**AUTH, "X-Sha256": hashlib.sha256(data).hexdigest(),
+            "X-Manifest": base64.urlsafe_b64encode(raw).decode(), "X-Signature": base64.b64encode(b"s" * 64).decode()}
+
+
+def put(hub: TestClient, data: bytes, headers: dict, name: str = "pump_anomaly", version: str = "3"):
+    return hub.put(f"/api/v1/models/{name}/versions/{version}/bundle", content=data, headers=headers)
+
+
+def files(hub: TestClient) -> list[str]:
+    return sorted(p.name for p in hub.hub.models_dir.rglob("*") if p.is_file())
+
+
+def test_store_list_and_download(hub):
+    data = b"bento archive bytes" * 10
+    r = put(hub, data, bundle_headers(data))
+    assert r.status_code == 201 and r.json()["stored"] is True and r.json()["metrics"] == {"f1": 0.91}
+    assert put(hub, data, bundle_headers(data)).json()["stored"] is False  # the same bundle again: no-op
+    models = hub.get("/api/v1/models", headers=AUTH).json()
+    assert [(m["name"], m["latest"], [v["version"] for v in m["versions"]]) for m in models] == [
+        ("pump_anomaly", "3", ["3"])]
+    meta = hub.get("/api/v1/models/pump_anomaly/versions/3", headers=AUTH).json()
+    assert base64.urlsafe_b64decode(meta["manifest"]) == base64.urlsafe_b64decode(bundle_headers(data)["X-Manifest"])
+    token = hub.post("/api/v1/nodes", json={"name": "edge-1"}, headers=AUTH).json()["token"]
+    node = {"Authorization": f"Bearer {token}"}
+    got = hub.get("/api/v1/models/pump_anomaly/versions/3/bundle", headers=node)
+    assert got.status_code == 200 and got.content == data and got.headers["x-sha256"] == meta["sha256"]
+    refused = put(hub, b"x", {**bundle_headers(b"x", version="4"), **node}, version="4")
+    assert refused.status_code == 403  # nodes download, only the admin publishes
+    assert hub.get("/api/v1/models/pump_anomaly/versions/9", headers=node).status_code == 404
+
+
+def test_versions_are_immutable(hub):
+    assert put(hub, b"one", bundle_headers(b"one")).status_code == 201
+    r = put(hub, b"two", bundle_headers(b"two"))
+    assert r.status_code == 409 and "immutable" in r.json()["detail"]
+    assert hub.get("/api/v1/models/pump_anomaly/versions/3/bundle", headers=AUTH).content == b"one"
+    assert files(hub) == ["3.bento"]
+
+
+@pytest.mark.parametrize(("headers", "detail"), [
+    ({"X-Sha256": "0" * 64}, "upload damaged"),
+    ({"manifest": {"name": "intrusion"}}, "manifest name is 'intrusion'"),
+    ({"manifest": {"version": "2"}}, "manifest version is '2'"),
+    ({"manifest": {"size": 1}}, "manifest size is 1"),
+    ({"manifest": {"key_id": "nope"}}, "manifest key_id"),
+    ({"X-Manifest": "%%%"}, "base64url JSON"),
+    ({"X-Signature": "not base64!"}, "base64"),
+], ids=["digest", "name", "version", "size", "key-id", "manifest", "signature"])
+def test_inconsistent_uploads_are_refused_and_leave_nothing(hub, headers, detail):
+    data = b"bento"
+    h = bundle_headers(data, **headers.pop("manifest", {}))
+    if headers.get("X-Sha256"):  # a body that does not match its digest: the manifest agrees with the header
+        h = bundle_headers(data, sha256=headers["X-Sha256"])
+    h.update(headers)
+    r = put(hub, data, h)
+    assert r.status_code == 422 and detail in r.json()["detail"], r.text
+    assert hub.get("/api/v1/models", headers=AUTH).json() == [] and files(hub) == []
+
+
+def test_oversized_bundle_413(hub):
+    data = b"x" * 5000
+    r = put(hub, data, bundle_headers(data))
+    assert r.status_code == 413 and "4096" in r.json()["detail"]
+    assert files(hub) == []
