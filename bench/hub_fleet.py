@@ -33,7 +33,6 @@ import os
 import random
 import resource
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,8 +42,7 @@ from typing import Any
 import orjson
 
 from bench.common import SEED, print_table, write_results
-from edge_runtime.broker import wait_port
-from tests.hubkit import ADMIN, HubProcess, env
+from tests.hubkit import ADMIN, HubProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_NOTE = "SYNTHETIC agents: seeded simulated heartbeats generated in bench/hub_fleet.py, not real nodes"
@@ -328,16 +326,9 @@ class ProfiledHub(HubProcess):
         super().__init__(workdir, **kw)
         self.profile_out = workdir / "profile.json"
 
-    def start(self, timeout: float = 60) -> ProfiledHub:
-        cmd = [sys.executable, "-m", "bench.hub_fleet", "--hub-worker", str(self.profile_out), "--",
-               "hub", "serve", "--db", self.db_url, "--data", str(self.dir), "--port", str(self.port),
-               "--admin-token", ADMIN, "--heartbeat", str(self.heartbeat)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log, "ab"))  # noqa: SIM115
-        if not wait_port(self.port, timeout=timeout):
-            self.stop()
-            raise RuntimeError(f"hub did not start: {self.log.read_text()[-2000:]}")
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.hub_fleet", "--hub-worker", str(self.profile_out), "--",
+                *self.serve_args()]
 
     def stop(self) -> None:
         """SIGUSR1 first: the hub writes its profile while every thread is still there (even a stuck one)."""

@@ -47,6 +47,7 @@ import orjson
 
 from bench.common import SEED, T0, print_table, write_results
 from edge_runtime.broker import Mosquitto
+from edge_runtime.devices.fastpub import _utf8, _varint
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_NOTE = ("SYNTHETIC data: seeded simulated pump records generated in bench/hub_ingest.py "
@@ -58,20 +59,6 @@ DEVICES_PER_NODE = 10
 
 
 # -- a minimal asyncio MQTT 3.1.1 client (QoS 1 publish, QoS 1 subscribe) ------------------------------
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(s: str | bytes) -> bytes:
-    raw = s.encode() if isinstance(s, str) else s
-    return struct.pack(">H", len(raw)) + raw
-
-
 class AsyncMqtt:
     """One MQTT connection on asyncio streams: CONNECT, SUBSCRIBE, PUBLISH QoS 1, PUBACK what arrives."""
 

@@ -106,15 +106,14 @@ class HubClient:
     def delete(self, path: str, **kw: Any) -> Any:
         return self.request("DELETE", path, **kw)[1]
 
-    def put_media(self, media_id: str, data: bytes, *, node: str | None = None, sha256: str,
+    def put_media(self, node: str, media_id: str, data: bytes, *, sha256: str,
                   content_type: str = "application/octet-stream", upload_id: str | None = None) -> int | None:
         """Upload a media file; returns the status, or None when the hub is unreachable."""
-        node = node or getattr(self, "node", None)
         headers = {"X-Sha256": sha256, "Content-Type": content_type}
         if upload_id:
             headers["X-Upload-Id"] = upload_id
         try:
-            status, _, _ = self.request("PUT", f"/api/v1/nodes/{quote(node or '')}/media/{quote(media_id)}",
+            status, _, _ = self.request("PUT", f"/api/v1/nodes/{quote(node)}/media/{quote(media_id)}",
                                         raw=data, headers=headers)
         except HubError as exc:
             return exc.status

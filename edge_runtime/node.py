@@ -261,7 +261,6 @@ class Node:
                 from .hubclient import HubClient
 
                 http = HubClient(cfg.hub_url, cfg.hub_token)
-                http.node = cfg.node
             self.uplink = Uplink(cfg.node, self.outbox, self.uplink_link, http=http, ack_timeout=cfg.ack_timeout,
                                  on_rejected=self._rejected)
         if cfg.hub_url:
@@ -329,7 +328,7 @@ class Node:
                     self.cfg.catalog.products.update(cat.products)
                 except SpecError as exc:
                     errors.append({"product": p.get("name"), "error": str(exc)})
-        wanted: dict[str, tuple[str, InstanceConfig]] = {}
+        wanted: dict[str, tuple[str, InstanceConfig, Any]] = {}
         for entry in desired.get("instances") or []:
             name = entry.get("instance")
             try:
@@ -346,7 +345,7 @@ class Node:
                     if plan.product and b.product != plan.product:
                         raise SpecError(f"device {d!r} is a {b.product}, the pipeline needs a {plan.product}")
                 fp = jsonio.dumps([entry.get("pipeline"), entry.get("version"), entry["spec"], sorted(devices)]).decode()
-                wanted[name] = (fp, InstanceConfig(name, plan, list(devices)))
+                wanted[name] = (fp, InstanceConfig(name, plan, list(devices)), entry.get("version"))
             except (SpecError, KeyError, TypeError) as exc:
                 errors.append({"instance": name, "error": str(exc)})
         with self.lock:
@@ -355,12 +354,11 @@ class Node:
                     self.remove_instance(name)
                     del self.managed[name]
                     log.info("pipeline instance %s stopped", name)
-            for name, (fp, ic) in wanted.items():
+            for name, (fp, ic, version) in wanted.items():
                 if name not in self.managed:
                     self.add_instance(ic)
                     self.managed[name] = fp
-                    log.info("pipeline instance %s started (%s v%s)", name, ic.plan.name,
-                             fp and next(e.get("version") for e in desired["instances"] if e.get("instance") == name))
+                    log.info("pipeline instance %s started (%s v%s)", name, ic.plan.name, version)
             self.reconcile_errors = errors
         for e in errors:
             log.error("desired state: %s", e)

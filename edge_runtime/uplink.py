@@ -193,6 +193,11 @@ class Outbox:
             self.bytes -= got[1]
         return got[0]
 
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a persistent counter (shown by :meth:`stats`)."""
+        with self.lock:
+            self._count(name, n)
+
     def media_head(self) -> dict[str, Any] | None:
         with self.lock:
             row = self.db.execute("SELECT id, upload_id, path, content_type, sha256, size FROM media "
@@ -317,8 +322,7 @@ class Uplink:
     def _reject(self, rej: dict[str, Any], bodies: list[bytes]) -> None:
         i = rej.get("index")
         body = bodies[i] if isinstance(i, int) and 0 <= i < len(bodies) else None
-        with self.outbox.lock:
-            self.outbox._count("rejected", 1)
+        self.outbox.count("rejected")
         log.warning("hub rejected uplink item %s: %s", rej.get("id"), rej.get("reason"))
         if self.on_rejected is not None:
             self.on_rejected(rej, body)
@@ -336,7 +340,7 @@ class Uplink:
                 log.error("media %s is gone from the outbox folder: %s", m["id"], exc)
                 self.outbox.media_done(m["id"], failed=True)
                 continue
-            status = self.http.put_media(m["id"], data, sha256=m["sha256"], content_type=m["content_type"],
+            status = self.http.put_media(self.node, m["id"], data, sha256=m["sha256"], content_type=m["content_type"],
                                          upload_id=m["upload_id"])
             if status is not None and 200 <= status < 300:
                 self.outbox.media_done(m["id"])

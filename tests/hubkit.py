@@ -67,12 +67,16 @@ class HubProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "hub.log"
 
+    def serve_args(self) -> list[str]:
+        args = ["hub", "serve", "--db", self.db_url, "--data", str(self.dir), "--port", str(self.port),
+                "--admin-token", ADMIN, "--heartbeat", str(self.heartbeat)]
+        return args + (["--broker", f"127.0.0.1:{self.broker_port}"] if self.broker_port else [])
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "edge_runtime.cli", *self.serve_args()]
+
     def start(self, timeout: float = 60) -> HubProcess:
-        cmd = [sys.executable, "-m", "edge_runtime.cli", "hub", "serve", "--db", self.db_url, "--data", str(self.dir),
-               "--port", str(self.port), "--admin-token", ADMIN, "--heartbeat", str(self.heartbeat)]
-        if self.broker_port:
-            cmd += ["--broker", f"127.0.0.1:{self.broker_port}"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
                                      stderr=open(self.log, "ab"))  # noqa: SIM115
         if not wait_port(self.port, timeout=timeout):
             self.stop()

@@ -106,3 +106,32 @@ def test_uplink_spec_in_pipeline_yaml_and_builder():
         parse_pipeline({**spec, "uplink": {"blur": [[0, 0, -1, 5]]}})
     with pytest.raises(SpecError, match="uplink.mask"):
         parse_pipeline({**spec, "uplink": {"mask": ["x"]}})
+
+
+@pytest.mark.broker
+def test_media_leave_the_outbox_for_the_hub(tmp_path, mosquitto):
+    """An alert's JPEG goes over HTTP to a real hub and leaves the outbox only when the hub has it."""
+    from hubkit import HubProcess, wait_for
+
+    from edge_runtime.devices.mqtt import BrokerConfig, MqttLink
+    from edge_runtime.hubclient import HubClient
+    from edge_runtime.uplink import Uplink
+
+    hub = HubProcess(tmp_path / "hub").start()
+    link = MqttLink(BrokerConfig(port=mosquitto.port), client_id="edge-m-uplink")
+    uplink = None
+    try:
+        token = hub.admin().post("/api/v1/nodes", {"name": "edge-m"})["token"]
+        box = Outbox(tmp_path / "o.db")
+        jpeg = b"\xff\xd8 synthetic jpeg \xff\xd9"
+        box.put([rec("cam", 1, "alert")], media=[{"id": "a1.jpg", "data": jpeg, "content_type": "image/jpeg"}])
+        uplink = Uplink("edge-m", box, link, http=HubClient(hub.url, token))
+        uplink.start()
+        wait_for(lambda: box.media_head() is None, 20, "the media to reach the hub")
+        assert box.stats()["media"] == 0 and not list((tmp_path / "o.db.media").iterdir())
+        status, body, headers = hub.admin().request("GET", "/api/v1/media/edge-m/a1.jpg")
+        assert (status, body, headers["content-type"]) == (200, jpeg, "image/jpeg")
+    finally:
+        if uplink is not None:
+            uplink.stop()
+        hub.stop()

@@ -29,8 +29,8 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _utf8(s: str) -> bytes:
-    raw = s.encode()
+def _utf8(s: str | bytes) -> bytes:
+    raw = s.encode() if isinstance(s, str) else s
     return struct.pack(">H", len(raw)) + raw
 
 
