@@ -26,7 +26,7 @@ deps:
 	  else echo "mosquitto is not installed: install it (apt-get install mosquitto) for the broker tests"; fi; }
 
 test: install deps
-	$(BIN)/ruff check edge_runtime hub tests bench
+	$(BIN)/ruff check edge_runtime hub models tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install deps
@@ -39,7 +39,7 @@ chaos: install deps
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check edge_runtime hub tests bench
+	$(BIN)/ruff check edge_runtime hub models tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache var

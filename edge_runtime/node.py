@@ -28,7 +28,7 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,12 @@ class NodeConfig:
     outbox_max_bytes: int = 1 << 30
     outbox_max_age: float = 7 * 86400
     ack_timeout: float = 5.0
+    models_path: str | None = None       # the node-local model store; None: var/<node>-models
+    trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys (files or folders) for bundles
 
 
 _NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "limits", "publish_telemetry",
-              "stats_interval", "hub", "outbox"}
+              "stats_interval", "hub", "outbox", "models"}
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -160,13 +162,23 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise SpecError("a hub needs this node's token (token, token_file or EDGELOOP_NODE_TOKEN)", file=file,
                         line=line_of(data, "hub"), field="hub.token", hint="edgeloop node create NAME prints one")
     outbox_path = outbox.get("path", f"var/{node}-outbox.db") if (hub or outbox) else None
+    models = data.get("models") or {}
+    if not isinstance(models, dict):
+        raise SpecError("expected {store, trusted_keys}", file=file, line=line_of(data, "models"), field="models")
+    keys = models.get("trusted_keys") or []
+    if isinstance(keys, str):
+        keys = [keys]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise SpecError("expected a file or folder of public keys, or a list of them", file=file,
+                        line=line_of(models, "trusted_keys"), field="models.trusted_keys")
     extra = dict(
         hub_url=hub.get("url"), hub_token=token,
         heartbeat=parse_duration(hub.get("heartbeat", 10), "hub.heartbeat"),
         outbox_path=None if outbox_path is None else str(base / outbox_path),
         outbox_max_rows=int(outbox.get("max_rows", 1_000_000)), outbox_max_bytes=int(outbox.get("max_bytes", 1 << 30)),
         outbox_max_age=parse_duration(outbox.get("max_age", "7d"), "outbox.max_age"),
-        ack_timeout=parse_duration(outbox.get("ack_timeout", 5), "outbox.ack_timeout"))
+        ack_timeout=parse_duration(outbox.get("ack_timeout", 5), "outbox.ack_timeout"),
+        models_path=str(base / models.get("store", f"var/{node}-models")), trusted_keys=[str(base / k) for k in keys])
     return NodeConfig(**extra,
         node=node, broker=broker, catalog=catalog, instances=instances,
         store_path=store_path if store_path == ":memory:" else str(base / store_path),
@@ -225,7 +237,7 @@ class Node:
 
     def __init__(self, cfg: NodeConfig, *, models: Any = None) -> None:
         self.cfg = cfg
-        self.models = models if models is not None else {}
+        self.models = models if models is not None else self._model_store(cfg)
         self.store = LocalStore(cfg.store_path, retention=cfg.retention, max_rows=cfg.max_rows)
         self.dead_letters = DeadLetterSink(self.store)
         self.publisher = MqttLink(cfg.broker, client_id=f"{cfg.node}-out", status_topic=f"edgeloop/{cfg.node}/status")
@@ -274,6 +286,22 @@ class Node:
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
 
+    @staticmethod
+    def _model_store(cfg: NodeConfig) -> Any:
+        from .modelstore import ModelStore
+
+        keys: dict[str, Any] = {}
+        if cfg.trusted_keys:
+            from .signing import load_public_keys
+
+            keys = load_public_keys(cfg.trusted_keys)
+        client = None
+        if cfg.hub_url:
+            from .hubclient import HubClient
+
+            client = HubClient(cfg.hub_url, cfg.hub_token, timeout=60.0)
+        return ModelStore(cfg.models_path or f"var/{cfg.node}-models", keys, client=client)
+
     def _on_output(self, instance: Instance, batch: Batch) -> None:
         topic = f"edgeloop/{self.cfg.node}/pipelines/{instance.name}/out"
         for rec in batch.to_records():
@@ -286,6 +314,9 @@ class Node:
             self.uplink_link.start()
             self.uplink.start()
         self.bus.start()
+        if hasattr(self.models, "restore"):
+            for name, err in self.models.restore().items():
+                log.error("model %s: %s", name, err)
         for ic in self.cfg.instances:
             self.add_instance(ic)
         if self.agent is not None:
@@ -320,6 +351,8 @@ class Node:
         not started and is reported in heartbeats; the rest go ahead.
         """
         errors: list[dict[str, Any]] = []
+        if desired.get("models") and hasattr(self.models, "reconcile"):  # models first: pipelines need them
+            errors += [{"model": n, "error": e} for n, e in self.models.reconcile(desired["models"]).items()]
         local = {ic.name for ic in self.cfg.instances}
         for p in desired.get("products") or []:
             if p.get("name") not in self.cfg.catalog.products:
@@ -372,7 +405,7 @@ class Node:
                           "outputs": inst.outputs, "queue": stats.get(name, {}).get("queue", 0),
                           "processed": stats.get(name, {}).get("processed", 0)}
                          for name, inst in self.instances.items()]
-        return {"instances": instances, "models": {},
+        return {"instances": instances, "models": self.models.status() if hasattr(self.models, "status") else {},
                 "counters": {"records": self.bus.records_in, "dead_letters": self.dead_letters.total,
                              "alerts": self.sinks.alerts, "notifications": self.sinks.notifications,
                              "uploads": self.sinks.uploads, "actions": self.actions_done,

@@ -126,6 +126,18 @@ class ModelVersion(Base):
     created_at: Mapped[float] = mapped_column(sa.Float, default=_now)
 
 
+class ModelDeployment(Base):
+    """Which version of a model a node (``node:<name>``) or group (``group:<name>``) should serve."""
+
+    __tablename__ = "model_deployments"
+    __table_args__ = (sa.UniqueConstraint("target", "name"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(sa.String(80), index=True)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    version: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[float] = mapped_column(sa.Float, default=_now)
+
+
 class Revision(Base):
     """One row counting changes to what desired states are made of (products, pipelines, assignments, nodes):
     a heartbeat compares it instead of recomputing the desired state."""

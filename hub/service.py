@@ -15,7 +15,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import Assignment, Node, PipelineVersion, Product, Revision, Token, make_engine, migrate
+from .db import Assignment, ModelDeployment, Node, PipelineVersion, Product, Revision, Token, make_engine, migrate
 from .uploads import spec_problem
 
 __all__ = ["HubSettings", "Hub", "SpecRejected", "canonical"]
@@ -272,6 +272,13 @@ class Hub:
                               "devices": a.devices})
         prods = [{"name": p.name, "version": p.version, "spec": p.spec}
                  for p in s.scalars(sa.select(Product).where(Product.name.in_(sorted(products)))).all()]
+        deployed: dict[str, ModelDeployment] = {}
+        for d in sorted(s.scalars(sa.select(ModelDeployment).where(
+                ModelDeployment.target.in_([f"node:{node.name}", f"group:{node.group}"]))).all(),
+                key=lambda d: d.target.startswith("node:")):  # node-specific wins
+            deployed[d.name] = d
         doc = {"node": node.name, "instances": instances, "products": prods}
+        if deployed:  # absent when none, so desired states (and their etags) without models stay as they were
+            doc["models"] = {n: {"version": d.version} for n, d in sorted(deployed.items())}
         doc["etag"] = hashlib.sha256(canonical(doc)).hexdigest()[:32]
         return doc

@@ -24,9 +24,10 @@ import orjson
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from .db import ModelVersion
+from .db import ModelDeployment, ModelVersion, Node
 
 __all__ = ["add_warehouse"]
 
@@ -44,6 +45,10 @@ def _view(m: ModelVersion) -> dict[str, Any]:
     return {"name": m.name, "version": m.version, "sha256": m.sha256, "size": m.size, "key_id": m.key_id,
             "metrics": m.metrics or {}, "created_at": m.created_at,
             "manifest": base64.urlsafe_b64encode(m.manifest.encode()).decode(), "signature": m.signature}
+
+
+class DeploymentPut(BaseModel):
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", description="a version in the warehouse")
 
 
 def add_warehouse(app: FastAPI, hub: Any, *, principal: Any, admin: Any, db: Any) -> None:
@@ -134,3 +139,40 @@ def add_warehouse(app: FastAPI, hub: Any, *, principal: Any, admin: Any, db: Any
         m = _get(s, name, version)
         return FileResponse(m.path, media_type="application/octet-stream",
                             headers={"X-Sha256": m.sha256, "X-Signature": m.signature})
+
+    # -- deployments: which version each node or group serves (desired state) -----------------------
+    @app.put("/api/v1/models/{name}/deployments/{target}", tags=["models"])
+    def put_deployment(name: str, target: str, body: DeploymentPut, s: Db,
+                       _: Annotated[Any, Depends(admin)]) -> dict[str, Any]:
+        """Serve ``name`` at ``body.version`` on a node (``node:<name>``) or a group (``group:<name>``); the
+        version must be in the warehouse. Nodes pick it up with their desired state."""
+        kind, _sep, who = target.partition(":")
+        if kind not in ("node", "group") or not _NAME.match(who):
+            raise HTTPException(422, f"target {target!r}: expected node:<name> or group:<name>")
+        if kind == "node" and s.get(Node, who) is None:
+            raise HTTPException(404, f"unknown node {who!r}")
+        _get(s, name, body.version)
+        d = s.scalars(sa.select(ModelDeployment).where(ModelDeployment.target == target,
+                                                       ModelDeployment.name == name)).first()
+        if d is None:
+            s.add(d := ModelDeployment(target=target, name=name, version=body.version))
+        d.version = body.version
+        hub.bump(s)
+        s.commit()
+        return {"name": name, "target": target, "version": body.version}
+
+    @app.get("/api/v1/models/{name}/deployments", tags=["models"])
+    def list_deployments(name: str, s: Db, _: Annotated[Any, Depends(admin)]) -> list[dict[str, Any]]:
+        rows = s.scalars(sa.select(ModelDeployment).where(ModelDeployment.name == name)
+                         .order_by(ModelDeployment.target)).all()
+        return [{"name": d.name, "target": d.target, "version": d.version, "created_at": d.created_at} for d in rows]
+
+    @app.delete("/api/v1/models/{name}/deployments/{target}", tags=["models"])
+    def delete_deployment(name: str, target: str, s: Db, _: Annotated[Any, Depends(admin)]) -> dict[str, Any]:
+        n = s.execute(sa.delete(ModelDeployment).where(ModelDeployment.target == target,
+                                                       ModelDeployment.name == name)).rowcount
+        if not n:
+            raise HTTPException(404, f"model {name!r} is not deployed to {target!r}")
+        hub.bump(s)
+        s.commit()
+        return {"deleted": f"{name}@{target}"}

@@ -186,6 +186,10 @@ def route_requests(node: str, token_id: int) -> dict[tuple[str, str], tuple[str,
         ("GET", "/api/v1/models"): ("/api/v1/models", {}),
         ("GET", "/api/v1/models/{name}/versions/{version}"): ("/api/v1/models/m/versions/1", {}),
         ("GET", "/api/v1/models/{name}/versions/{version}/bundle"): ("/api/v1/models/m/versions/1/bundle", {}),
+        ("PUT", "/api/v1/models/{name}/deployments/{target}"): (f"/api/v1/models/m/deployments/node:{node}",
+                                                               {"json": {"version": "1"}}),
+        ("GET", "/api/v1/models/{name}/deployments"): ("/api/v1/models/m/deployments", {}),
+        ("DELETE", "/api/v1/models/{name}/deployments/{target}"): ("/api/v1/models/m/deployments/group:line-1", {}),
     }
 
 
@@ -328,7 +332,7 @@ def test_a_node_token_cannot_call_any_admin_endpoint(api: HubUnderTest) -> None:
     s = seeded(api)
     reqs = route_requests("node-a", s["a_id"])  # even about its own node
     admin_only = set(reqs) - AGENT - OWN_OR_ADMIN - ANY_TOKEN
-    assert len(admin_only) == 19
+    assert len(admin_only) == 22
     before = api.snapshot()
     for key in sorted(admin_only):
         url, kw = reqs[key]
@@ -868,7 +872,7 @@ def test_the_openapi_document_lists_every_route(api: HubUnderTest) -> None:
     listed = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     routes = app_routes(api.app)
     assert listed == routes
-    assert len(routes) == 28
+    assert len(routes) == 31
     for path, ops in doc["paths"].items():
         for op in ops.values():
             names = {p["name"] for p in op.get("parameters", [])}

@@ -94,3 +94,38 @@ def test_oversized_bundle_413(hub):
     r = put(hub, data, bundle_headers(data))
     assert r.status_code == 413 and "4096" in r.json()["detail"]
     assert files(hub) == []
+
+
+def test_deployments_reach_desired_states_node_over_group(hub):
+    for v in ("3", "4"):
+        assert put(hub, v.encode() * 8, bundle_headers(v.encode() * 8, version=v), version=v).status_code == 201
+    tokens = {n: hub.post("/api/v1/nodes", json={"name": n, "group": "line-1"}, headers=AUTH).json()["token"]
+              for n in ("edge-1", "edge-2")}
+
+    def desired(node: str) -> dict:
+        return hub.get(f"/api/v1/nodes/{node}/desired", headers={"Authorization": f"Bearer {tokens[node]}"}).json()
+
+    before = desired("edge-1")
+    assert "models" not in before  # no deployments: desired states stay as they were
+    r = hub.put("/api/v1/models/pump_anomaly/deployments/group:line-1", json={"version": "3"}, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"name": "pump_anomaly", "target": "group:line-1", "version": "3"}
+    assert hub.put("/api/v1/models/pump_anomaly/deployments/node:edge-2", json={"version": "4"},
+                   headers=AUTH).status_code == 200
+    one, two = desired("edge-1"), desired("edge-2")
+    assert one["models"] == {"pump_anomaly": {"version": "3"}} and one["etag"] != before["etag"]
+    assert two["models"] == {"pump_anomaly": {"version": "4"}}  # node-specific wins
+    listed = hub.get("/api/v1/models/pump_anomaly/deployments", headers=AUTH).json()
+    assert [(d["target"], d["version"]) for d in listed] == [("group:line-1", "3"), ("node:edge-2", "4")]
+    # refused: a version the warehouse lacks, a bad target, an unknown node, a node token
+    assert hub.put("/api/v1/models/pump_anomaly/deployments/group:line-1", json={"version": "9"},
+                   headers=AUTH).status_code == 404
+    assert hub.put("/api/v1/models/pump_anomaly/deployments/everyone", json={"version": "3"},
+                   headers=AUTH).status_code == 422
+    assert hub.put("/api/v1/models/pump_anomaly/deployments/node:ghost", json={"version": "3"},
+                   headers=AUTH).status_code == 404
+    assert hub.put("/api/v1/models/pump_anomaly/deployments/node:edge-1", json={"version": "4"},
+                   headers={"Authorization": f"Bearer {tokens['edge-1']}"}).status_code == 403
+    assert desired("edge-1")["models"] == {"pump_anomaly": {"version": "3"}}
+    assert hub.delete("/api/v1/models/pump_anomaly/deployments/node:edge-2", headers=AUTH).status_code == 200
+    assert desired("edge-2")["models"] == {"pump_anomaly": {"version": "3"}}
+    assert hub.delete("/api/v1/models/pump_anomaly/deployments/node:edge-2", headers=AUTH).status_code == 404

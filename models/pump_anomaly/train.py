@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from models.common import binary_metrics, load_split, save_split
 from models.pump_anomaly.features import FEATURES, matrix
 from models.synth import generate_telemetry, windows
+from models.synth.telemetry import Telemetry
 
 DEFAULTS: dict[str, Any] = {
     # data (synthetic)
@@ -36,8 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "holdout_hours": 168.0,
     "holdout_pumps": 6,
     # model: HistGradientBoostingClassifier
-    "max_iter": 200,
-    "learning_rate": 0.1,
+    "max_iter": 100,  # 100 trees at 0.2: the accuracy of 200 at 0.1, twice the inference speed
+    "learning_rate": 0.2,
     "max_leaf_nodes": 31,
     "min_samples_leaf": 20,
     "l2_regularization": 0.0,
@@ -111,19 +112,8 @@ def evaluate(model: Pipeline, X: np.ndarray, y: np.ndarray, threshold: float = D
              ) -> dict[str, Any]:
     """precision, recall, f1, roc_auc (``None`` when ``y`` has one class), accuracy, confusion (``[[tn,
     fp], [fn, tp]]``), n and positives."""
-    y = np.asarray(y).astype(np.int64)
     score = model.predict_proba(np.asarray(X, dtype=np.float32))[:, 1]
-    pred = (score >= threshold).astype(np.int64)
-    return {
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-        "f1": float(f1_score(y, pred, zero_division=0)),
-        "roc_auc": float(roc_auc_score(y, score)) if np.unique(y).size == 2 else None,
-        "accuracy": float(accuracy_score(y, pred)),
-        "confusion": confusion_matrix(y, pred, labels=[0, 1]).tolist(),
-        "n": int(y.size),
-        "positives": int(y.sum()),
-    }
+    return binary_metrics(y, score, (score >= threshold).astype(np.int64))
 
 
 def run(seed: int, params: Mapping[str, Any] | None = None) -> tuple[Pipeline, dict[str, Any]]:
@@ -148,6 +138,64 @@ def run(seed: int, params: Mapping[str, Any] | None = None) -> tuple[Pipeline, d
         "drifted": evaluate(model, data["holdout_drifted"]["X"], data["holdout_drifted"]["y"], p["threshold"]),
     }
     return model, metrics
+
+
+# -- DVC stages (models.stages) ------------------------------------------------------------------
+NAME = "pump_anomaly"
+LABELS = ["normal", "anomalous"]
+INPUT = "table"
+
+
+def generate(raw: Path, params: Mapping[str, Any], seed: int) -> None:
+    """Raw SYNTHETIC telemetry per split: ``raw/pump/<split>.npz`` (device, ts, channels, fault label)."""
+    p = resolve_params(params)
+    specs = {"train": (p["train_pumps"], p["train_hours"], None),
+             "holdout_clean": (p["holdout_pumps"], p["holdout_hours"], None),
+             "holdout_drifted": (p["holdout_pumps"], p["holdout_hours"], "ageing")}
+    for k, name in enumerate(_DATASETS):
+        n_pumps, hours, drift = specs[name]
+        data = generate_telemetry(n_pumps, hours, rate_hz=p["rate_hz"], seed=_seed(seed, k), drift=drift,
+                                  fault_rate=p["fault_rate"])
+        save_split(raw / "pump" / f"{name}.npz", **data.columns())
+
+
+def prepare(raw: Path, out: Path, params: Mapping[str, Any]) -> None:
+    """Window features (what the edge's time_window + aggregate compute) and labels per split."""
+    p = resolve_params(params)
+    for name in _DATASETS:
+        w = windows(Telemetry(**load_split(raw / "pump" / f"{name}.npz")), p["window_s"])
+        save_split(out / f"{name}.npz", X=matrix(w), y=w["anomalous"].astype(np.int64))
+
+
+def xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    d = load_split(path)
+    return d["X"], d["y"]
+
+
+def fit(prepared: Path, out: Path, params: Mapping[str, Any], seed: int, progress: Any = None) -> dict[str, Any]:
+    """Train on ``prepared/train.npz``; write the model artifact (joblib, descriptor, health sample) to ``out``."""
+    import joblib
+
+    from edge_runtime.modelkit import write_descriptor, write_sample
+
+    p = resolve_params(params)
+    X, y = xy(prepared / "train.npz")
+    t = time.perf_counter()
+    model = train(X, y, p, seed=seed)
+    took = time.perf_counter() - t
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, out / "model.joblib")
+    write_descriptor(out, {"name": NAME, "kind": "sklearn", "input": INPUT, "features": list(FEATURES),
+                           "labels": LABELS, "threshold": p["threshold"],
+                           "data": "synthetic (models.synth.telemetry)"})
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    rows = np.sort(np.r_[rng.choice(pos, min(8, pos.size), replace=False), rng.choice(neg, min(8, neg.size),
+                                                                                   replace=False)])
+    write_sample(out, X[rows])
+    if progress:
+        progress(1, 0.0)
+    return {"n": int(y.size), "positives": int(y.sum()), "fit_seconds": round(took, 3)}
 
 
 def _load_params(path: str | None) -> dict[str, Any]:

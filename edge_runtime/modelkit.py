@@ -1,0 +1,236 @@
+"""Model artifacts the edge can load: a directory with ``edgeloop-model.json``, weights and a health sample.
+
+The same loader serves the training process (evaluation), the BentoML service and the node, so a node's
+predictions are the training process's predictions on the same inputs. An artifact directory holds::
+
+    edgeloop-model.json   the descriptor (below)
+    model.joblib          kind "sklearn": a fitted estimator with predict_proba (pickle: load only verified bundles)
+    weights.pt            kind "torch-cnn": a state_dict, loaded with ``weights_only=True`` (no pickle of code)
+    sample.npz            inputs and the outputs they must give: the health check before activation
+
+Descriptor::
+
+    {"format": 1, "name": "intrusion", "kind": "torch-cnn", "input": "image" | "clip" | "table",
+     "features": [...]            # table: column order
+     "shape": [128, 128, 3]       # image: HxWxC uint8 BGR; clip: [T, H, W, C]
+     "labels": ["clear", "person"], "threshold": 0.5,   # binary: class 1 when P(1) >= threshold
+     "arch": {"channels": [16, 32, 64, 64], "pool": 1}}   # torch-cnn only
+
+A predictor is called with a batch (``(n, k)`` floats, or ``(n, H, W, C)`` / ``(n, T, H, W, C)`` uint8) and
+returns ``(predictions int64, confidences float64)``; the confidence is the probability of the predicted
+class. ``scikit-learn``, ``joblib`` and ``torch`` are imported only when a model of that kind is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DESCRIPTOR = "edgeloop-model.json"
+SAMPLE = "sample.npz"
+FORMAT = 1
+KINDS = ("sklearn", "torch-cnn")
+INPUTS = ("table", "image", "clip")
+
+
+class ModelError(ValueError):
+    """A model artifact that cannot be used: what is wrong and where."""
+
+
+def _read_descriptor(path: Path) -> dict[str, Any]:
+    f = path / DESCRIPTOR
+    try:
+        d = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no {DESCRIPTOR}: not an EdgeLoop model artifact") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{f}: unreadable descriptor: {exc}") from None
+    if not isinstance(d, dict):
+        raise ModelError(f"{f}: expected a JSON object")
+    if d.get("format") != FORMAT:
+        raise ModelError(f"{f}: format {d.get('format')!r} is not supported (this node reads {FORMAT})")
+    if d.get("kind") not in KINDS:
+        raise ModelError(f"{f}: kind {d.get('kind')!r}: expected one of {', '.join(KINDS)}")
+    if d.get("input") not in INPUTS:
+        raise ModelError(f"{f}: input {d.get('input')!r}: expected one of {', '.join(INPUTS)}")
+    if not isinstance(d.get("name"), str) or not d["name"]:
+        raise ModelError(f"{f}: missing model name")
+    labels = d.get("labels")
+    if not (isinstance(labels, list) and len(labels) >= 2):
+        raise ModelError(f"{f}: labels: expected a list of at least two class names")
+    if d["input"] == "table" and not (isinstance(d.get("features"), list) and d["features"]):
+        raise ModelError(f"{f}: features: a table model needs its input columns")
+    if d["input"] in ("image", "clip"):
+        shape = d.get("shape")
+        want = 3 if d["input"] == "image" else 4
+        if not (isinstance(shape, list) and len(shape) == want and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise ModelError(f"{f}: shape: expected {want} positive integers for an {d['input']} model")
+    return d
+
+
+# -- torch CNN ---------------------------------------------------------------------------------
+def build_cnn(arch: dict[str, Any], in_channels: int, n_classes: int) -> Any:
+    """The reference CNN: ``pool`` (average-pool factor on the input), then per entry of ``channels`` a
+    3x3 stride-2 convolution + batch norm + ReLU, global average pooling and a linear head."""
+    import torch.nn as nn
+
+    layers: list[Any] = []
+    pool = int(arch.get("pool", 1))
+    if pool > 1:
+        layers.append(nn.AvgPool2d(pool))
+    c = in_channels
+    for out in arch["channels"]:
+        layers += [nn.Conv2d(c, int(out), 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(int(out)),
+                   nn.ReLU(inplace=True)]
+        c = int(out)
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)]
+    return nn.Sequential(*layers)
+
+
+def to_tensor(x: np.ndarray, kind: str) -> Any:
+    """uint8 BGR ``(n, H, W, C)`` or ``(n, T, H, W, C)`` -> float32 NCHW in [0, 1] (frames stacked on C)."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if kind == "clip":
+        n, tt, h, w, c = t.shape
+        t = t.permute(0, 1, 4, 2, 3).reshape(n, tt * c, h, w)
+    else:
+        t = t.permute(0, 3, 1, 2)
+    return t.float().div_(255.0).contiguous()
+
+
+class Predictor:
+    """A loaded model: call it with a batch; ``name``/``version`` say which one answered."""
+
+    def __init__(self, path: str | Path, version: str = "local") -> None:
+        self.path = Path(path)
+        self.descriptor = d = _read_descriptor(self.path)
+        self.name: str = d["name"]
+        self.version = str(version)
+        self.kind: str = d["kind"]
+        self.input: str = d["input"]
+        self.features: list[str] = list(d.get("features") or [])
+        self.shape: tuple[int, ...] = tuple(d.get("shape") or ())
+        self.labels: list[Any] = list(d["labels"])
+        self.threshold = float(d.get("threshold", 0.5))
+        self._lock = threading.Lock()  # torch modules are not re-entrant across threads for inference state
+        if self.kind == "sklearn":
+            self._load_sklearn()
+        else:
+            self._load_torch()
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def _load_sklearn(self) -> None:
+        import joblib
+
+        f = self.path / "model.joblib"
+        try:
+            self.model = joblib.load(f)
+        except FileNotFoundError:
+            raise ModelError(f"{self.path}: model.joblib is missing") from None
+        if not hasattr(self.model, "predict_proba"):
+            raise ModelError(f"{f}: the estimator has no predict_proba")
+
+    def _load_torch(self) -> None:
+        import torch
+
+        f = self.path / "weights.pt"
+        arch = self.descriptor.get("arch")
+        if not isinstance(arch, dict) or not isinstance(arch.get("channels"), list):
+            raise ModelError(f"{self.path / DESCRIPTOR}: arch.channels missing for a torch-cnn model")
+        in_ch = self.shape[-1] * (self.shape[0] if self.input == "clip" else 1)
+        net = build_cnn(arch, in_ch, len(self.labels))
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ModelError(f"{self.path}: weights.pt is missing") from None
+        try:
+            net.load_state_dict(state)
+        except (RuntimeError, KeyError) as exc:
+            raise ModelError(f"{f}: weights do not fit the architecture: {exc}") from None
+        self.model = net.eval()
+
+    def check_input(self, x: np.ndarray) -> np.ndarray:
+        """The batch as the model needs it, or ModelError naming the mismatch."""
+        if self.input == "table":
+            x = np.asarray(x, dtype=np.float32)
+            if x.ndim != 2 or x.shape[1] != len(self.features):
+                raise ModelError(f"{self.tag}: expected (n, {len(self.features)}) inputs "
+                                 f"({', '.join(self.features)}), got shape {x.shape}")
+            return x
+        x = np.asarray(x)
+        if x.dtype != np.uint8 or tuple(x.shape[1:]) != self.shape:
+            raise ModelError(f"{self.tag}: expected uint8 batches of shape (n, {', '.join(map(str, self.shape))}), "
+                             f"got {x.dtype} {x.shape}")
+        return x
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)``, float64."""
+        x = self.check_input(x)
+        if len(x) == 0:
+            return np.zeros((0, len(self.labels)))
+        if self.kind == "sklearn":
+            return np.asarray(self.model.predict_proba(x), dtype=np.float64)
+        import torch
+
+        with self._lock, torch.inference_mode():
+            logits = self.model(to_tensor(x, self.input))
+            return torch.softmax(logits, dim=1).double().numpy()
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = self.proba(x)
+        if p.shape[1] == 2:
+            pred = (p[:, 1] >= self.threshold).astype(np.int64)
+        else:
+            pred = p.argmax(axis=1).astype(np.int64)
+        return pred, p[np.arange(len(p)), pred]
+
+    def health_check(self) -> dict[str, Any]:
+        """Run the bundled sample; raise ModelError unless predictions match exactly and confidences
+        within 1e-5. Returns ``{"n": rows, "seconds": t}``."""
+        import time
+
+        f = self.path / SAMPLE
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                x, want_p, want_c = z["x"], z["pred"], z["conf"]
+        except FileNotFoundError:
+            raise ModelError(f"{self.path}: {SAMPLE} is missing: no health check possible") from None
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"{f}: unreadable health sample: {exc}") from None
+        t = time.perf_counter()
+        got_p, got_c = self(x)
+        took = time.perf_counter() - t
+        if not np.array_equal(got_p, want_p):
+            n = int((got_p != want_p).sum())
+            raise ModelError(f"{self.tag}: health check failed: {n} of {len(want_p)} sample predictions differ")
+        if not np.allclose(got_c, want_c, atol=1e-5, rtol=0):
+            worst = float(np.max(np.abs(got_c - want_c)))
+            raise ModelError(f"{self.tag}: health check failed: confidences differ by up to {worst:.3g}")
+        return {"n": int(len(x)), "seconds": round(took, 6)}
+
+
+def write_sample(path: str | Path, x: np.ndarray) -> dict[str, Any]:
+    """Store ``x`` and what the artifact at ``path`` predicts for it as the health sample."""
+    path = Path(path)
+    pred, conf = Predictor(path)(x)
+    np.savez(path / SAMPLE, x=x, pred=pred, conf=conf)
+    return {"n": int(len(x))}
+
+
+def write_descriptor(path: str | Path, descriptor: dict[str, Any]) -> None:
+    d = {"format": FORMAT, **descriptor}
+    Path(path, DESCRIPTOR).write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+
+
+def finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

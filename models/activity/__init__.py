@@ -1,0 +1,39 @@
+"""``activity``: a small CNN on the last few 64x64 drain-ROI crops -> "is sewage being dumped" (SYNTHETIC)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from models import vision
+
+NAME = "activity"
+LABELS = ["idle", "dumping"]
+INPUT = "clip"
+DEFAULTS: dict[str, Any] = {
+    "size": 64,  # crop side, pixels
+    "frames": 4,  # crops per sample, oldest first (0.4 s at 10 fps)
+    "channels": [24, 32, 48, 64],
+    "epochs": 6,
+    "lr": 0.005,
+    "batch_size": 64,
+}
+
+
+def prepare(raw: Path, out: Path, p: Mapping[str, Any]) -> None:
+    vision.prepare_activity(raw, out, p)
+
+
+xy = vision.activity_xy
+
+
+def fit(prepared: Path, out: Path, p: Mapping[str, Any], seed: int,
+        progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    X, y = xy(prepared / "train.npz")
+    arch = {"channels": p["channels"], "pool": 1}
+    net, info = vision.train_cnn(X, y, input_kind=INPUT, arch=arch, epochs=p["epochs"], lr=p["lr"],
+                                 batch_size=p["batch_size"], seed=seed, progress=progress)
+    vision.save_cnn(net, out, name=NAME, input_kind=INPUT, shape=[p["frames"], p["size"], p["size"], 3],
+                    labels=LABELS, arch=arch, sample=X[vision.sample_rows(y, 16, seed)])
+    return info

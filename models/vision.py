@@ -1,0 +1,205 @@
+"""The street-camera data and the CNNs of ``intrusion`` and ``activity``, on SYNTHETIC scenes.
+
+``generate_scenes`` renders clips (:mod:`models.synth.scenes`) to mp4 files with per-frame truth; the
+models train on what a node sees: frames decoded from video, the drain's region of interest cropped and
+resized with ``cv2.INTER_AREA`` (what the region_of_interest + resolution operators do).
+
+* ``intrusion``: one 128x128 ROI crop -> "is someone at the drain" (truth ``person_at_drain``);
+* ``activity``: the last ``frames`` ROI crops at 64x64 -> "is sewage being dumped" (truth ``dumping``).
+
+Training is seeded (``torch.manual_seed``) and runs on CPU in a minute or two on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_runtime.modelkit import build_cnn, to_tensor, write_descriptor, write_sample
+from models.common import SPLITS, load_split, save_split, subseed
+
+SCENE_DEFAULTS: dict[str, Any] = {
+    "frames": 300,  # per clip, at fps
+    "fps": 10.0,
+    "width": 640,
+    "height": 480,
+    "train_clips": 8,  # day
+    "clean_clips": 2,  # day, other seeds
+    "drifted_clips": 1,  # per drifted variant
+    "drifted_variants": ["night", "rain", "other_bucket"],
+}
+"""What ``generate`` renders (the ``scenes`` section of params.yaml)."""
+
+
+def clip_plan(p: Mapping[str, Any], seed: int) -> list[tuple[str, str, int]]:
+    """``(split, variant, clip_seed)`` for every clip: separate seeds per split and clip."""
+    plan = [("train", "day", subseed(seed, 10, i)) for i in range(p["train_clips"])]
+    plan += [("holdout_clean", "day", subseed(seed, 11, i)) for i in range(p["clean_clips"])]
+    plan += [("holdout_drifted", v, subseed(seed, 12, j, i)) for j, v in enumerate(p["drifted_variants"])
+             for i in range(p["drifted_clips"])]
+    return plan
+
+
+def generate_scenes(raw: Path, p: Mapping[str, Any], seed: int, progress: Callable[[str], None] | None = None
+                    ) -> list[Path]:
+    """Render every clip of :func:`clip_plan` to ``raw/scenes/<split>/<variant>-<seed>.mp4`` + ``.json``
+    (per-frame truth). Returns the video paths."""
+    from models.synth.scenes import iter_clip, write_video
+
+    out = []
+    for split, variant, s in clip_plan(p, seed):
+        folder = raw / "scenes" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / f"{variant}-{s}"
+        truths: list[dict[str, Any]] = []
+
+        def frames(variant: str = variant, s: int = s, truths: list = truths) -> Any:
+            for frame, t in iter_clip(p["frames"], seed=s, variant=variant, width=p["width"], height=p["height"],
+                                      fps=p["fps"]):
+                truths.append({"index": t.index, "person_at_drain": t.person_at_drain, "dumping": t.dumping,
+                               "event_id": t.event_id, "drain_roi": list(t.drain_roi)})
+                yield frame
+
+        write_video(stem.with_suffix(".mp4"), frames(), fps=p["fps"])
+        stem.with_suffix(".json").write_text(json.dumps({"synthetic": True, "variant": variant, "seed": s,
+                                                         "fps": p["fps"], "frames": truths}))
+        out.append(stem.with_suffix(".mp4"))
+        if progress:
+            progress(f"{split}/{stem.name}")
+    return out
+
+
+def roi_crops(video: Path, size: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Decode ``video``; crop each frame's drain ROI and resize to ``size`` (INTER_AREA). ``(crops, truth)``."""
+    import cv2
+
+    meta = json.loads(video.with_suffix(".json").read_text())
+    truth = meta["frames"]
+    cap = cv2.VideoCapture(str(video))
+    out = np.zeros((len(truth), size, size, 3), dtype=np.uint8)
+    n = 0
+    try:
+        while n < len(truth):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            x0, y0, x1, y1 = truth[n]["drain_roi"]
+            out[n] = cv2.resize(frame[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+            n += 1
+    finally:
+        cap.release()
+    if n != len(truth):
+        raise ValueError(f"{video}: decoded {n} frames, its truth has {len(truth)}")
+    return out, truth
+
+
+def _videos(raw: Path, split: str) -> list[Path]:
+    return sorted((raw / "scenes" / split).glob("*.mp4"))
+
+
+def prepare_intrusion(raw: Path, out: Path, p: Mapping[str, Any]) -> None:
+    for split in SPLITS:
+        xs, ys = [], []
+        for v in _videos(raw, split):
+            c, truth = roi_crops(v, p["size"])
+            xs.append(c)
+            ys.append(np.array([t["person_at_drain"] for t in truth], dtype=np.int64))
+        save_split(out / f"{split}.npz", X=np.concatenate(xs), y=np.concatenate(ys))
+
+
+def prepare_activity(raw: Path, out: Path, p: Mapping[str, Any]) -> None:
+    T = p["frames"]
+    for split in SPLITS:
+        frames, index, ys = [], [], []
+        base = 0
+        for v in _videos(raw, split):
+            c, truth = roi_crops(v, p["size"])
+            frames.append(c)
+            index.append(base + np.arange(T - 1, len(c)))
+            ys.append(np.array([t["dumping"] for t in truth[T - 1:]], dtype=np.int64))
+            base += len(c)
+        save_split(out / f"{split}.npz", frames=np.concatenate(frames), index=np.concatenate(index),
+                   y=np.concatenate(ys), T=np.array(T))
+
+
+def intrusion_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    d = load_split(path)
+    return d["X"], d["y"]
+
+
+def activity_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Stacks ``(n, T, S, S, 3)`` of each sample's last T crops (oldest first), and labels."""
+    d = load_split(path)
+    T = int(d["T"])
+    idx = d["index"][:, None] - np.arange(T - 1, -1, -1)[None, :]
+    return d["frames"][idx], d["y"]
+
+
+def train_cnn(X: np.ndarray, y: np.ndarray, *, input_kind: str, arch: Mapping[str, Any], epochs: int,
+              lr: float, batch_size: int, seed: int, threads: int = 2,
+              progress: Callable[[int, float], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Train :func:`~edge_runtime.modelkit.build_cnn` with Adam and class-balanced cross-entropy.
+
+    Augmentation: horizontal flips and +-15% brightness. Returns ``(model in eval mode, info)``."""
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    in_ch = X.shape[-1] * (X.shape[1] if input_kind == "clip" else 1)
+    net = build_cnn(dict(arch), in_ch, 2)
+    counts = np.bincount(y, minlength=2).astype(np.float64)
+    weight = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * -(-len(X) // batch_size)))
+    t0 = time.perf_counter()
+    losses = []
+    for epoch in range(epochs):
+        net.train()
+        order = rng.permutation(len(X))
+        total = 0.0
+        for a in range(0, len(order), batch_size):
+            idx = order[a:a + batch_size]
+            xb = to_tensor(X[idx], input_kind)
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            xb[flip] = xb[flip].flip(-1)
+            gain = torch.from_numpy(rng.uniform(0.85, 1.15, (len(idx), 1, 1, 1)).astype(np.float32))
+            xb = (xb * gain).clamp_(0, 1)
+            loss = loss_fn(net(xb), torch.from_numpy(y[idx]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        losses.append(total / len(X))
+        if progress:
+            progress(epoch + 1, losses[-1])
+    net.eval()
+    return net, {"n": int(len(X)), "positives": int(y.sum()), "epochs": epochs, "loss": [round(v, 5) for v in losses],
+                 "fit_seconds": round(time.perf_counter() - t0, 3)}
+
+
+def save_cnn(net: Any, out: Path, *, name: str, input_kind: str, shape: list[int], labels: list[str],
+             arch: Mapping[str, Any], sample: np.ndarray, extra: Mapping[str, Any] | None = None) -> None:
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), out / "weights.pt")
+    write_descriptor(out, {"name": name, "kind": "torch-cnn", "input": input_kind, "shape": shape,
+                           "labels": labels, "threshold": 0.5, "arch": dict(arch),
+                           "data": "synthetic (models.synth.scenes)", **(extra or {})})
+    write_sample(out, sample)
+
+
+def sample_rows(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` row indices with both classes represented (the health-check sample)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    k = min(len(pos), n // 2)
+    return np.sort(np.r_[rng.choice(pos, k, replace=False), rng.choice(neg, min(len(neg), n - k), replace=False)])
