@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BENCHES = ["bench.pipeline_inproc", "bench.mqtt_e2e", "bench.hub_ingest", "bench.hub_fleet", "bench.uplink_recovery"]
+BENCHES = ["bench.pipeline_inproc", "bench.mqtt_e2e", "bench.hub_ingest", "bench.hub_fleet", "bench.uplink_recovery",
+           "bench.model_apply", "bench.hot_swap"]
 
 
 def main() -> int:
@@ -56,6 +57,20 @@ def main() -> int:
         s = d["summary"]
         drained = f"drained in {s['drain_s']:g} s" if s["drain_s"] is not None else "not drained"
         rows.append((f"uplink recovery {d['setup']['outage_s']:g} s outage", drained,
+                     "target met" if s["meets_target"] else "target NOT met"))
+    ma = RESULTS / "model_apply.json"
+    if ma.exists():
+        s = json.loads(ma.read_text())["summary"]
+        rows.append(("apply_model pump_anomaly batch 256, 1 core", f"{s['pump_records_per_s_b256']:,.0f} rec/s",
+                     "target met" if s["meets_pump_target"] else "target NOT met"))
+        rows.append(("apply_model intrusion batch 64, 1 core", f"{s['intrusion_crops_per_s_b64']:,.0f} crops/s",
+                     "target met" if s["meets_intrusion_target"] else "target NOT met"))
+    hs = RESULTS / "hot_swap.json"
+    if hs.exists():
+        d = json.loads(hs.read_text())
+        s = d["summary"]
+        rows.append((f"model hot swap x{s['swaps_done']} at {d['setup']['rate_records_per_s']:,.0f} rec/s",
+                     f"lost {s['lost']}, p99 {s['p99_ms_during_swaps']:g} ms in swaps",
                      "target met" if s["meets_target"] else "target NOT met"))
     print(f"\nsummary (synthetic data, nproc={os.cpu_count()})")
     for r in rows:

@@ -27,6 +27,12 @@ app.add_typer(hub_app, name="hub")
 app.add_typer(product_app, name="product")
 app.add_typer(keys_app, name="keys")
 node_app.add_typer(token_app, name="token")
+try:  # cloud-side model commands; the module imports only typer, its commands import MLflow/BentoML
+    from models.cli import model_app
+
+    app.add_typer(model_app, name="model")
+except ImportError:  # pragma: no cover - an install without the models package
+    pass
 
 HubUrl = typer.Option("http://127.0.0.1:8080", "--hub", envvar="EDGELOOP_HUB_URL", help="the hub's URL")
 AdminToken = typer.Option(None, "--token", envvar="EDGELOOP_TOKEN", help="the admin token (or EDGELOOP_TOKEN)")

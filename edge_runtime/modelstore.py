@@ -153,8 +153,10 @@ class ModelStore:
             raise self._refuse(name, version, "verify", f"manifest is for version {manifest.get('version')!r}",
                                "version mismatch")
         final = self.root / "models" / name / version
+        fresh = False
         with self._lock:
             if not final.is_dir():
+                fresh = True
                 tmp = Path(tempfile.mkdtemp(prefix=f".{name}-{version}-", dir=self.root))
                 try:
                     model_dir = _extract(Path(archive), tmp / "bento", name, version)
@@ -170,7 +172,13 @@ class ModelStore:
                     raise self._refuse(name, version, exc.stage, exc.detail, "corrupt archive") from None
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
-        predictor = self.load(name, version)
+        try:
+            predictor = self.load(name, version)
+        except InstallError:
+            if fresh:  # a version that does not load is not kept (a later, fixed bundle may reuse the number)
+                shutil.rmtree(final, ignore_errors=True)
+                shutil.rmtree(self.root / "bentos" / name / version, ignore_errors=True)
+            raise
         self.installs += 1
         if activate:
             self.activate(name, version)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +83,7 @@ def build(name: str, version: str, artifact: Path, *, labels: dict[str, str] | N
                 shutil.copy2(f, Path(bm.path) / f.name)
     old = os.environ.get("EDGELOOP_BENTO_MODEL")
     os.environ["EDGELOOP_BENTO_MODEL"] = tag  # the service's BentoModel is resolved from this at build time
+    sys.modules.pop(f"models.services.{name}", None)  # so a second build in one process re-resolves it
     try:
         return bentoml.bentos.build(
             service=f"models.services.{name}:{SERVICES[name]}", build_ctx=str(ROOT),

@@ -83,3 +83,11 @@ def publisher(port: int) -> Any:
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """All three reference models trained on tiny SYNTHETIC data, tracked in MLflow (tests/trained.py)."""
+    from trained import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("workspace"))

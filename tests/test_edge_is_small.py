@@ -10,7 +10,8 @@ from conftest import ROOT
 
 
 def test_node_and_cli_import_no_cloud_packages():
-    code = ("import sys, edge_runtime.node, edge_runtime.cli, edge_runtime.replay, edge_runtime.demo\n"
+    code = ("import sys, edge_runtime.node, edge_runtime.cli, edge_runtime.replay, edge_runtime.demo, "
+            "edge_runtime.modelstore, edge_runtime.modelkit\n"
             "heavy = [m for m in ('prefect', 'mlflow', 'dvc', 'bentoml', 'torch', 'cv2', 'sklearn') if m in sys.modules]\n"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,

@@ -543,9 +543,10 @@ class ApplyModel(Operator):
                 reasons[i] = f"apply_model: missing input '{f}'"
             ok &= has
             col = batch.cols.get(f)
-            if col is not None and col.data.dtype.kind not in "iufb":
+            if col is not None and col.data.dtype.kind not in "iuf":
                 numeric = np.array([isinstance(v, (int, float)) and not isinstance(v, bool)
-                                    for v in col.data.tolist()], dtype=bool)
+                                    for v in col.data.tolist()], dtype=bool) if col.data.dtype == object \
+                    else np.zeros(len(col.data), dtype=bool)
                 for i in np.flatnonzero(~numeric & ok).tolist():
                     reasons[i] = f"apply_model: input '{f}' is not a number"
                 ok &= numeric
