@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install deps test demo bench chaos lint clean
+.PHONY: install deps test demo bench chaos lint clean repro
 
 # The virtual environment is rebuilt only when the dependency files change.
 $(STAMP): pyproject.toml constraints.txt
@@ -43,3 +43,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache var
+
+# The training pipeline (dvc.yaml) with this venv's python on PATH.
+repro: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro

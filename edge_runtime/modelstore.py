@@ -187,8 +187,12 @@ class ModelStore:
     def load(self, name: str, version: str) -> Predictor:
         """Load an installed version (cached) and run its health check."""
         key = (name, version)
-        if key in self._loaded:
+        with self._lock:  # one load per version, however many activations race for it
+            if key not in self._loaded:
+                self._loaded[key] = self._load(name, version)
             return self._loaded[key]
+
+    def _load(self, name: str, version: str) -> Predictor:
         path = self.root / "models" / name / version
         if not path.is_dir():
             raise self._refuse(name, version, "load", "not installed on this node", "not installed")
@@ -201,7 +205,6 @@ class ModelStore:
             raise self._refuse(name, version, "health", str(exc), "health check failed") from None
         except Exception as exc:  # noqa: BLE001 - a model that cannot load must not take the node down
             raise self._refuse(name, version, "load", repr(exc), "load failed") from None
-        self._loaded[key] = p
         return p
 
     def activate(self, name: str, version: str) -> Predictor:
