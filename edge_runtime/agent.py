@@ -77,7 +77,7 @@ class Agent:
         if not self.registered:
             reg = self.client.post(f"{self.base}/register",
                                    {"version": __version__, "hostname": os.uname().nodename,
-                                    "capabilities": ["mqtt", "modbus", "uplink"]})
+                                    "capabilities": ["mqtt", "modbus", "uplink", "models"]})
             self.interval = float(reg.get("heartbeat_interval", self.interval))
             self.registered = True
             log.info("registered with the hub as %s (group %s)", reg.get("node"), reg.get("group"))

@@ -482,13 +482,13 @@ class ApplyModel(Operator):
               "image": "a field holding an image/clip array (instead of inputs)",
               "output": "field for the prediction (default: prediction)",
               "confidence": "field for the confidence (default: <output>_confidence)",
-              "batch_size": "rows per model call (default 256)",
+              "batch_size": "rows per model call (default 4096 for inputs, 32 for images)",
               "select": "{low_confidence: 0-1, disagree: field, random: 0-1, seed: int}: mark for upload",
               "mark": "field the selection reason goes into (default: select)"}
     required = ("model",)
 
     def configure(self, model: Any, inputs: Any = None, image: Any = None, output: Any = "prediction",
-                  confidence: Any = None, batch_size: Any = 256, select: Any = None, mark: Any = "select") -> None:
+                  confidence: Any = None, batch_size: Any = None, select: Any = None, mark: Any = "select") -> None:
         if not isinstance(model, str) or not model or model.count(":") > 1:
             raise SpecError("expected a model name (or name:version)", field="model")
         self.model = model
@@ -506,6 +506,8 @@ class ApplyModel(Operator):
         self.confidence = confidence or f"{output}_confidence"
         self.tag_field = f"{output}_model"
         self.mark = mark
+        if batch_size is None:  # table models are fastest on large calls; images cost memory per row
+            batch_size = 32 if image is not None else 4096
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise SpecError(f"expected a whole number >= 1, got {batch_size!r}", field="batch_size")
         self.batch_size = batch_size
