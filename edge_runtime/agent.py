@@ -66,7 +66,8 @@ class Agent:
 
     def _apply(self, doc: dict[str, Any], *, cache: bool = True) -> None:
         self.node.reconcile(doc)
-        self.etag = doc.get("etag")
+        # a model download that failed for a passing reason (hub away, 5xx): fetch and apply again next beat
+        self.etag = None if getattr(self.node.models, "retry", False) else doc.get("etag")
         if cache:
             tmp = self.cache_path.with_suffix(".tmp")
             tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,7 @@ class ModelStore:
         self.swaps = 0
         self.last_error: str | None = None
         self.errors: dict[str, str] = {}
+        self.retry = False  # the last reconcile failed for a reason that may pass (hub away, 5xx)
         (self.root / "models").mkdir(parents=True, exist_ok=True)
         self._state_file = self.root / "active.json"
 
@@ -244,8 +245,10 @@ class ModelStore:
                 meta = self.client.get(base)
                 _, data, _ = self.client.request("GET", base + "/bundle", headers={"Accept": "*/*"})
             except HubUnreachable as exc:
-                raise InstallError(name, version, "download", str(exc)) from None  # not a refusal: retried
+                self.retry = True  # not a refusal: the agent asks again
+                raise InstallError(name, version, "download", str(exc)) from None
             except HubError as exc:
+                self.retry = self.retry or exc.status >= 500
                 raise self._refuse(name, version, "download", str(exc), "download failed") from None
             tmp.write_bytes(data if isinstance(data, (bytes, bytearray)) else jsonio.dumps(data))
             try:
@@ -260,8 +263,9 @@ class ModelStore:
 
     def reconcile(self, desired: Mapping[str, Any]) -> dict[str, str]:
         """Install and activate ``{name: version | {"version": v}}``; returns ``{name: error}`` for failures
-        (the running version keeps serving)."""
+        (the running version keeps serving). ``retry`` is set when a failure may pass (the hub away)."""
         errors = {}
+        self.retry = False
         for name, want in desired.items():
             version = str(want.get("version") if isinstance(want, Mapping) else want)
             active = self._active.get(name)

@@ -118,6 +118,28 @@ def test_train_register_package_warehouse_node_inference(workspace: Any, tmp_pat
 
         seen = wait_for(reported, 20, "the heartbeat")
         assert seen["installed"] == [version] and seen["error"] is None
+
+        # a version signed with a key the node does not trust: refused, counted, reported; v1 keeps serving
+        from edge_runtime.signing import init_keys
+        from models import bento
+
+        rogue = tmp_path / "rogue-keys"
+        init_keys(rogue)
+        bento.build("pump_anomaly", "66", workspace.artifact("pump_anomaly"))
+        archive = bento.export("pump_anomaly", "66", tmp_path / "rogue")
+        bento.upload(admin, archive, *bento.sign(archive, "pump_anomaly", "66", {}, rogue))
+        assert edgeloop("model", "deploy", "pump_anomaly:66", "--to", "node:edge-m", "--hub", hub.url,
+                        "--token", ADMIN).returncode == 0
+
+        def refused() -> Any:
+            status = admin.get("/api/v1/nodes/edge-m")["models"]
+            return status if status.get("refused", {}).get("unknown key id") else None
+
+        status = wait_for(refused, 30, "the refusal in a heartbeat")
+        assert status["models"]["pump_anomaly"]["active"] == version
+        assert "unknown key id" in status["models"]["pump_anomaly"]["error"]
+        assert node.models.get("pump_anomaly").version == version and node.models.installed("pump_anomaly") == [
+            version]
     finally:
         if node is not None:
             node.stop()

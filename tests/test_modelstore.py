@@ -242,3 +242,15 @@ def test_hot_swap_under_load_serves_every_batch_by_one_whole_version(store: Mode
 
 def test_store_state_file_is_json(store: ModelStore) -> None:
     assert json.loads((store.root / "active.json").read_text()) == {"pump_anomaly": {"active": "1", "previous": None}}
+
+
+def test_an_unreachable_hub_is_retried_not_refused(tmp_path: Path, workspace: Any) -> None:
+    from edge_runtime.broker import free_port
+    from edge_runtime.hubclient import HubClient
+
+    s = ModelStore(tmp_path / "s", load_public_keys(workspace.keys),
+                   client=HubClient(f"http://127.0.0.1:{free_port()}", "eln_x", timeout=2))
+    errors = s.reconcile({"pump_anomaly": {"version": "1"}})
+    assert "pump_anomaly" in errors and "download" in errors["pump_anomaly"]
+    assert s.retry is True and s.status()["refused"] == {} and s.installed("pump_anomaly") == []
+    assert s.reconcile({}) == {} and s.retry is False
