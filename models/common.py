@@ -61,6 +61,14 @@ def load_split(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def sample_rows(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` sorted row indices with both classes represented (a model's health-check sample)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    k = min(len(pos), n // 2)
+    return np.sort(np.r_[rng.choice(pos, k, replace=False), rng.choice(neg, min(len(neg), n - k), replace=False)])
+
+
 def digest_dir(path: Path) -> str:
     """A content hash of the files under ``path`` (names and bytes): the data version a run trained on."""
     h = hashlib.sha256()

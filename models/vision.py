@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.modelkit import build_cnn, to_tensor, write_descriptor, write_sample
-from models.common import SPLITS, load_split, save_split, subseed
+from models.common import SPLITS, load_split, sample_rows, save_split, subseed
 
 SCENE_DEFAULTS: dict[str, Any] = {
     "frames": 300,  # per clip, at fps
@@ -197,9 +197,15 @@ def save_cnn(net: Any, out: Path, *, name: str, input_kind: str, shape: list[int
     write_sample(out, sample)
 
 
-def sample_rows(y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Up to ``n`` row indices with both classes represented (the health-check sample)."""
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    k = min(len(pos), n // 2)
-    return np.sort(np.r_[rng.choice(pos, k, replace=False), rng.choice(neg, min(len(neg), n - k), replace=False)])
+def fit_cnn(prepared: Path, out: Path, p: Mapping[str, Any], seed: int, progress: Callable[[int, float], None] | None,
+            *, name: str, labels: list[str], input_kind: str, shape: list[int],
+            xy: Callable[[Path], tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Train a reference CNN on ``prepared/train.npz`` and write its artifact (weights, descriptor, a
+    16-row health sample with both classes) to ``out``."""
+    X, y = xy(prepared / "train.npz")
+    arch = {"channels": p["channels"], "pool": 1}
+    net, info = train_cnn(X, y, input_kind=input_kind, arch=arch, epochs=p["epochs"], lr=p["lr"],
+                          batch_size=p["batch_size"], seed=seed, progress=progress)
+    save_cnn(net, out, name=name, input_kind=input_kind, shape=shape, labels=labels, arch=arch,
+             sample=X[sample_rows(y, 16, seed)])
+    return info

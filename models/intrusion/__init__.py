@@ -29,10 +29,5 @@ xy = vision.intrusion_xy
 
 def fit(prepared: Path, out: Path, p: Mapping[str, Any], seed: int,
         progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-    X, y = xy(prepared / "train.npz")
-    arch = {"channels": p["channels"], "pool": 1}
-    net, info = vision.train_cnn(X, y, input_kind=INPUT, arch=arch, epochs=p["epochs"], lr=p["lr"],
-                                 batch_size=p["batch_size"], seed=seed, progress=progress)
-    vision.save_cnn(net, out, name=NAME, input_kind=INPUT, shape=[p["size"], p["size"], 3], labels=LABELS,
-                    arch=arch, sample=X[vision.sample_rows(y, 16, seed)])
-    return info
+    return vision.fit_cnn(prepared, out, p, seed, progress, name=NAME, labels=LABELS, input_kind=INPUT,
+                          shape=[p["size"], p["size"], 3], xy=xy)

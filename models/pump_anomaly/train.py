@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from models.common import binary_metrics, load_split, save_split
+from models.common import binary_metrics, load_params, load_split, sample_rows, save_split
 from models.pump_anomaly.features import FEATURES, matrix
 from models.synth import generate_telemetry, windows
 from models.synth.telemetry import Telemetry
@@ -185,25 +185,10 @@ def fit(prepared: Path, out: Path, params: Mapping[str, Any], seed: int, progres
     write_descriptor(out, {"name": NAME, "kind": "sklearn", "input": INPUT, "features": list(FEATURES),
                            "labels": LABELS, "threshold": p["threshold"],
                            "data": "synthetic (models.synth.telemetry)"})
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    rows = np.sort(np.r_[rng.choice(pos, min(8, pos.size), replace=False), rng.choice(neg, min(8, neg.size),
-                                                                                   replace=False)])
-    write_sample(out, X[rows])
+    write_sample(out, X[sample_rows(y, 16, seed)])
     if progress:
         progress(1, 0.0)
     return {"n": int(y.size), "positives": int(y.sum()), "fit_seconds": round(took, 3)}
-
-
-def _load_params(path: str | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    import yaml
-
-    loaded = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a mapping of params")
-    return loaded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import joblib
 
-    model, metrics = run(args.seed, _load_params(args.params))
+    model, metrics = run(args.seed, load_params(args.params))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, out / "model.joblib")
