@@ -103,7 +103,13 @@ def pipeline_run(
 
 @node_app.command("run")
 def node_run(config: Path = typer.Option(..., "--config", "-c", help="node YAML")) -> None:
-    """Run an edge node: connect, bind devices, run pipelines; stops cleanly on SIGTERM."""
+    """Run an edge node: connect, bind devices, run pipelines; stops cleanly on SIGTERM.
+
+    Models run one OpenMP/BLAS thread each unless OMP_NUM_THREADS says otherwise: a node's pipelines
+    already run in parallel threads, and spinning model thread pools starve them on small machines."""
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before scikit-learn or torch is loaded (lazily, by a model)
     from .node import Node, load_node_config
     from .operators.base import SpecError
 

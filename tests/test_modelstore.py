@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import threading
 from pathlib import Path
@@ -254,3 +255,26 @@ def test_an_unreachable_hub_is_retried_not_refused(tmp_path: Path, workspace: An
     assert "pump_anomaly" in errors and "download" in errors["pump_anomaly"]
     assert s.retry is True and s.status()["refused"] == {} and s.installed("pump_anomaly") == []
     assert s.reconcile({}) == {} and s.retry is False
+
+
+def test_the_node_store_is_a_bentoml_home(store: ModelStore, workspace: Any) -> None:
+    """What the node extracted is what BentoML itself loads: the Bento's service, in-process, answers as the
+    node's predictor does (`BENTOML_HOME=<store> bentoml serve pump_anomaly:1` serves the same)."""
+    import subprocess
+    import sys
+
+    X = pump_inputs(workspace)[:32]
+    np.save(store.root / "x.npy", X)
+    code = ("import bentoml, numpy as np, json, sys\n"
+            "svc = bentoml.load('pump_anomaly:1')()\n"
+            "out = svc.predict(np.load(sys.argv[1]))\n"
+            "print(json.dumps(out))")
+    done = subprocess.run([sys.executable, "-c", code, str(store.root / "x.npy")], capture_output=True, text=True,
+                          timeout=120, cwd=store.root / "bentos" / "pump_anomaly" / "1" / "src",
+                          env={**os.environ, "BENTOML_HOME": str(store.root), "BENTOML_DO_NOT_TRACK": "true",
+                               "PYTHONPATH": str(store.root / "bentos" / "pump_anomaly" / "1" / "src")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    pred, conf = store.get("pump_anomaly")(X)
+    assert out["model"] == "pump_anomaly:1" and out["predictions"] == pred.tolist()
+    assert np.allclose(out["confidences"], conf, atol=1e-12)
