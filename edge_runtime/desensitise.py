@@ -83,3 +83,17 @@ class Desensitiser:
                     cell = out[by:min(by + block, y1), bx:min(bx + block, x1)]
                     cell[...] = cell.reshape(-1, *cell.shape[2:]).mean(axis=0).astype(img.dtype)
         return out
+
+    def jpeg(self, data: bytes, quality: int = 85) -> bytes:
+        """An encoded image with the blur regions applied (decoded and re-encoded only when there are any)."""
+        if not self.blur:
+            return data
+        import cv2
+
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError("not a decodable image: refusing to upload it unblurred")
+        ok, buf = cv2.imencode(".jpg", self.blur_image(img), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        return buf.tobytes()

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 from .operators import StepContext, Windows
 from .operators.base import Operator
 from .pipeline import Plan, Step
-from .records import Batch
+from .records import Batch, without_media
 
 __all__ = ["Instance", "Engine", "MemorySinks", "DeadLetterList"]
 
@@ -91,7 +91,7 @@ class Instance:
                            store=store, dead=self._dead, counters=sc.counts)
 
     def _dead(self, step: str, rows: Batch, reasons: list[str]) -> None:
-        for rec, reason in zip(rows.to_records(), reasons):
+        for rec, reason in zip(map(without_media, rows.to_records()), reasons):
             self.dead_letters.add(source=f"{self.name}/{step}", reason=reason, record=rec,
                                   device=rec.get("device"))
 
@@ -163,6 +163,7 @@ class Instance:
 
 
 _STOP = object()
+COALESCE = 4096  # most rows a worker merges from its queue into one push
 
 
 class _Worker(threading.Thread):
@@ -191,10 +192,31 @@ class _Worker(threading.Thread):
                 self._emit(inst.flush())
                 self.queue.task_done()
                 return
+            stop = False
             if item is not None:
-                self._emit(inst.push(item))
-                self.processed += len(item)
+                # take what else is already queued (up to COALESCE rows): one larger batch costs less per
+                # record (models batch it) and adds no wait; record order is kept
+                parts, rows, taken = [item], len(item), 1
+                while rows < COALESCE:
+                    try:
+                        more = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stop = True
+                        break
+                    parts.append(more)
+                    rows += len(more)
+                    taken += 1
+                batch = parts[0] if len(parts) == 1 else Batch.concat(parts)
+                self._emit(inst.push(batch))
+                self.processed += len(batch)
+                for _ in range(taken):
+                    self.queue.task_done()
+            if stop:
+                self._emit(inst.flush())
                 self.queue.task_done()
+                return
             if time.monotonic() >= next_tick:
                 self._emit(inst.tick(time.time()))
                 next_tick = time.monotonic() + self.tick_interval
@@ -240,6 +262,28 @@ class Engine:
             return
         for w in list(self.workers.values()):
             w.queue.put(batch, timeout=timeout)
+
+    def submit_to(self, name: str, batch: Batch, *, block: bool = True, timeout: float | None = None) -> bool:
+        """Hand a batch to one instance; without ``block`` a full queue drops it (returns False)."""
+        w = self.workers.get(name)
+        if w is None or not len(batch):
+            return w is not None
+        try:
+            w.queue.put(batch, block=block, timeout=timeout)
+        except queue.Full:
+            return False
+        return True
+
+    def offer(self, batch: Batch) -> int:
+        """Hand a batch to every instance without waiting (live video: a late frame is worth less than the
+        next one); returns how many instances dropped it because their queue was full."""
+        dropped = 0
+        for w in list(self.workers.values()):
+            try:
+                w.queue.put_nowait(batch)
+            except queue.Full:
+                dropped += 1
+        return dropped
 
     def queue_depths(self) -> dict[str, int]:
         return {name: w.queue.qsize() for name, w in self.workers.items()}

@@ -28,6 +28,7 @@ import queue
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from .devices.mqtt import BrokerConfig, MqttConnector, MqttLink
 from .engine import Engine, Instance
 from .operators.base import SpecError, parse_duration
 from .pipeline import Plan, load_pipeline, parse_pipeline
-from .records import Batch, RecordError
+from .records import Batch, RecordError, without_media
 from .store import LocalStore
 from .uplink import Outbox, Uplink
 from .yamlspec import line_of, load_yaml
@@ -197,6 +198,8 @@ class NodeSinks:
         self.alerts = 0
         self.notifications = 0
         self.uploads = 0
+        self.images = 0
+        self.image_bytes = 0
 
     def _publish(self, kind: str, item: dict[str, Any]) -> None:
         n = self.node
@@ -204,7 +207,7 @@ class NodeSinks:
             n.store.add_message(kind, item)
         n.publisher.publish(f"edgeloop/{n.cfg.node}/{kind}s", jsonio.dumps({"node": n.cfg.node, **item}), qos=1)
 
-    def _uplink(self, kind: str, items: list[dict[str, Any]]) -> None:
+    def _uplink(self, kind: str, items: list[dict[str, Any]], media: list[dict[str, Any]] | None = None) -> None:
         n = self.node
         if n.outbox is None:
             return
@@ -212,12 +215,28 @@ class NodeSinks:
         for it in items:
             d = n.desensitisers.get(it.get("instance"))
             out.append({**(d.item(it) if d is not None else it), "kind": kind})
-        n.outbox.put(out)
+        n.outbox.put(out, media=media or ())
 
     def alert(self, item: dict[str, Any]) -> None:
         self.alerts += 1
+        data = item.pop("_image", None)
+        media = None
+        if data is not None:
+            d = self.node.desensitisers.get(item.get("instance"))
+            try:
+                data = d.jpeg(data) if d is not None else data
+            except ValueError as exc:  # never upload an image that could not be blurred
+                log.error("alert image of %s not uploaded: %s", item.get("instance"), exc)
+                data = None
+                item.pop("image", None)
+        if data is not None:
+            mid = f"alert-{uuid.uuid4().hex}.jpg"
+            item["image"] = {**item.get("image", {}), "media": mid, "size": len(data)}
+            media = [{"id": mid, "data": data, "content_type": "image/jpeg"}]
+            self.images += 1
+            self.image_bytes += len(data)
         self._publish("alert", item)
-        self._uplink("alert", [item])
+        self._uplink("alert", [item], media)
 
     def notification(self, item: dict[str, Any]) -> None:
         self.notifications += 1
@@ -282,6 +301,9 @@ class Node:
             self.agent = Agent(self, HubClient(cfg.hub_url, cfg.hub_token),
                                cache_path=Path(cfg.outbox_path or cfg.store_path).with_name(f"{cfg.node}-desired.json"),
                                interval=cfg.heartbeat)
+        self.cameras: dict[str, Any] = {}  # device id -> VideoSource
+        self.sources: dict[str, Any] = {}  # instance -> VideoSource of its file/stream/usb input
+        self.frames_dropped: dict[str, int] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
@@ -304,7 +326,7 @@ class Node:
 
     def _on_output(self, instance: Instance, batch: Batch) -> None:
         topic = f"edgeloop/{self.cfg.node}/pipelines/{instance.name}/out"
-        for rec in batch.to_records():
+        for rec in map(without_media, batch.to_records()):  # frames and crops stay on the node
             self.publisher.publish(topic, jsonio.dumps(rec), qos=1)
             self.outputs_published += 1
 
@@ -324,10 +346,46 @@ class Node:
             self.agent.start()
         self.mqtt.start()
         self.modbus.start()
+        for b in self.cfg.catalog.devices.values():
+            if b.connector == "video":
+                self._start_camera(b)
         for target, name in ((self._actuate, "actuator"), (self._report, "stats")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+
+    # -- video: cameras bound to products, and pipelines that start from a video source ----------
+    def _start_camera(self, b: Any) -> None:
+        from .devices.video import VideoSource, parse_source
+
+        opts = {k: v for k, v in b.options.items() if k != "property"}
+        prop, product = b.options["property"], b.product
+        dropped = self.frames_dropped
+
+        def on_frame(frame: Any, ts: float, _index: int) -> None:
+            from .operators.media import frames_batch
+
+            if self.engine.offer(frames_batch(b.id, product, [(frame, ts)], prop)):
+                dropped[b.id] = dropped.get(b.id, 0) + 1  # a pipeline was behind: live video drops, never waits
+
+        self.cameras[b.id] = VideoSource(b.id, parse_source(opts, f"device '{b.id}'"), on_frame).start()
+
+    def _start_source(self, inst: Instance) -> None:
+        """A pipeline whose first step is file_input/stream_input/usb_camera_input: feed it its video."""
+        from .devices.video import VideoSource
+        from .operators.media import frames_batch
+
+        op = inst.ops[0]
+        device = op.device or inst.name
+        live = op.video.live
+
+        def on_frame(frame: Any, ts: float, _index: int) -> None:
+            # a file waits for the pipeline (nothing lost); live video drops what the pipeline cannot take
+            if not self.engine.submit_to(inst.name, frames_batch(device, None, [(frame, ts)], op.output),
+                                         block=not live, timeout=None if not live else 0):
+                self.frames_dropped[device] = self.frames_dropped.get(device, 0) + 1
+
+        self.sources[inst.name] = VideoSource(f"{inst.name}:{device}", op.video, on_frame).start()
 
     def add_instance(self, ic: InstanceConfig) -> None:
         inst = Instance(ic.name, ic.plan, devices=ic.devices, sinks=self.sinks, models=self.models,
@@ -336,9 +394,16 @@ class Node:
             self.desensitisers[ic.name] = Desensitiser(ic.plan.uplink)
             self.instances[ic.name] = inst
             self.engine.start(inst)
+            from .operators.media import VideoInput
+
+            if inst.ops and isinstance(inst.ops[0], VideoInput):
+                self._start_source(inst)
 
     def remove_instance(self, name: str) -> None:
         with self.lock:
+            src = self.sources.pop(name, None)
+            if src is not None:
+                src.stop()
             self.engine.stop(name)
             self.instances.pop(name, None)
             self.desensitisers.pop(name, None)
@@ -412,6 +477,9 @@ class Node:
                              "mqtt_received": self.mqtt.received},
                 "queues": self.engine.queue_depths(),
                 "outbox": self.uplink.stats() if self.uplink is not None else {},
+                "video": {**{d: {**v.stats(), "dropped": self.frames_dropped.get(d, 0)} for d, v in self.cameras.items()},
+                          **{f"{i}:source": {**v.stats(), "dropped": self.frames_dropped.get(v.name.split(":", 1)[1], 0)}
+                             for i, v in self.sources.items()}},
                 "errors": list(self.reconcile_errors)}
 
     def _rejected(self, rej: dict[str, Any], body: bytes | None) -> None:
@@ -422,6 +490,8 @@ class Node:
         self._stop.set()
         if self.agent is not None:
             self.agent.stop()
+        for src in [*self.cameras.values(), *self.sources.values()]:
+            src.stop()
         self.mqtt.stop()
         self.modbus.stop()
         self.bus.wait_idle(10)

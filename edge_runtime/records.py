@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Batch", "Column", "RecordError", "DEVICES", "validate_record", "to_jsonable"]
+__all__ = ["Batch", "Column", "RecordError", "DEVICES", "validate_record", "to_jsonable", "without_media"]
 
 
 class RecordError(ValueError):
@@ -231,6 +231,19 @@ class Batch:
                     if p:
                         rec["values"][name] = v
         return out
+
+
+_MEDIA = (np.ndarray, bytes, bytearray, memoryview)
+
+
+def without_media(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record without array/bytes values (frames, crops, encoded images): what may leave as JSON.
+    The names of what was left out are listed in ``media``."""
+    values = rec.get("values") or {}
+    left = [k for k, v in values.items() if isinstance(v, _MEDIA)]
+    if not left:
+        return rec
+    return {**rec, "values": {k: v for k, v in values.items() if k not in left}, "media": left}
 
 
 def to_jsonable(value: Any) -> Any:

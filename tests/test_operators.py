@@ -22,6 +22,12 @@ EXAMPLES = {
     "change_trigger": {"fields": ["t"]}, "custom_function": {"set": {"f": "t * 2"}},
     "notification": {"level": "INFO", "message": "{device} {t}"}, "alert": {"message": "{device} hot"}, "upload": {"every": 1},
     "device_output": {"set": {"speed": "t + 1"}}, "apply_model": {"model": "double", "inputs": ["t"]},
+    # multimedia: these records hold no frames, so the frame steps dead-letter them (with reasons)
+    "decode": {"field": "t"}, "encode": {"field": "t"}, "resolution": {"width": 8, "height": 8, "field": "t"},
+    "frame_rate": {"fps": 2}, "region_of_interest": {"regions": {"a": [0, 0, 2, 2]}, "field": "t"},
+    "frame_stack": {"frames": 2, "field": "t"}, "file_output": {"path": "/nonexistent/{device}.mp4", "field": "t"},
+    "file_input": {"file": "clip.mp4"}, "stream_input": {"url": "rtsp://127.0.0.1:1/cam"},
+    "usb_camera_input": {"usb": 0},
 }
 
 
@@ -47,7 +53,7 @@ def test_operator_promises(name):
     steps = [{"device_input": {}}]
     if name == "aggregate":
         steps.append({"time_window": {"size": 10}})
-    if name not in ("device_input", "time_series_input"):
+    if name not in ("device_input", "time_series_input", "file_input", "stream_input", "usb_camera_input"):
         steps.append({name: copy.deepcopy(EXAMPLES[name])})
     else:
         steps = [{name: copy.deepcopy(EXAMPLES[name])}]

@@ -49,6 +49,12 @@ CONNECTORS: dict[str, dict[str, str]] = {
     "modbus": {"host": "Modbus TCP host", "port": "TCP port (502)", "unit": "unit/device id (1)",
                "interval": "poll interval (1s)", "timeout": "request timeout (1s)",
                "registers": "property -> {table, address, type, scale, offset, byte_order, word_order}"},
+    "video": {"file": "video file (looped when loop: true)", "url": "stream URL (rtsp://, rtmp://, http://)",
+              "usb": "V4L2 camera index or /dev/videoN", "fps": "pace/limit (frames per second)",
+              "realtime": "pace a file at its frame rate (true)", "loop": "restart a file at its end",
+              "stall_timeout": "reconnect after this many seconds without a frame (5)",
+              "backoff": "first reconnect wait, s (0.5)", "max_backoff": "longest reconnect wait, s (10)",
+              "property": "the product's video/image property the frames fill (default: the first one)"},
     "ingest": {},
 }
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -263,6 +269,8 @@ def _binding(spec: Any, *, file: str | None, index: int, parent: Any, products: 
     prod = products[product]
     if connector == "mqtt":
         _check_mqtt(options, prod, file=file, spec=spec, item=item)
+    elif connector == "video":
+        _check_video(options, prod, file=file, spec=spec, item=item)
     elif connector == "modbus":
         from .modbus import check_registers  # the modbus module validates its own register specs
         try:
@@ -280,6 +288,24 @@ def _binding(spec: Any, *, file: str | None, index: int, parent: Any, products: 
                        item=item, fld=f"services.{sname}",
                        hint="declared: " + (", ".join(prod.services) or "none"))
     return DeviceBinding(dev_id, product, connector, options, dict(services), file, line_of(parent, index))
+
+
+def _check_video(options: dict[str, Any], prod: Product, *, file: str | None, spec: Any, item: str) -> None:
+    from .video import parse_source
+
+    media = [p for p, pr in prod.properties.items() if pr.type in ("video", "image")]
+    prop = options.pop("property", None) or (media[0] if media else None)
+    if prop not in media:
+        raise _err(f"product '{prod.name}' has no video/image property {prop!r}" if prop else
+                   f"product '{prod.name}' declares no video or image property for the frames", file=file,
+                   data=spec, key="property" if "property" in spec else "connector", item=item, fld="property")
+    try:
+        parse_source(options, item)
+    except ValueError as exc:
+        raise _err(str(exc).removeprefix(f"{item}: ").removeprefix(f"{item}."), file=file, data=spec,
+                   key=next((k for k in ("file", "url", "usb") if k in spec), "connector"), item=item,
+                   fld="source") from None
+    options["property"] = prop
 
 
 def _check_mqtt(options: dict[str, Any], prod: Product, *, file: str | None, spec: Any, item: str) -> None:

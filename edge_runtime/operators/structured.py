@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..expr import Expression, ExpressionError, is_finite_array
-from ..records import Batch
+from ..records import Batch, without_media
 from .base import Operator, SpecError, grow, parse_duration, register
 
 __all__ = ["DeviceInput", "TimeSeriesInput", "Filter", "Sample", "ChangeTrigger", "CustomFunction",
@@ -311,7 +311,7 @@ class _Messaging(Operator):
 
     def _items(self, batch: Batch) -> list[dict[str, Any]]:
         out = []
-        for rec in batch.to_records():
+        for rec in map(without_media, batch.to_records()):
             out.append({"level": self.level, "message": render_template(self.message, rec),
                         "pipeline": self.ctx.pipeline, "instance": self.ctx.instance,
                         "step": self.ctx.step, "device": rec["device"], "ts": rec["ts"], "record": rec})
@@ -333,29 +333,73 @@ class Notification(_Messaging):
 
 @register
 class Alert(_Messaging):
-    """Raise an alert for each record (persisted and published; later uplinked); records go on.
+    """Raise an alert for each record (persisted, published, uplinked); records go on.
 
-    ``cooldown`` suppresses repeats for the same device within that much event time.
+    ``cooldown`` suppresses repeats for the same device within that much event time. ``until_quiet`` makes
+    one alert per event: after an alert, records of the same device keep it quiet until none has come for
+    that long (one alert per dumping act, not one per frame). ``image`` attaches a frame (or crop, or
+    encoded bytes) from that field as a JPEG: it travels to the hub as a media file with the alert.
     """
 
     name = "alert"
-    params = {**_Messaging.params, "cooldown": "per device: no new alert within this much event time"}
+    params = {**_Messaging.params, "cooldown": "per device: no new alert within this much event time",
+              "until_quiet": "per device: one alert per event; a new event after this long without one",
+              "image": "field holding a frame or crop (JPEG-encoded) or JPEG bytes to attach",
+              "quality": "JPEG quality (default 85)"}
     default_level = "WARN"
 
-    def configure(self, level: Any = None, message: Any = None, cooldown: Any = None) -> None:
+    def configure(self, level: Any = None, message: Any = None, cooldown: Any = None, until_quiet: Any = None,
+                  image: Any = None, quality: Any = 85) -> None:
         super().configure(level, message)
         self.cooldown = parse_duration(cooldown, "cooldown") if cooldown is not None else None
+        self.until_quiet = parse_duration(until_quiet, "until_quiet") if until_quiet is not None else None
+        if image is not None and (not isinstance(image, str) or not image):
+            raise SpecError("expected the name of the field holding the image", field="image")
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise SpecError(f"expected a whole number from 1 to 100, got {quality!r}", field="quality")
+        self.image, self.quality = image, quality
         self.last: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+        self.raised = self.suppressed = 0
+
+    def _quiet(self, device: str, ts: float) -> bool:
+        """True when this record belongs to an event that already raised its alert."""
+        if self.until_quiet is not None:
+            prev = self.seen.get(device)
+            self.seen[device] = ts if prev is None else max(prev, ts)
+            if prev is not None and ts - prev < self.until_quiet:
+                return True
+        if self.cooldown is not None:
+            prev = self.last.get(device)
+            if prev is not None and ts - prev < self.cooldown:
+                return True
+            self.last[device] = ts
+        return False
 
     def process(self, batch: Batch) -> Batch:
-        if len(batch) and self.ctx.sinks is not None:
-            for item in self._items(batch):
-                if self.cooldown is not None:
-                    prev = self.last.get(item["device"])
-                    if prev is not None and item["ts"] - prev < self.cooldown:
-                        continue
-                    self.last[item["device"]] = item["ts"]
-                self.ctx.sinks.alert(item)
+        if not len(batch) or self.ctx.sinks is None:
+            return batch
+        images = None
+        if self.image is not None:
+            col = batch.cols.get(self.image)
+            images = [None] * len(batch) if col is None else list(col.data)
+            if col is not None and col.present is not None:
+                images = [v if p else None for v, p in zip(images, col.present.tolist())]
+        for i, item in enumerate(self._items(batch)):
+            if self._quiet(item["device"], item["ts"]):
+                self.suppressed += 1
+                continue
+            if images is not None:
+                data = images[i]
+                if isinstance(data, np.ndarray):
+                    from .media import jpeg
+
+                    data = jpeg(data, self.quality)
+                if isinstance(data, (bytes, bytearray)):
+                    item["image"] = {"content_type": "image/jpeg", "size": len(data)}
+                    item["_image"] = bytes(data)
+            self.raised += 1
+            self.ctx.sinks.alert(item)
         return batch
 
 
@@ -390,7 +434,7 @@ class Upload(Operator):
                     mask = mask & np.array([v is not None for v in col.data.tolist()], dtype=bool)
                 chosen = batch.take(mask)
             items = []
-            for rec in chosen.to_records():
+            for rec in map(without_media, chosen.to_records()):
                 self.seen += 1
                 if (self.seen - 1) % self.every == 0:
                     items.append({"kind": "record", "pipeline": self.ctx.pipeline, "instance": self.ctx.instance,

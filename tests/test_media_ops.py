@@ -1,0 +1,124 @@
+"""Multimedia operators on real frames (SYNTHETIC street scenes): regions, rates, stacks, codecs, files, alerts
+with images, and bad input as dead letters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.engine import Instance, MemorySinks
+from edge_runtime.operators.base import SpecError
+from edge_runtime.operators.media import frames_batch
+from edge_runtime.pipeline import parse_pipeline
+from models.synth import generate_clip
+
+
+@pytest.fixture(scope="module")
+def clip() -> tuple[list[np.ndarray], list[Any]]:
+    return generate_clip(40, seed=3)
+
+
+def run(steps: list[dict[str, Any]], frames: list[tuple[np.ndarray, float]], device: str = "cam-1",
+        **kw: Any) -> tuple[Instance, Any]:
+    inst = Instance("t", parse_pipeline({"name": "t", "steps": [{"device_input": {}}, *steps]}), **kw)
+    return inst, inst.push(frames_batch(device, None, frames))
+
+
+def test_region_of_interest_crops_boxes_and_polygons(clip: Any) -> None:
+    frames, truth = clip
+    roi = list(truth[0].drain_roi)
+    inst, out = run([{"region_of_interest": {"regions": {"drain": roi, "kerb": {"polygon": [[0, 300], [100, 300],
+                                                                                           [50, 350]]}},
+                                             "size": 64}}], [(f, float(i)) for i, f in enumerate(frames[:3])])
+    recs = out.to_records()
+    assert [(r["values"]["roi"], r["ts"]) for r in recs] == [(n, t) for t in (0.0, 1.0, 2.0) for n in ("drain", "kerb")]
+    x0, y0, x1, y1 = roi
+    want = cv2.resize(frames[0][y0:y1, x0:x1], (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(recs[0]["values"]["crop"], want) and recs[0]["values"]["roi_box"] == roi
+    kerb = recs[1]["values"]["crop"]
+    assert kerb.shape == (64, 64, 3) and kerb[-1, 0].sum() == kerb[-1, -1].sum() == 0  # outside: black
+    assert kerb[2, 32].sum() > 0  # inside the triangle: the picture
+    assert recs[1]["values"]["roi_box"] == [0, 300, 101, 351]
+    # a region that does not fit the frame: a dead letter naming it; the others go on
+    inst, out = run([{"region_of_interest": {"regions": {"drain": roi, "far": [600, 400, 700, 500]}}}],
+                    [(frames[0], 0.0)])
+    assert [r["values"]["roi"] for r in out.to_records()] == ["drain"]
+    assert inst.dead_letters.items[0]["reason"] == ("region_of_interest: region 'far' [600, 400, 700, 500] is "
+                                                   "outside the 640x480 frame")
+    assert "frame" not in inst.dead_letters.items[0]["record"]["values"]  # frames never go into dead letters
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"regions": {"a": [10, 10, 5, 20]}}, "regions.a"),
+    ({"regions": {"a": [0, 0, 10]}}, "regions.a"),
+    ({"regions": {"a": {"polygon": [[0, 0], [1, 1]]}}}, "regions.a.polygon"),
+    ({"regions": {}}, "regions"),
+    ({"regions": {"a": [0, 0, 10, 10]}, "size": 0}, "size"),
+])
+def test_bad_regions_are_refused_at_validation(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_pipeline({"name": "t", "steps": [{"device_input": {}}, {"region_of_interest": spec}]})
+    assert err.value.field == field
+
+
+def test_frame_rate_stacks_and_resolution(clip: Any) -> None:
+    frames, _ = clip
+    stamped = [(f, i * 0.04) for i, f in enumerate(frames)]  # 25 fps
+    _, out = run([{"frame_rate": 10}], stamped)
+    kept = out.ts.tolist()
+    times = [t for _, t in stamped]  # 10 per second of event time: the first frame at or after each 0.1 s tick
+    assert kept == [min(t for t in times if t >= k * 0.1 - 1e-6) for k in range(16)]
+    _, out = run([{"resolution": {"width": 64, "height": 48}},
+                  {"frame_stack": {"frames": 4, "field": "frame", "output": "clip"}}], stamped[:10])
+    clips = [r["values"]["clip"] for r in out.to_records()]
+    assert len(clips) == 7 and clips[0].shape == (4, 48, 64, 3)
+    assert np.array_equal(clips[1][0], clips[0][1])  # a sliding window, oldest first
+    gap = stamped[:3] + [(frames[3], 5.0)] + [(f, 5.0 + 0.04 * k) for k, f in enumerate(frames[4:7], 1)]
+    _, out = run([{"frame_stack": {"frames": 3, "field": "frame", "max_gap": "1s"}}], gap)
+    assert out.ts.tolist() == [0.08, 5.08, 5.12]  # the gap restarted the stack
+
+
+def test_encode_decode_round_trip_and_garbage(clip: Any) -> None:
+    frames, _ = clip
+    inst, out = run([{"encode": {"quality": 90}}, {"decode": {"field": "frame_jpeg", "output": "back"}}],
+                    [(frames[0], 0.0)])
+    rec = out.to_records()[0]["values"]
+    assert isinstance(rec["frame_jpeg"], bytes) and len(rec["frame_jpeg"]) < frames[0].nbytes / 5
+    assert np.abs(rec["back"].astype(int) - frames[0].astype(int)).mean() < 4
+    b = frames_batch("cam-1", None, [(np.zeros((2, 2, 3), np.uint8), 0.0), (np.zeros((2, 2, 3), np.uint8), 1.0)])
+    b.set_column("image", np.array([b"\xff\xd8 not really", "@@not base64@@"], dtype=object))
+    inst = Instance("d", parse_pipeline({"name": "d", "steps": [{"device_input": {}}, {"decode": {}}]}))
+    assert len(inst.push(b)) == 0
+    reasons = [d["reason"] for d in inst.dead_letters.items]
+    assert reasons[0].startswith("decode: not a decodable image") and "base64" in reasons[1]
+
+
+def test_file_output_muxes_mp4_per_device(tmp_path: Path, clip: Any) -> None:
+    frames, _ = clip
+    inst, _ = run([{"file_output": {"path": str(tmp_path / "{device}.mp4"), "fps": 10}}],
+                  [(f, float(i)) for i, f in enumerate(frames[:12])])
+    inst.flush()
+    cap = cv2.VideoCapture(str(tmp_path / "cam-1.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 12
+
+
+def test_alert_attaches_a_jpeg_and_raises_once_per_event(clip: Any) -> None:
+    frames, _ = clip
+    sinks = MemorySinks()
+    # positives at t = 0..2 s (one event), a quiet gap, then 6..7 s (a second event)
+    ts = [0.0, 0.5, 1.0, 1.5, 2.0, 6.0, 6.5, 7.0]
+    inst, _ = run([{"alert": {"message": "dumping at {device}", "image": "frame", "until_quiet": "3s"}}],
+                  [(frames[i], t) for i, t in enumerate(ts)], sinks=sinks)
+    assert [a["ts"] for a in sinks.alerts] == [0.0, 6.0]
+    a = sinks.alerts[0]
+    assert a["image"]["content_type"] == "image/jpeg" and a["_image"][:2] == b"\xff\xd8"
+    assert a["message"] == "dumping at cam-1" and "frame" not in a["record"]["values"]
+    assert a["record"]["media"] == ["frame"]
+    assert inst.ops[-1].suppressed == 6
