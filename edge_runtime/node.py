@@ -357,18 +357,23 @@ class Node:
     # -- video: cameras bound to products, and pipelines that start from a video source ----------
     def _start_camera(self, b: Any) -> None:
         from .devices.video import VideoSource, parse_source
+        from .operators.media import frames_batch
 
         opts = {k: v for k, v in b.options.items() if k != "property"}
+        if isinstance(opts.get("file"), str) and b.file and not Path(opts["file"]).is_absolute():
+            opts["file"] = str(Path(b.file).parent / opts["file"])  # relative to the devices file
         prop, product = b.options["property"], b.product
         dropped = self.frames_dropped
+        spec = parse_source(opts, f"device '{b.id}'")
 
-        def on_frame(frame: Any, ts: float, _index: int) -> None:
-            from .operators.media import frames_batch
-
-            if self.engine.offer(frames_batch(b.id, product, [(frame, ts)], prop)):
+        def on_frame(frame: Any, ts: float, index: int) -> None:
+            batch = frames_batch(b.id, product, [(frame, ts)], prop, [index])
+            if not spec.live:
+                self.engine.submit(batch)  # a file waits for the pipelines: nothing lost
+            elif self.engine.offer(batch):
                 dropped[b.id] = dropped.get(b.id, 0) + 1  # a pipeline was behind: live video drops, never waits
 
-        self.cameras[b.id] = VideoSource(b.id, parse_source(opts, f"device '{b.id}'"), on_frame).start()
+        self.cameras[b.id] = VideoSource(b.id, spec, on_frame).start()
 
     def _start_source(self, inst: Instance) -> None:
         """A pipeline whose first step is file_input/stream_input/usb_camera_input: feed it its video."""
@@ -379,9 +384,9 @@ class Node:
         device = op.device or inst.name
         live = op.video.live
 
-        def on_frame(frame: Any, ts: float, _index: int) -> None:
+        def on_frame(frame: Any, ts: float, index: int) -> None:
             # a file waits for the pipeline (nothing lost); live video drops what the pipeline cannot take
-            if not self.engine.submit_to(inst.name, frames_batch(device, None, [(frame, ts)], op.output),
+            if not self.engine.submit_to(inst.name, frames_batch(device, None, [(frame, ts)], op.output, [index]),
                                          block=not live, timeout=None if not live else 0):
                 self.frames_dropped[device] = self.frames_dropped.get(device, 0) + 1
 

@@ -45,32 +45,39 @@ def clip_plan(p: Mapping[str, Any], seed: int) -> list[tuple[str, str, int]]:
     return plan
 
 
+def render_clip(path: Path, *, variant: str, seed: int, frames: int, fps: float = 10.0, width: int = 640,
+                height: int = 480) -> dict[str, Any]:
+    """Render one SYNTHETIC clip to ``path`` (mp4) and its per-frame truth to ``path.with_suffix('.json')``;
+    returns the truth document."""
+    from models.synth.scenes import iter_clip, write_video
+
+    truths: list[dict[str, Any]] = []
+
+    def stream() -> Any:
+        for frame, t in iter_clip(frames, seed=seed, variant=variant, width=width, height=height, fps=fps):
+            truths.append({"index": t.index, "person_at_drain": t.person_at_drain, "dumping": t.dumping,
+                           "event_id": t.event_id, "drain_roi": list(t.drain_roi)})
+            yield frame
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, stream(), fps=fps)
+    doc = {"synthetic": True, "variant": variant, "seed": seed, "fps": fps, "frames": truths}
+    path.with_suffix(".json").write_text(json.dumps(doc))
+    return doc
+
+
 def generate_scenes(raw: Path, p: Mapping[str, Any], seed: int, progress: Callable[[str], None] | None = None
                     ) -> list[Path]:
     """Render every clip of :func:`clip_plan` to ``raw/scenes/<split>/<variant>-<seed>.mp4`` + ``.json``
     (per-frame truth). Returns the video paths."""
-    from models.synth.scenes import iter_clip, write_video
-
     out = []
     for split, variant, s in clip_plan(p, seed):
-        folder = raw / "scenes" / split
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = folder / f"{variant}-{s}"
-        truths: list[dict[str, Any]] = []
-
-        def frames(variant: str = variant, s: int = s, truths: list = truths) -> Any:
-            for frame, t in iter_clip(p["frames"], seed=s, variant=variant, width=p["width"], height=p["height"],
-                                      fps=p["fps"]):
-                truths.append({"index": t.index, "person_at_drain": t.person_at_drain, "dumping": t.dumping,
-                               "event_id": t.event_id, "drain_roi": list(t.drain_roi)})
-                yield frame
-
-        write_video(stem.with_suffix(".mp4"), frames(), fps=p["fps"])
-        stem.with_suffix(".json").write_text(json.dumps({"synthetic": True, "variant": variant, "seed": s,
-                                                         "fps": p["fps"], "frames": truths}))
-        out.append(stem.with_suffix(".mp4"))
+        path = raw / "scenes" / split / f"{variant}-{s}.mp4"
+        render_clip(path, variant=variant, seed=s, frames=p["frames"], fps=p["fps"], width=p["width"],
+                    height=p["height"])
+        out.append(path)
         if progress:
-            progress(f"{split}/{stem.name}")
+            progress(f"{split}/{path.stem}")
     return out
 
 

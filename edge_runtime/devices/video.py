@@ -163,12 +163,16 @@ class VideoSource:
         s = self.spec
         fps = s.fps or (cap.get(cv2.CAP_PROP_FPS) or 0.0)
         period = 1.0 / fps if (s.realtime and not s.live and fps > 0) else 0.0
+        # a file read as fast as it decodes keeps its own clock: frame i is at start + i / fps (event time),
+        # so windows, rates and "one alert per event" mean what they mean on the live camera
+        video_clock = not s.live and not s.realtime and fps > 0
+        t0 = time.time() - index / fps if video_clock else 0.0
         t_next = time.monotonic()
         failures = 0
         last_frame = time.monotonic()
         while not self._stop.is_set():
             ok, frame = cap.read()
-            now = time.time()
+            now = t0 + index / fps if video_clock else time.time()
             if not ok or frame is None:
                 if not s.live:  # a file: a frame it cannot decode (count, skip) or its end
                     total, pos = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_POS_FRAMES)

@@ -255,14 +255,27 @@ class RegionOfInterest(Operator):
     polygon region outside the polygon are black. A region that does not fit the frame: a dead letter."""
 
     name = "region_of_interest"
-    params = {"regions": "name -> [x0, y0, x1, y1] or {polygon: [[x, y], ...]}", "field": "frame field",
+    params = {"regions": "name -> [x0, y0, x1, y1] or {polygon: [[x, y], ...]}",
+              "per_device": "device -> its own regions (cameras see the scene from different places)",
+              "field": "frame field",
               "size": "crop size: N or [w, h] (default: the region's own size)", "output": "crop field (default crop)",
               "keep_frame": "keep the full frame in the output records (default true)"}
-    required = ("regions",)
-
-    def configure(self, regions: Any, field: Any = "frame", size: Any = None, output: Any = "crop",
-                  keep_frame: Any = True) -> None:
-        self.regions = _regions(regions)
+    def configure(self, regions: Any = None, per_device: Any = None, field: Any = "frame", size: Any = None,
+                  output: Any = "crop", keep_frame: Any = True) -> None:
+        if regions is None and per_device is None:
+            raise SpecError("give regions (for every device) or per_device (device -> regions), or both",
+                            field="regions")
+        self.regions = _regions(regions) if regions is not None else []
+        if per_device is not None and not isinstance(per_device, dict):
+            raise SpecError("expected a mapping device -> regions", field="per_device")
+        self.per_device = {}
+        for dev, r in (per_device or {}).items():
+            try:
+                self.per_device[str(dev)] = _regions(r)
+            except SpecError as exc:
+                sub = (exc.field or "").removeprefix("regions").lstrip(".")
+                raise SpecError(exc.problem, field=f"per_device.{dev}" + (f".{sub}" if sub else ""),
+                                hint=exc.hint) from None
         self.field, self.output = _field(field, "field"), _field(output, "output")
         self.size = None if size is None else _size(size, "size")
         if not isinstance(keep_frame, bool):
@@ -283,6 +296,7 @@ class RegionOfInterest(Operator):
             return batch
         cv2 = _cv2()
         frames = _column(batch, self.field)
+        devices = batch.device.tolist() if self.per_device else None
         rows, crops, names, boxes, dead, reasons = [], [], [], [], [], []
         for i, f in enumerate(frames):
             if not _is_frame(f):
@@ -290,7 +304,8 @@ class RegionOfInterest(Operator):
                 reasons.append(f"region_of_interest: '{self.field}' is not a frame")
                 continue
             h, w = f.shape[:2]
-            for name, (x0, y0, x1, y1), poly in self.regions:
+            regions = self.per_device.get(devices[i], self.regions) if devices is not None else self.regions
+            for name, (x0, y0, x1, y1), poly in regions:
                 if x1 > w or y1 > h:
                     dead.append(i)
                     reasons.append(f"region_of_interest: region '{name}' [{x0}, {y0}, {x1}, {y1}] is outside the "
@@ -504,8 +519,9 @@ class UsbCameraInput(VideoInput):
 
 
 def frames_batch(device: str, product: str | None, frames: list[tuple[np.ndarray, float]],
-                 field: str = "frame") -> Batch:
-    """A batch of frame records (no copies of the pixels)."""
+                 field: str = "frame", index: list[int] | None = None) -> Batch:
+    """A batch of frame records (no copies of the pixels); ``index`` (the frame's position in its source)
+    goes into ``frame_index``."""
     from ..records import DEVICES
 
     n = len(frames)
@@ -514,4 +530,6 @@ def frames_batch(device: str, product: str | None, frames: list[tuple[np.ndarray
     b = Batch(np.full(n, DEVICES[device], dtype=np.int64), np.full(n, product, dtype=object),
               np.array([t for _, t in frames], dtype=np.float64), {})
     b.set_column(field, data)
+    if index is not None:
+        b.set_column("frame_index", np.asarray(index, dtype=np.int64))
     return b
