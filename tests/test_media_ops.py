@@ -122,3 +122,24 @@ def test_alert_attaches_a_jpeg_and_raises_once_per_event(clip: Any) -> None:
     assert a["message"] == "dumping at cam-1" and "frame" not in a["record"]["values"]
     assert a["record"]["media"] == ["frame"]
     assert inst.ops[-1].suppressed == 6
+
+
+def test_apply_model_on_crops_draws_an_annotated_copy(clip: Any) -> None:
+    frames, truth = clip
+
+    class Dark:
+        version, shape = "1", (32, 32, 3)
+
+        def __call__(self, x: np.ndarray) -> Any:
+            return (x.mean(axis=(1, 2, 3)) < 100).astype(np.int64), np.full(len(x), 0.9)
+
+    roi = list(truth[0].drain_roi)
+    _, out = run([{"region_of_interest": {"regions": {"drain": roi}, "size": 32}},
+                  {"apply_model": {"model": "dark", "image": "crop", "output": "dark", "annotate": True}}],
+                 [(frames[0], 0.0)], models={"dark": Dark()})
+    v = out.to_records()[0]["values"]
+    drawn = v["annotated"]
+    assert drawn.shape == frames[0].shape and not np.array_equal(drawn, frames[0])
+    assert np.array_equal(v["frame"], frames[0])  # a copy: the frame itself is untouched
+    x0, y0 = roi[0], roi[1]
+    assert tuple(drawn[y0 + 5, x0]) in ((0, 0, 255), (0, 200, 0))  # the box's edge

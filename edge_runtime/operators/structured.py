@@ -528,11 +528,13 @@ class ApplyModel(Operator):
               "confidence": "field for the confidence (default: <output>_confidence)",
               "batch_size": "rows per model call (default 4096 for inputs, 32 for images)",
               "select": "{low_confidence: 0-1, disagree: field, random: 0-1, seed: int}: mark for upload",
-              "mark": "field the selection reason goes into (default: select)"}
+              "mark": "field the selection reason goes into (default: select)",
+              "annotate": "{frame, box, output}: draw the box and the prediction on a copy of the frame"}
     required = ("model",)
 
     def configure(self, model: Any, inputs: Any = None, image: Any = None, output: Any = "prediction",
-                  confidence: Any = None, batch_size: Any = None, select: Any = None, mark: Any = "select") -> None:
+                  confidence: Any = None, batch_size: Any = None, select: Any = None, mark: Any = "select",
+                  annotate: Any = None) -> None:
         if not isinstance(model, str) or not model or model.count(":") > 1:
             raise SpecError("expected a model name (or name:version)", field="model")
         self.model = model
@@ -556,6 +558,13 @@ class ApplyModel(Operator):
             raise SpecError(f"expected a whole number >= 1, got {batch_size!r}", field="batch_size")
         self.batch_size = batch_size
         self.select = self._selection(select)
+        if annotate is not None:
+            if annotate is True:
+                annotate = {}
+            if not isinstance(annotate, dict) or set(annotate) - {"frame", "box", "output"}:
+                raise SpecError("expected true or {frame, box, output}", field="annotate")
+            annotate = {"frame": "frame", "box": "roi_box", "output": "annotated", **annotate}
+        self.annotate = annotate
         self.rng = np.random.default_rng(self.select.get("seed"))
 
     @staticmethod
@@ -665,7 +674,23 @@ class ApplyModel(Operator):
         out.set_column(self.tag_field, np.full(n, tag, dtype=object))
         if self.select:
             self._mark(out, pred, conf)
+        if self.annotate:
+            self._annotate(out, pred, conf)
         return out
+
+    def _annotate(self, out: Batch, pred: np.ndarray, conf: np.ndarray | None) -> None:
+        from .media import annotate
+
+        a = self.annotate
+        frames, boxes = out.cols.get(a["frame"]), out.cols.get(a["box"])
+        if frames is None:
+            return
+        drawn = np.empty(len(out), dtype=object)
+        for i, f in enumerate(frames.data):
+            if isinstance(f, np.ndarray):
+                label = f"{self.output} {pred[i]}" + ("" if conf is None else f" {conf[i]:.2f}")
+                drawn[i] = annotate(f, None if boxes is None else boxes.data[i], label, bool(pred[i]))
+        out.set_column(a["output"], drawn, np.array([v is not None for v in drawn], dtype=bool))
 
     def _mark(self, out: Batch, pred: np.ndarray, conf: np.ndarray | None) -> None:
         n = len(out)
