@@ -13,7 +13,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHES = ["bench.pipeline_inproc", "bench.mqtt_e2e", "bench.hub_ingest", "bench.hub_fleet", "bench.uplink_recovery",
-           "bench.model_apply", "bench.hot_swap"]
+           "bench.model_apply", "bench.hot_swap", "bench.sewage"]
 
 
 def main() -> int:
@@ -71,6 +71,13 @@ def main() -> int:
         s = d["summary"]
         rows.append((f"model hot swap x{s['swaps_done']} at {d['setup']['rate_records_per_s']:,.0f} rec/s",
                      f"lost {s['lost']}, p99 {s['p99_ms_during_swaps']:g} ms in swaps",
+                     "target met" if s["meets_target"] else "target NOT met"))
+    sw = RESULTS / "sewage.json"
+    if sw.exists():
+        s = json.loads(sw.read_text())["summary"]
+        fps = s[f"edgeloop_frames_per_s_b{s['batch']}"]
+        rows.append((f"sewage app video, 1 core, {s['batch']} frames/push",
+                     f"{fps:,.0f} fps, {s['x_hand_written']:.2f}x hand",
                      "target met" if s["meets_target"] else "target NOT met"))
     print(f"\nsummary (synthetic data, nproc={os.cpu_count()})")
     for r in rows:

@@ -102,7 +102,7 @@ def to_tensor(x: np.ndarray, kind: str) -> Any:
         t = t.permute(0, 1, 4, 2, 3).reshape(n, tt * c, h, w)
     else:
         t = t.permute(0, 3, 1, 2)
-    return t.float().div_(255.0).contiguous()
+    return t.contiguous().float().div_(255.0)  # one compact uint8 copy, then the float one
 
 
 class Predictor:

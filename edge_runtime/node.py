@@ -224,7 +224,7 @@ class NodeSinks:
         if data is not None:
             d = self.node.desensitisers.get(item.get("instance"))
             try:
-                data = d.jpeg(data) if d is not None else data
+                data = d.jpeg(data, item.get("image", {}).get("quality", 85)) if d is not None else data
             except ValueError as exc:  # never upload an image that could not be blurred
                 log.error("alert image of %s not uploaded: %s", item.get("instance"), exc)
                 data = None

@@ -22,5 +22,5 @@ def pipeline(regions: dict[str, Any], *, name: str = "sewage-dumping", quiet: st
             .frame_stack(frames=4, field="crop64", output="clip")
             .apply_model(model="activity", image="clip", output="activity")
             .filter("activity == 1")
-            .alert(message="sewage dumping at {device}", image="frame", until_quiet=quiet)
+            .alert(message="sewage dumping at {device}", image="frame", quality=75, until_quiet=quiet)
             .build())

@@ -396,7 +396,7 @@ class Alert(_Messaging):
 
                     data = jpeg(data, self.quality)
                 if isinstance(data, (bytes, bytearray)):
-                    item["image"] = {"content_type": "image/jpeg", "size": len(data)}
+                    item["image"] = {"content_type": "image/jpeg", "size": len(data), "quality": self.quality}
                     item["_image"] = bytes(data)
             self.raised += 1
             self.ctx.sinks.alert(item)
