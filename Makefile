@@ -18,12 +18,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# System services the tests start themselves (mosquitto); installed from Debian when missing and root.
+# System services the tests start themselves (mosquitto; a GStreamer RTSP server run by the system python3,
+# tests/rtsp_server.py); installed from Debian when missing and root.
+RTSP_PKGS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-ugly gstreamer1.0-rtsp
 deps:
 	@command -v mosquitto >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	  else echo "mosquitto is not installed: install it (apt-get install mosquitto) for the broker tests"; fi; }
+	@/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(RTSP_PKGS) >/dev/null; \
+	  else echo "the GStreamer RTSP server is not installed: apt-get install $(RTSP_PKGS) for the video tests"; fi; }
 
 test: install deps
 	$(BIN)/ruff check edge_runtime hub models tests bench

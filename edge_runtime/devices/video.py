@@ -83,6 +83,7 @@ class VideoSource:
         self.counters = {"frames": 0, "opens": 0, "reconnects": 0, "open_failures": 0, "stalls": 0,
                          "corrupt_frames": 0, "callback_errors": 0}
         self.connected = False
+        self._t0: float | None = None  # the video clock of a file read faster than real time
         self.last_error: str | None = None
         self.finished = threading.Event()
         self._stop = threading.Event()
@@ -112,7 +113,8 @@ class VideoSource:
         elif s.kind == "url":
             cap = cv2.VideoCapture(s.url, cv2.CAP_FFMPEG,
                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(s.stall_timeout * 1000),
-                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(s.stall_timeout * 1000)])
+                                    # FFmpeg fails a frozen read after ~3 read timeouts: half the stall budget
+                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(100, int(s.stall_timeout * 500))])
         else:
             cap = cv2.VideoCapture(s.usb, cv2.CAP_V4L2)
         if not cap.isOpened():
@@ -166,19 +168,27 @@ class VideoSource:
         # a file read as fast as it decodes keeps its own clock: frame i is at start + i / fps (event time),
         # so windows, rates and "one alert per event" mean what they mean on the live camera
         video_clock = not s.live and not s.realtime and fps > 0
-        t0 = time.time() - index / fps if video_clock else 0.0
+        if video_clock and self._t0 is None:  # anchored once: a looped file's clock keeps running
+            self._t0 = time.time() - index / fps
+        t0 = self._t0 if video_clock and self._t0 is not None else 0.0
         t_next = time.monotonic()
         failures = 0
         last_frame = time.monotonic()
         while not self._stop.is_set():
-            ok, frame = cap.read()
+            t_read = time.monotonic()
+            try:
+                ok, frame = cap.read()
+            except Exception as exc:  # noqa: BLE001 - cv2.error inside a read: a failed read, not the end
+                self._error(f"{s.describe()}: read failed: {exc}")
+                ok, frame = False, None
+            # a frame that only came after a read timeout is a stale one FFmpeg hands back
+            slow = s.live and time.monotonic() - t_read >= 0.45 * s.stall_timeout
             now = t0 + index / fps if video_clock else time.time()
             if not ok or frame is None:
                 if not s.live:  # a file: a frame it cannot decode (count, skip) or its end
                     total, pos = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_POS_FRAMES)
                     if total and pos < total and failures < 10:
-                        failures += 1
-                        self.counters["corrupt_frames"] += 1
+                        failures += 1  # counted as corrupt only if decoding resumes after them
                         continue
                     return index, "eof"
                 if time.monotonic() - last_frame >= s.stall_timeout or failures >= 3:
@@ -187,8 +197,11 @@ class VideoSource:
                     return index, "stalled"
                 failures += 1
                 continue
+            if not s.live:
+                self.counters["corrupt_frames"] += failures
             failures = 0
-            last_frame = time.monotonic()
+            if not slow:
+                last_frame = time.monotonic()
             if frame.ndim != 3 or frame.dtype != np.uint8:
                 self.counters["corrupt_frames"] += 1
                 continue
