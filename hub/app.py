@@ -418,7 +418,8 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
                      kind: Annotated[str | None, Query(pattern="^(record|alert|notification)$")] = None,
                      after: Annotated[int, Query(ge=0, le=BIGINT, description="return items stored after this cursor")] = 0,
                      limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> dict[str, Any]:
-        q = sa.select(Upload.pk, Upload.node, Upload.body).where(Upload.pk > after).order_by(Upload.pk).limit(limit)
+        q = sa.select(Upload.pk, Upload.node, Upload.body, Upload.received_at).where(Upload.pk > after) \
+            .order_by(Upload.pk).limit(limit)
         if node:
             q = q.where(Upload.node == node)
         if device:
@@ -426,7 +427,8 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         if kind:
             q = q.where(Upload.kind == kind)
         rows = s.execute(q).all()
-        return {"items": [{**orjson.loads(r.body), "node": r.node, "cursor": r.pk} for r in rows],
+        return {"items": [{**orjson.loads(r.body), "node": r.node, "cursor": r.pk, "received_at": r.received_at}
+                          for r in rows],
                 "next": rows[-1].pk if rows else after}
 
     @app.get("/api/v1/alerts", tags=["uploads"])
