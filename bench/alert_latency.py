@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.cameras, args.frames = 1, 150
-    from apps.sewage_dumping.generate import generate
+    from apps.sewage_dumping.generate import generate, write_node
     from edge_runtime.node import Node, load_node_config
 
     load_before = loadavg()
@@ -59,18 +59,12 @@ def main(argv: list[str] | None = None) -> int:
             if "alert" in step:
                 step["alert"].pop("until_quiet", None)
         (cams / "pipeline.yaml").write_text(yaml.safe_dump(spec))
-        (cams / "products.yaml").write_text(Path("apps/sewage_dumping/products.yaml").read_text())
         hub = HubProcess(tmp / "hub", broker_port=broker.port, heartbeat=5.0).start()
         node = None
         try:
             admin = hub.admin()
             token = admin.post("/api/v1/nodes", {"name": "edge-lat"})["token"]
-            cfg = cams / "node.yaml"
-            cfg.write_text(yaml.safe_dump({
-                "node": "edge-lat", "broker": {"host": "127.0.0.1", "port": broker.port}, "store": {"path": "n.db"},
-                "products": ["products.yaml"], "devices": ["devices.yaml"],
-                "pipelines": [{"instance": "sewage", "pipeline": "pipeline.yaml"}], "publish_telemetry": False,
-                "hub": {"url": hub.url, "token": token, "heartbeat": 5}, "outbox": {"path": "outbox.db"}}))
+            cfg = write_node(cams, "edge-lat", broker_port=broker.port, hub_url=hub.url, token=token)
             node = Node(load_node_config(cfg), models=make_store(tmp / "store", root / "artifacts"))
             t0 = time.time()
             node.start()

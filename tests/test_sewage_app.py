@@ -15,7 +15,7 @@ from conftest import ROOT
 from hubkit import HubProcess, all_uploads, wait_for
 
 from apps.sewage_dumping.builder import pipeline as build_pipeline
-from apps.sewage_dumping.generate import events, generate
+from apps.sewage_dumping.generate import events, generate, write_node
 from edge_runtime.modelkit import Predictor
 from edge_runtime.modelstore import ModelStore
 from edge_runtime.node import Node, load_node_config
@@ -61,18 +61,12 @@ def test_the_yaml_and_the_builder_are_the_same_pipeline(tmp_path: Path) -> None:
 def test_cameras_to_alerts_with_images_at_the_hub(cv_models: Path, tmp_path: Path, mosquitto: Any) -> None:
     cams = tmp_path / "cams"
     truths = generate(cams, cameras=2, frames=300, seed=7)
-    (cams / "products.yaml").write_text((APP / "products.yaml").read_text())
     hub = HubProcess(tmp_path / "hub", broker_port=mosquitto.port, heartbeat=0.5).start()
     node = None
     try:
         admin = hub.admin()
         token = admin.post("/api/v1/nodes", {"name": "edge-cam"})["token"]
-        cfg = cams / "node.yaml"
-        cfg.write_text(yaml.safe_dump({
-            "node": "edge-cam", "broker": {"host": "127.0.0.1", "port": mosquitto.port}, "store": {"path": "n.db"},
-            "products": ["products.yaml"], "devices": ["devices.yaml"],
-            "pipelines": [{"instance": "sewage", "pipeline": "pipeline.yaml"}], "publish_telemetry": False,
-            "hub": {"url": hub.url, "token": token, "heartbeat": 0.5}, "outbox": {"path": "outbox.db"}}))
+        cfg = write_node(cams, "edge-cam", broker_port=mosquitto.port, hub_url=hub.url, token=token, heartbeat=0.5)
         store = ModelStore(tmp_path / "models")
         for name in ("intrusion", "activity"):
             store.register(name, Predictor(cv_models / name, version="t"))

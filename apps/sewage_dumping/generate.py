@@ -43,6 +43,23 @@ def generate(out: Path, *, cameras: int = 3, frames: int = 300, variant: str = "
     return truths
 
 
+def write_node(out: Path, node: str, *, broker_port: int, hub_url: str | None = None, token: str | None = None,
+               heartbeat: float = 5.0) -> Path:
+    """A node.yaml next to the generated cameras: the product, their bindings, the app's pipeline, and the hub
+    with a durable outbox when ``hub_url`` is given."""
+    (out / "products.yaml").write_text((APP / "products.yaml").read_text())
+    cfg: dict[str, Any] = {
+        "node": node, "broker": {"host": "127.0.0.1", "port": broker_port}, "store": {"path": f"{node}.db"},
+        "products": ["products.yaml"], "devices": ["devices.yaml"],
+        "pipelines": [{"instance": "sewage", "pipeline": "pipeline.yaml"}], "publish_telemetry": False}
+    if hub_url:
+        cfg["hub"] = {"url": hub_url, "token": token, "heartbeat": heartbeat}
+        cfg["outbox"] = {"path": f"{node}-outbox.db"}
+    path = out / "node.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def events(truth: dict[str, Any]) -> list[dict[str, Any]]:
     """The dumping acts of a clip: event id, first and last frame index of pouring."""
     acts: dict[int, list[int]] = {}
