@@ -34,7 +34,12 @@ def _mlflow(workdir: str | Path | None = None) -> Any:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    users = "MLFLOW_TRACKING_URI" in os.environ
     mlflow.set_tracking_uri(tracking_uri(workdir))
+    if not users:
+        # set_tracking_uri also exports MLFLOW_TRACKING_URI: left there, it would pin every later workdir (and
+        # every child process) to this store, and send artifacts to ./mlruns of whatever directory is current
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     return mlflow
 
 

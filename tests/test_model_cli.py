@@ -26,7 +26,7 @@ def root(workspace: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy
 
 
-def test_train_registers_a_challenger_and_promote_makes_it_champion(root: Path) -> None:
+def test_train_registers_a_challenger_and_promote_makes_it_champion(root: Path, workspace: Any) -> None:
     done = edgeloop("model", "train", "activity", "--root", str(root))
     assert done.returncode == 0, done.stderr
     assert "activity on SYNTHETIC holdouts" in done.stdout and "drifted" in done.stdout
@@ -41,6 +41,24 @@ def test_train_registers_a_challenger_and_promote_makes_it_champion(root: Path) 
     rows = {tuple(c.strip() for c in line.split("│")[1:4]) for line in listed.splitlines() if "│" in line}
     assert ("activity", "2", "challenger, champion") in rows and ("activity", "1", "") in rows
     assert ("pump_anomaly", "1", "challenger, champion") in rows
+    from models import tracking
+
+    # the run went into the copy's store only: nothing pins later runs to the first store used in a process
+    assert [v["version"] for v in tracking.list_versions("activity", workspace.root)] == ["1"]
+
+
+def test_runs_stay_in_their_workspace(workspace: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    other = tmp_path / "other"
+    run = tracking.log_training("pump_anomaly", workspace.artifact("pump_anomaly"), {"seed": 0}, {"n": 1},
+                                {"data": "synthetic"}, workdir=other)
+    assert run["tracking_uri"] == f"sqlite:///{other.resolve() / 'var' / 'mlflow' / 'mlflow.db'}"
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # not left behind for later workdirs and child processes
+    assert not (tmp_path / "mlruns").exists()  # artifacts go under the workdir, not the current directory
+    assert list((other / "var" / "mlflow" / "artifacts").rglob("model.joblib"))
 
 
 @pytest.mark.parametrize(("args", "message"), [
