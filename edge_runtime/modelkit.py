@@ -24,7 +24,6 @@ class. ``scikit-learn``, ``joblib`` and ``torch`` are imported only when a model
 from __future__ import annotations
 
 import json
-import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -230,7 +229,3 @@ def write_sample(path: str | Path, x: np.ndarray) -> dict[str, Any]:
 def write_descriptor(path: str | Path, descriptor: dict[str, Any]) -> None:
     d = {"format": FORMAT, **descriptor}
     Path(path, DESCRIPTOR).write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
-
-
-def finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from . import jsonio
-from .desensitise import Desensitiser
 from .devices.bus import DeadLetterSink, DeviceBus
 from .devices.fastpub import RawPublisher
 from .devices.model import Catalog, load_catalog
@@ -219,16 +218,8 @@ class NodeSinks:
 
     def alert(self, item: dict[str, Any]) -> None:
         self.alerts += 1
-        data = item.pop("_image", None)
+        data = item.pop("_image", None)  # already desensitised by the alert step (the pipeline's uplink blur)
         media = None
-        if data is not None:
-            d = self.node.desensitisers.get(item.get("instance"))
-            try:
-                data = d.jpeg(data, item.get("image", {}).get("quality", 85)) if d is not None else data
-            except ValueError as exc:  # never upload an image that could not be blurred
-                log.error("alert image of %s not uploaded: %s", item.get("instance"), exc)
-                data = None
-                item.pop("image", None)
         if data is not None:
             mid = f"alert-{uuid.uuid4().hex}.jpg"
             item["image"] = {**item.get("image", {}), "media": mid, "size": len(data)}
@@ -396,7 +387,7 @@ class Node:
         inst = Instance(ic.name, ic.plan, devices=ic.devices, sinks=self.sinks, models=self.models,
                         store=self.store, dead_letters=self.dead_letters)
         with self.lock:
-            self.desensitisers[ic.name] = Desensitiser(ic.plan.uplink)
+            self.desensitisers[ic.name] = inst.uplink
             self.instances[ic.name] = inst
             self.engine.start(inst)
             from .operators.media import VideoInput

@@ -143,3 +143,17 @@ def test_apply_model_on_crops_draws_an_annotated_copy(clip: Any) -> None:
     assert np.array_equal(v["frame"], frames[0])  # a copy: the frame itself is untouched
     x0, y0 = roi[0], roi[1]
     assert tuple(drawn[y0 + 5, x0]) in ((0, 0, 255), (0, 200, 0))  # the box's edge
+
+
+def test_alert_images_are_blurred_where_the_pipeline_says_before_they_are_encoded(clip: Any) -> None:
+    frames, _ = clip
+    sinks = MemorySinks()
+    plan = parse_pipeline({"name": "b", "uplink": {"blur": [[0, 0, 640, 120]]}, "steps": [
+        {"device_input": {}}, {"alert": {"image": "frame", "quality": 95}}]})
+    before = frames[0].copy()
+    Instance("b", plan, sinks=sinks).push(frames_batch("cam-1", None, [(frames[0], 0.0)]))
+    img = cv2.imdecode(np.frombuffer(sinks.alerts[0]["_image"], np.uint8), cv2.IMREAD_COLOR)
+    top, below = img[16:32, 16:32].astype(int), img[200:216, 16:32].astype(int)
+    assert np.abs(top - top.mean(axis=(0, 1))).max() <= 8  # one colour per 16 px cell
+    assert np.abs(below - below.mean(axis=(0, 1))).max() > 8  # untouched outside the region
+    assert np.array_equal(frames[0], before)  # the frame itself is not modified

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -11,6 +12,8 @@ import numpy as np
 from ..expr import Expression, ExpressionError, is_finite_array
 from ..records import Batch, without_media
 from .base import Operator, SpecError, grow, parse_duration, register
+
+log = logging.getLogger("edgeloop.operators")
 
 __all__ = ["DeviceInput", "TimeSeriesInput", "Filter", "Sample", "ChangeTrigger", "CustomFunction",
            "Notification", "Alert", "DeviceOutput", "ApplyModel", "render_template"]
@@ -379,28 +382,43 @@ class Alert(_Messaging):
     def process(self, batch: Batch) -> Batch:
         if not len(batch) or self.ctx.sinks is None:
             return batch
+        # which rows raise: decided on device and time first, so suppressed rows cost no record or image work
+        raise_rows = [i for i, (d, t) in enumerate(zip(batch.device.tolist(), batch.ts.tolist())) if not self._quiet(d, t)]
+        self.suppressed += len(batch) - len(raise_rows)
+        if not raise_rows:
+            return batch
+        rows = batch if len(raise_rows) == len(batch) else batch.take(np.array(raise_rows))
         images = None
         if self.image is not None:
-            col = batch.cols.get(self.image)
-            images = [None] * len(batch) if col is None else list(col.data)
+            col = rows.cols.get(self.image)
+            images = [None] * len(rows) if col is None else list(col.data)
             if col is not None and col.present is not None:
                 images = [v if p else None for v, p in zip(images, col.present.tolist())]
-        for i, item in enumerate(self._items(batch)):
-            if self._quiet(item["device"], item["ts"]):
-                self.suppressed += 1
-                continue
+        for i, item in enumerate(self._items(rows)):
             if images is not None:
-                data = images[i]
-                if isinstance(data, np.ndarray):
-                    from .media import jpeg
-
-                    data = jpeg(data, self.quality)
-                if isinstance(data, (bytes, bytearray)):
-                    item["image"] = {"content_type": "image/jpeg", "size": len(data), "quality": self.quality}
-                    item["_image"] = bytes(data)
+                data = self._jpeg(images[i])
+                if data is not None:
+                    item["image"] = {"content_type": "image/jpeg", "size": len(data)}
+                    item["_image"] = data
             self.raised += 1
             self.ctx.sinks.alert(item)
         return batch
+
+    def _jpeg(self, value: Any) -> bytes | None:
+        """The image as JPEG with the pipeline's uplink blur applied, encoded once."""
+        uplink = self.ctx.uplink
+        if isinstance(value, np.ndarray):
+            from .media import jpeg
+
+            if uplink is not None and uplink.blur:
+                value = uplink.blur_image(value)
+            return jpeg(value, self.quality)
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                return uplink.jpeg(bytes(value), self.quality) if uplink is not None else bytes(value)
+            except ValueError as exc:  # bytes that cannot be blurred are not sent: the alert goes without them
+                log.error("alert %s: image left out: %s", self.ctx.step, exc)
+        return None
 
 
 @register
