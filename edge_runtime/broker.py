@@ -25,6 +25,8 @@ persistence false
 max_queued_messages {max_queued}
 max_queued_bytes 0
 max_inflight_messages 1000
+# small MQTT packets (a PUBACK, then an uplink ack) must not wait 40 ms for a delayed TCP ACK
+set_tcp_nodelay true
 log_dest stderr
 log_type error
 log_type warning
