@@ -80,27 +80,10 @@ PARAMS: dict[str, Any] = {
 
 def build_artifacts(root: Path, names: tuple[str, ...] = ("pump_anomaly", "intrusion"),
                     params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Generate, prepare and train ``names`` under ``root`` (no MLflow); reuse what is already there.
-
-    Returns ``{"seconds": ..., "root": root}``; artifacts land in ``root/artifacts/<name>/``.
-    """
+    """:func:`models.stages.ensure_artifacts` with this bench's small :data:`PARAMS` by default."""
     from models import stages
 
-    params = params or PARAMS
-    t = time.perf_counter()
-    todo = [n for n in names if not (root / "artifacts" / n / "edgeloop-model.json").exists()]
-    if todo:
-        raw = root / "data" / "raw"
-        if set(todo) <= {"pump_anomaly"}:  # telemetry only: no need to render the camera scenes
-            if not (raw / "pump" / "train.npz").exists():
-                stages.model_module("pump_anomaly").generate(raw, stages.model_params("pump_anomaly", params),
-                                                             stages.seed_of(params))
-        elif not (raw / "README.json").exists():
-            stages.generate(root, params)
-        stages.prepare(root, params, todo)
-        for n in todo:
-            stages.train(root, n, params, track=False)
-    return {"root": str(root), "seconds": round(time.perf_counter() - t, 2), "trained": todo, "params": params}
+    return stages.ensure_artifacts(root, names, params or PARAMS)
 
 
 @contextlib.contextmanager

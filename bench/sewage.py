@@ -50,7 +50,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apps.sewage_dumping.builder import pipeline as build_pipeline  # noqa: E402
-from apps.sewage_dumping.generate import events, generate  # noqa: E402
+from apps.sewage_dumping.demo import MODEL_PARAMS  # noqa: E402
+from apps.sewage_dumping.generate import events, frame_index, generate, score  # noqa: E402
 from bench import common  # noqa: E402
 from bench.model_apply import artifacts_root, build_artifacts, one_thread, profile_of  # noqa: E402
 from bench.pipeline_inproc import loadavg, pin_to_one_core  # noqa: E402
@@ -73,12 +74,7 @@ PRODUCT = "street_camera"
 VIDEO_SETS = {"day": ("day", 7), "night": ("night", 8), "other_bucket": ("other_bucket", 9)}
 """name -> (variant, seed) of generate(out, cameras=2, frames=300, ...); day is the clean set."""
 
-PARAMS: dict[str, Any] = {
-    "seed": 0, "scenes": {"frames": 300, "train_clips": 4, "clean_clips": 1, "drifted_clips": 1},
-    "pump_anomaly": {"train_pumps": 2, "train_hours": 2.0, "holdout_pumps": 1, "holdout_hours": 2.0},
-    "intrusion": {"epochs": 4}, "activity": {"epochs": 4},
-}
-"""tests/test_sewage_app.py's parameters: models good enough for the synthetic scenes in about a minute."""
+PARAMS = MODEL_PARAMS  # the app's small synthetic training set, as in its test and the demo
 
 
 # -- videos and their truth ---------------------------------------------------------------------
@@ -211,24 +207,6 @@ def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
             "frames_per_cpu_s": round(n / min(r["cpu"] for r in reps), 1),
             "best_wall_s": round(best["wall"], 4), "wall_s": [round(r["wall"], 4) for r in reps],
             "alerts": len(best["alerts"])}
-
-
-def frame_index(alert: dict[str, Any]) -> int:
-    return int(alert["frame_index"] if "frame_index" in alert else alert["record"]["values"]["frame_index"])
-
-
-def score(alerts: list[dict[str, Any]], truths: dict[str, Any]) -> dict[str, Any]:
-    hits, seen = 0, set()
-    for a in alerts:
-        idx = frame_index(a)
-        match = [e for e in events(truths[a["device"]]) if e["first"] - 5 <= idx <= e["last"] + 10]
-        if match:
-            hits += 1
-            seen.add((a["device"], match[0]["event"]))
-    acts = sum(len(events(t)) for t in truths.values())
-    return {"alerts": len(alerts), "acts": acts, "matched_alerts": hits, "acts_found": len(seen),
-            "precision": round(hits / len(alerts), 3) if alerts else None,
-            "recall": round(len(seen) / acts, 3) if acts else None}
 
 
 def upload_bytes(alerts: list[dict[str, Any]], desens: Desensitiser) -> dict[str, Any]:

@@ -97,16 +97,55 @@ def test_encode_decode_round_trip_and_garbage(clip: Any) -> None:
     assert reasons[0].startswith("decode: not a decodable image") and "base64" in reasons[1]
 
 
-def test_file_output_muxes_mp4_per_device(tmp_path: Path, clip: Any) -> None:
+def _read_all(path: Path) -> tuple[list[np.ndarray], str]:
+    """The frames as OpenCV decodes them, and the stream's codec as FFmpeg (PyAV) names it."""
+    import av
+
+    with av.open(str(path)) as container:
+        codec = container.streams.video[0].codec_context.name
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    out = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return out, codec
+        out.append(f)
+
+
+@pytest.mark.parametrize("codec", ["h264", "mp4v"])
+def test_file_output_encodes_and_muxes_mp4_per_device(tmp_path: Path, clip: Any, codec: str) -> None:
     frames, _ = clip
-    inst, _ = run([{"file_output": {"path": str(tmp_path / "{device}.mp4"), "fps": 10}}],
+    inst, _ = run([{"file_output": {"path": str(tmp_path / "{device}.mp4"), "fps": 10, "codec": codec}}],
                   [(f, float(i)) for i, f in enumerate(frames[:12])])
     inst.flush()
-    cap = cv2.VideoCapture(str(tmp_path / "cam-1.mp4"))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    assert n == 12
+    back, fourcc = _read_all(tmp_path / "cam-1.mp4")
+    assert len(back) == 12
+    assert fourcc == ("h264" if codec == "h264" else "mpeg4")  # H.264 from PyAV's libx264 (installed here)
+    for a, b in zip(frames[:12], back):
+        mse = np.mean((a.astype(float) - b.astype(float)) ** 2)
+        assert 10 * np.log10(255 ** 2 / mse) > 30  # PSNR: the same pictures
+
+
+def test_h264_is_smaller_than_mpeg4_part2(tmp_path: Path, clip: Any) -> None:
+    frames, _ = clip
+    sizes = {}
+    for codec in ("h264", "mp4v"):
+        inst, _ = run([{"file_output": {"path": str(tmp_path / f"{codec}.mp4"), "fps": 10, "codec": codec}}],
+                      [(f, float(i)) for i, f in enumerate(frames)])
+        inst.flush()
+        sizes[codec] = (tmp_path / f"{codec}.mp4").stat().st_size
+    assert sizes["h264"] < sizes["mp4v"] * 0.7, sizes
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"path": "x.mp4", "codec": "x"}, "codec"),
+    ({"path": "x.avi", "codec": "h264"}, "codec"),
+    ({"path": "x.mp4", "crf": 60}, "crf"),
+])
+def test_bad_file_output_specs_are_refused(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_pipeline({"name": "t", "steps": [{"device_input": {}}, {"file_output": spec}]})
+    assert err.value.field == field
 
 
 def test_alert_attaches_a_jpeg_and_raises_once_per_event(clip: Any) -> None:
@@ -157,3 +196,27 @@ def test_alert_images_are_blurred_where_the_pipeline_says_before_they_are_encode
     assert np.abs(top - top.mean(axis=(0, 1))).max() <= 8  # one colour per 16 px cell
     assert np.abs(below - below.mean(axis=(0, 1))).max() > 8  # untouched outside the region
     assert np.array_equal(frames[0], before)  # the frame itself is not modified
+
+
+def test_upload_attaches_the_crop_as_a_blurred_jpeg_for_labelling(clip: Any) -> None:
+    """``upload: {image: crop}``: the record goes with its crop as JPEG media (what Label Studio shows), the
+    array itself never travels in the record, and the pipeline's uplink blur applies to it too."""
+    frames, truth = clip
+    sinks = MemorySinks()
+    roi = list(truth[0].drain_roi)
+    plan = parse_pipeline({"name": "u", "uplink": {"blur": [[0, 0, 640, 480]]}, "steps": [
+        {"device_input": {}}, {"region_of_interest": {"regions": {"drain": roi}, "size": 64}},
+        {"upload": {"every": 2, "image": "crop", "quality": 95}}]})
+    Instance("u", plan, sinks=sinks).push(frames_batch("cam-1", None, [(frames[i], float(i)) for i in range(4)]))
+    assert [u["ts"] for u in sinks.uploads] == [0.0, 2.0]
+    u = sinks.uploads[0]
+    assert u["image"] == {"content_type": "image/jpeg", "size": len(u["_image"])}
+    assert "crop" not in u["record"]["values"] and "frame" not in u["record"]["values"]
+    img = cv2.imdecode(np.frombuffer(u["_image"], np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (64, 64, 3)
+    cells = [img[y + 3:y + 13, x + 3:x + 13].astype(int) for y in (0, 16, 32, 48) for x in (0, 16, 32, 48)]
+    spread = max(np.abs(c - c.mean(axis=(0, 1))).max() for c in cells)  # inside each 16 px cell, off its edges
+    assert spread <= 12, spread  # pixelated: the whole frame is a blur region (JPEG adds a little ringing)
+    with pytest.raises(SpecError) as err:
+        parse_pipeline({"name": "t", "steps": [{"device_input": {}}, {"upload": {"image": 3}}]})
+    assert err.value.field == "image"

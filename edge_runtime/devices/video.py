@@ -191,9 +191,12 @@ class VideoSource:
                         failures += 1  # counted as corrupt only if decoding resumes after them
                         continue
                     return index, "eof"
-                if time.monotonic() - last_frame >= s.stall_timeout or failures >= 3:
+                quiet = time.monotonic() - last_frame
+                if quiet >= s.stall_timeout or failures >= 3:
                     self.counters["stalls"] += 1
-                    self._error(f"{s.describe()}: no frame for {time.monotonic() - last_frame:.1f} s: reconnecting")
+                    why = f"no frame for {quiet:.1f} s" if quiet >= s.stall_timeout else \
+                        f"the stream ended ({failures + 1} failed reads in a row)"
+                    self._error(f"{s.describe()}: {why}: reconnecting")
                     return index, "stalled"
                 failures += 1
                 continue

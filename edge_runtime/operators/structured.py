@@ -388,12 +388,7 @@ class Alert(_Messaging):
         if not raise_rows:
             return batch
         rows = batch if len(raise_rows) == len(batch) else batch.take(np.array(raise_rows))
-        images = None
-        if self.image is not None:
-            col = rows.cols.get(self.image)
-            images = [None] * len(rows) if col is None else list(col.data)
-            if col is not None and col.present is not None:
-                images = [v if p else None for v, p in zip(images, col.present.tolist())]
+        images = image_column(rows, self.image) if self.image is not None else None
         for i, item in enumerate(self._items(rows)):
             if images is not None:
                 data = self._jpeg(images[i])
@@ -405,20 +400,36 @@ class Alert(_Messaging):
         return batch
 
     def _jpeg(self, value: Any) -> bytes | None:
-        """The image as JPEG with the pipeline's uplink blur applied, encoded once."""
-        uplink = self.ctx.uplink
-        if isinstance(value, np.ndarray):
-            from .media import jpeg
+        return media_jpeg(self.ctx, value, self.quality, f"alert {self.ctx.step}")
 
-            if uplink is not None and uplink.blur:
-                value = uplink.blur_image(value)
-            return jpeg(value, self.quality)
-        if isinstance(value, (bytes, bytearray)):
-            try:
-                return uplink.jpeg(bytes(value), self.quality) if uplink is not None else bytes(value)
-            except ValueError as exc:  # bytes that cannot be blurred are not sent: the alert goes without them
-                log.error("alert %s: image left out: %s", self.ctx.step, exc)
-        return None
+
+def media_jpeg(ctx: Any, value: Any, quality: int, what: str) -> bytes | None:
+    """``value`` (a frame or crop, or JPEG bytes) as JPEG with the pipeline's uplink blur applied, encoded
+    once; None when there is nothing to send (bytes that cannot be blurred are never sent)."""
+    uplink = ctx.uplink
+    if isinstance(value, np.ndarray):
+        from .media import jpeg
+
+        if uplink is not None and uplink.blur:
+            value = uplink.blur_image(value)
+        return jpeg(value, quality, optimize=True)  # rare, and it crosses the uplink
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return uplink.jpeg(bytes(value), quality) if uplink is not None else bytes(value)
+        except ValueError as exc:
+            log.error("%s: image left out: %s", what, exc)
+    return None
+
+
+def image_column(batch: Batch, field: str) -> list[Any]:
+    """The values of ``field`` per row (None where absent)."""
+    col = batch.cols.get(field)
+    if col is None:
+        return [None] * len(batch)
+    images = list(col.data)
+    if col.present is not None:
+        images = [v if p else None for v, p in zip(images, col.present.tolist())]
+    return images
 
 
 @register
@@ -426,20 +437,29 @@ class Upload(Operator):
     """Send each record to the hub through the node's durable outbox (with the pipeline's desensitisation).
 
     What the agile loop collects: put it after ``apply_model`` so predictions travel with their inputs.
-    ``every`` keeps one record in N (a deterministic share); records go on unchanged.
+    ``every`` keeps one record in N (a deterministic share); records go on unchanged. ``image`` attaches the
+    frame or crop in that field as a JPEG media file (blurred like every image that leaves the node): what
+    Label Studio shows a person labelling an image model's decision.
     """
 
     name = "upload"
     params = {"every": "upload one record in this many (default 1: all)",
-              "when": "upload only records that have this field, e.g. the 'select' mark of apply_model"}
+              "when": "upload only records that have this field, e.g. the 'select' mark of apply_model",
+              "image": "field holding a frame or crop to attach as a JPEG",
+              "quality": "JPEG quality (default 90)"}
 
-    def configure(self, every: Any = 1, when: Any = None) -> None:
+    def configure(self, every: Any = 1, when: Any = None, image: Any = None, quality: Any = 90) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise SpecError(f"expected a whole number >= 1, got {every!r}", field="every")
         if when is not None and (not isinstance(when, str) or not when):
             raise SpecError("expected a field name", field="when")
+        if image is not None and (not isinstance(image, str) or not image):
+            raise SpecError("expected the name of the field holding the image", field="image")
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+            raise SpecError(f"expected a whole number from 1 to 100, got {quality!r}", field="quality")
         self.every = every
         self.when = when
+        self.image, self.quality = image, quality
         self.seen = 0
 
     def process(self, batch: Batch) -> Batch:
@@ -452,11 +472,18 @@ class Upload(Operator):
                     mask = mask & np.array([v is not None for v in col.data.tolist()], dtype=bool)
                 chosen = batch.take(mask)
             items = []
-            for rec in map(without_media, chosen.to_records()):
+            images = image_column(chosen, self.image) if self.image is not None else None
+            for i, rec in enumerate(map(without_media, chosen.to_records())):
                 self.seen += 1
                 if (self.seen - 1) % self.every == 0:
-                    items.append({"kind": "record", "pipeline": self.ctx.pipeline, "instance": self.ctx.instance,
-                                  "step": self.ctx.step, "device": rec["device"], "ts": rec["ts"], "record": rec})
+                    item = {"kind": "record", "pipeline": self.ctx.pipeline, "instance": self.ctx.instance,
+                            "step": self.ctx.step, "device": rec["device"], "ts": rec["ts"], "record": rec}
+                    data = media_jpeg(self.ctx, images[i], self.quality, f"upload {self.ctx.step}") \
+                        if images is not None else None
+                    if data is not None:
+                        item["image"] = {"content_type": "image/jpeg", "size": len(data)}
+                        item["_image"] = data
+                    items.append(item)
             if items:
                 self.ctx.sinks.upload(items)
         return batch
