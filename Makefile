@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install deps test demo bench chaos lint clean repro
+.PHONY: install deps label-studio test demo bench chaos lint clean repro
 
 # The virtual environment is rebuilt only when the dependency files change.
 $(STAMP): pyproject.toml constraints.txt
@@ -13,10 +13,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: on these machines 2.13.0 is the CPU build on local disk (no download)
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cloud,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[cloud,video,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Label Studio, the labelling interface of the agile loop, lives in its own venv (its pins conflict with
+# Prefect's); built once per version. flows/labelstudio.py runs $(LS_VENV)/bin/label-studio.
+LS_PYTHON ?= python3.11
+LS_VENV ?= .venv-ls
+LABEL_STUDIO_VERSION := 1.23.2
+LS_STAMP := $(LS_VENV)/.installed-$(LABEL_STUDIO_VERSION)
+
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || $(LS_PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q label-studio==$(LABEL_STUDIO_VERSION)
+	touch $(LS_STAMP)
+
+label-studio: $(LS_STAMP)
 
 # System services the tests start themselves (mosquitto; a GStreamer RTSP server run by the system python3,
 # tests/rtsp_server.py); installed from Debian when missing and root.
@@ -32,8 +46,8 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(RTSP_PKGS) >/dev/null; \
 	  else echo "the GStreamer RTSP server is not installed: apt-get install $(RTSP_PKGS) for the video tests"; fi; }
 
-test: install deps
-	$(BIN)/ruff check edge_runtime hub models tests bench
+test: install deps label-studio
+	$(BIN)/ruff check edge_runtime hub models flows tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install deps
@@ -46,11 +60,12 @@ chaos: install deps
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check edge_runtime hub models tests bench
+	$(BIN)/ruff check edge_runtime hub models flows tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache var
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache var
 
 # The training pipeline (dvc.yaml) with this venv's python on PATH.
 repro: install
+	mkdir -p data/labelled/pump_anomaly data/labelled/intrusion data/labelled/activity  # the loop's labels (may be empty)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro

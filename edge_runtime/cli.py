@@ -33,6 +33,22 @@ try:  # cloud-side model commands; the module imports only typer, its commands i
     app.add_typer(model_app, name="model")
 except ImportError:  # pragma: no cover - an install without the models package
     pass
+try:  # cloud-side rollout commands; the module imports only typer
+    from hub.rollout_cli import rollout_app
+
+    app.add_typer(rollout_app, name="rollout")
+except ImportError:  # pragma: no cover - an install without the hub package
+    pass
+try:  # the agile loop and the local stack; the module imports only typer, its commands import Prefect
+    from flows.cli import down as _down
+    from flows.cli import loop_app
+    from flows.cli import up as _up
+
+    app.add_typer(loop_app, name="loop")
+    app.command("up")(_up)
+    app.command("down")(_down)
+except ImportError:  # pragma: no cover - an install without the flows package
+    pass
 
 HubUrl = typer.Option("http://127.0.0.1:8080", "--hub", envvar="EDGELOOP_HUB_URL", help="the hub's URL")
 AdminToken = typer.Option(None, "--token", envvar="EDGELOOP_TOKEN", help="the admin token (or EDGELOOP_TOKEN)")
@@ -122,12 +138,21 @@ def node_run(config: Path = typer.Option(..., "--config", "-c", help="node YAML"
 
 
 @app.command("demo")
-def demo(duration: float = typer.Option(20.0, help="seconds to run"),
-         broker: Optional[str] = typer.Option(None, help="host:port of an MQTT broker; default: start one")) -> None:
-    """Pump monitoring on simulated devices: prints the alerts the node raises."""
-    from .demo import run_demo
+def demo(duration: float = typer.Option(20.0, help="seconds the simulated pumps run"),
+         broker: Optional[str] = typer.Option(None, help="host:port of an MQTT broker; default: start one"),
+         scenario: str = typer.Option("all", help="all | pumps | cameras"),
+         cameras: int = typer.Option(2, min=1, max=8, help="simulated street cameras"),
+         frames: int = typer.Option(300, min=40, help="frames per camera video (10 fps)"),
+         summary: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file")) -> None:
+    """A hub and edge nodes on SYNTHETIC devices: pump monitoring and sewage-dumping detection on street
+    cameras, alerts (with JPEGs) at the hub, and a summary table. Exit 1 when the expected alerts did not come."""
+    from .demo import SCENARIOS, run_demo
 
-    raise typer.Exit(run_demo(duration=duration, broker=broker))
+    if scenario not in SCENARIOS:
+        typer.echo(f"error: --scenario {scenario!r}: expected one of {', '.join(SCENARIOS)}", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run_demo(duration=duration, broker=broker, scenario=scenario, cameras=cameras, frames=frames,
+                              summary=summary))
 
 
 # -- the hub ----------------------------------------------------------------------------------

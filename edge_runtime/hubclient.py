@@ -106,6 +106,18 @@ class HubClient:
     def delete(self, path: str, **kw: Any) -> Any:
         return self.request("DELETE", path, **kw)[1]
 
+    def all_uploads(self, **query: Any) -> list[dict[str, Any]]:
+        """Every upload the hub stored that matches ``query`` (kind, node, device, ...), in storage order."""
+        from urllib.parse import urlencode
+
+        out, after = [], 0
+        while True:
+            page = self.get("/api/v1/uploads?" + urlencode({**query, "after": after, "limit": 10000}))
+            out.extend(page["items"])
+            if not page["items"]:
+                return out
+            after = page["next"]
+
     def put_media(self, node: str, media_id: str, data: bytes, *, sha256: str,
                   content_type: str = "application/octet-stream", upload_id: str | None = None) -> int | None:
         """Upload a media file; returns the status, or None when the hub is unreachable."""

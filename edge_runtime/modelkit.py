@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,16 @@ SAMPLE = "sample.npz"
 FORMAT = 1
 KINDS = ("sklearn", "torch-cnn")
 INPUTS = ("table", "image", "clip")
+
+
+def model_outputs(values: Mapping[str, Any], model: str) -> Iterator[tuple[str, str]]:
+    """``(output, version)`` for each field ``apply_model`` wrote with ``model``: it tags its output
+    ``<output>_model`` = ``model:version`` next to ``<output>`` and ``<output>_confidence`` (the default
+    confidence field). The hub's rollouts and the agile loop read uploaded records through this."""
+    prefix = f"{model}:"
+    for key, tag in values.items():
+        if key.endswith("_model") and isinstance(tag, str) and tag.startswith(prefix):
+            yield key[: -len("_model")], tag[len(prefix):]
 
 
 class ModelError(ValueError):

@@ -10,6 +10,7 @@ desired state and write its own uploads and media. Errors are 4xx with a
 import hashlib
 import re
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
 from typing import Annotated, Any, AsyncIterator
 
@@ -21,7 +22,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from . import auth
-from .db import Assignment, Media, Node, PipelineVersion, Product, Token, Upload
+from .db import Assignment, Media, Node, PipelineVersion, Product, Rollout, Token, Upload
+from .rollouts import RolloutController, RolloutError
+from .rollouts import view as rollout_view
 from .service import Hub, HubSettings, SpecRejected
 from .uploads import UploadError, check_item, json_problem, store_items
 from .warehouse import add_warehouse
@@ -102,6 +105,7 @@ class Heartbeat(BaseModel):
     counters: dict[str, Any] = Field(default_factory=dict)
     queues: dict[str, Any] = Field(default_factory=dict)
     outbox: dict[str, Any] = Field(default_factory=dict)
+    video: dict[str, Any] = Field(default_factory=dict, description="per camera: frames, reconnects, stalls, corrupt frames, drops")
     errors: list[dict[str, Any]] = Field(default_factory=list, max_length=1000)
     desired_etag: str | None = Field(None, max_length=64)
 
@@ -111,6 +115,18 @@ class AssignmentPut(BaseModel):
     version: int | None = Field(None, ge=1, le=BIGINT, description="a pipeline version; none: always the newest")
     devices: list[Annotated[str, Field(max_length=100)]] | None = Field(
         None, max_length=10000, description="bound devices; none: every device of the pipeline's product")
+
+
+class RolloutCreate(BaseModel):
+    model: str = Field(pattern=NAME, description="a model in the warehouse")
+    version: str = Field(pattern=NAME, description="the version to roll out (in the warehouse)")
+    group: str = Field(pattern=NAME, description="the node group to roll out to")
+    canary: int = Field(1, ge=1, le=10000, description="how many nodes of the group get the version first")
+    watch_s: float = Field(60.0, ge=0, le=7 * 86400,
+                           description="seconds the canaries must serve it with passing checks before promotion")
+    checks: dict[str, Any] | None = Field(
+        None, description="rollback thresholds: max_error_rate (dead letters per heartbeat), min_heartbeats, "
+                          "max_confidence_drop, min_records")
 
 
 class Uploads(BaseModel):
@@ -126,8 +142,20 @@ def _no_nul(request: Request) -> None:
 def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> FastAPI:
     settings = settings or HubSettings.from_env()
     hub = hub or Hub(settings)
-    app = FastAPI(title="EdgeLoop hub", version="1", description=__doc__, dependencies=[Depends(_no_nul)])
+    rollouts = RolloutController(hub)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        rollouts.start()  # under a server (uvicorn); a TestClient outside `with` runs no lifespan
+        try:
+            yield
+        finally:
+            rollouts.stop()
+
+    app = FastAPI(title="EdgeLoop hub", version="1", description=__doc__, dependencies=[Depends(_no_nul)],
+                  lifespan=lifespan)
     app.state.hub = hub
+    app.state.rollouts = rollouts
     app.add_middleware(BodyLimit, max_body=settings.max_body, max_media=settings.max_media,
                        max_bundle=settings.max_bundle)
 
@@ -188,6 +216,10 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
     @app.exception_handler(UploadError)
     async def _upload(_: Request, exc: UploadError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RolloutError)
+    async def _rollout(_: Request, exc: RolloutError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, Any]:
@@ -442,5 +474,41 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         if m is None or not FsPath(m.path).exists():
             raise HTTPException(404, f"no media {media_id!r} from node {node!r}")
         return FileResponse(m.path, media_type=m.content_type)
+
+    # -- model rollouts (admin): canaries, promotion, automatic rollback (hub/rollouts.py) ------------------
+    @app.post("/api/v1/rollouts", status_code=201, tags=["rollouts"])
+    def start_rollout(body: RolloutCreate, s: Db, _: Admin) -> dict[str, Any]:
+        """Roll ``model:version`` out to a group: ``canary`` nodes first (online ones first, by name), the
+        whole group after ``watch_s`` seconds of passing checks; rolled back when a canary refuses it, its
+        dead letters grow or its confidence drops (see ``checks``)."""
+        return rollouts.create(s, model=body.model, version=body.version, group=body.group, canary=body.canary,
+                               watch_s=body.watch_s, checks=body.checks)
+
+    @app.get("/api/v1/rollouts", tags=["rollouts"])
+    def list_rollouts(s: Db, _: Admin, model: Annotated[str | None, Query(max_length=64)] = None,
+                      limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[dict[str, Any]]:
+        """Rollouts, newest first."""
+        q = sa.select(Rollout).order_by(Rollout.id.desc()).limit(limit)
+        if model:
+            q = q.where(Rollout.model == model)
+        return [rollout_view(r) for r in s.scalars(q)]
+
+    @app.get("/api/v1/rollouts/{rollout_id}", tags=["rollouts"])
+    def get_rollout(rollout_id: Annotated[int, Path(ge=1, le=BIGINT)], s: Db, _: Admin) -> dict[str, Any]:
+        """A rollout's state and its nodes: pending, installing, serving, failed or offline, with reasons."""
+        r = s.get(Rollout, rollout_id)
+        if r is None:
+            raise HTTPException(404, f"no rollout {rollout_id}")
+        return rollout_view(r)
+
+    @app.post("/api/v1/rollouts/{rollout_id}/promote", tags=["rollouts"])
+    def promote_rollout(rollout_id: Annotated[int, Path(ge=1, le=BIGINT)], s: Db, _: Admin) -> dict[str, Any]:
+        """Give the whole group the version now (a canary rollout only)."""
+        return rollouts.promote(s, rollout_id)
+
+    @app.post("/api/v1/rollouts/{rollout_id}/rollback", tags=["rollouts"])
+    def rollback_rollout(rollout_id: Annotated[int, Path(ge=1, le=BIGINT)], s: Db, _: Admin) -> dict[str, Any]:
+        """Put the canaries (and, once rolling, the group) back on the previous version now."""
+        return rollouts.rollback(s, rollout_id)
 
     return app

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
+__all__ = ["deployed_version", "set_deployment", "Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
+           "ModelDeployment", "Rollout",
            "make_engine", "migrate", "insert_ignore"]
 
 
@@ -136,6 +137,58 @@ class ModelDeployment(Base):
     name: Mapped[str] = mapped_column(sa.String(64))
     version: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[float] = mapped_column(sa.Float, default=_now)
+
+
+def deployed_version(s: Any, target: str, model: str) -> str | None:
+    """The version of ``model`` deployed to ``target`` (``node:<n>`` / ``group:<g>``), None when none."""
+    d = s.scalars(sa.select(ModelDeployment).where(ModelDeployment.target == target,
+                                                   ModelDeployment.name == model)).first()
+    return d.version if d is not None else None
+
+
+def set_deployment(s: Any, target: str, model: str, version: str | None) -> None:
+    """Deploy ``model`` at ``version`` to ``target``; ``None`` removes the deployment. The caller bumps the
+    desired-state revision and commits."""
+    d = s.scalars(sa.select(ModelDeployment).where(ModelDeployment.target == target,
+                                                   ModelDeployment.name == model)).first()
+    if version is None:
+        if d is not None:
+            s.delete(d)
+    elif d is None:
+        s.add(ModelDeployment(target=target, name=model, version=version))
+    else:
+        d.version = version
+
+
+class Rollout(Base):
+    """A model rollout to a group: canary nodes first, then the whole group; rolled back on bad signals.
+
+    The controller (:mod:`hub.rollouts`) keeps everything it needs here, so a hub restart resumes it:
+    ``state`` (canary, rolling, done_with_offline, done, rolled_back, superseded), the canary nodes, what
+    the canaries' node-level deployments were before (``saved``), per-node counter baselines and the
+    confidence tallies (``stats``), when the canaries became healthy (``healthy_since``) and the last
+    per-node view (``nodes``).
+    """
+
+    __tablename__ = "rollouts"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(sa.String(64), index=True)
+    version: Mapped[str] = mapped_column(sa.String(64))
+    group: Mapped[str] = mapped_column(sa.String(64))
+    previous: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)  # the group's version before
+    canary: Mapped[int] = mapped_column(sa.Integer)
+    watch_s: Mapped[float] = mapped_column(sa.Float)
+    checks: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    state: Mapped[str] = mapped_column(sa.String(20), index=True)
+    canaries: Mapped[list[str]] = mapped_column(sa.JSON)
+    saved: Mapped[dict[str, Any]] = mapped_column(sa.JSON)   # canary node -> its node-level version before
+    stats: Mapped[dict[str, Any]] = mapped_column(sa.JSON)   # baselines and confidence tallies
+    nodes: Mapped[dict[str, Any]] = mapped_column(sa.JSON)   # node -> {status, reason}: the last evaluation
+    healthy_since: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(sa.Float, default=_now)
+    updated_at: Mapped[float] = mapped_column(sa.Float, default=_now)
+    finished_at: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
 
 
 class Revision(Base):

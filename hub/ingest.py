@@ -25,6 +25,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
 
+from edge_runtime.devices.mqtt import BufferedClient
+
 from .db import Node
 from .uploads import UploadError, check_item, store_items
 
@@ -44,8 +46,8 @@ class Ingest:
         self.group = group
         self.max_batch = max_batch
         self.client_id = client_id or f"hub-ingest-{uuid.uuid4().hex[:8]}"
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  protocol=mqtt.MQTTv311, clean_session=True)
+        self.client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                     protocol=mqtt.MQTTv311, clean_session=True)
         if username:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(0.2, 5)

@@ -194,7 +194,7 @@ class Hub:
                 "last_seen": last_seen, "registered_at": n.registered_at, "heartbeats": count,
                 "instances": hb.get("instances", []), "models": hb.get("models", {}),
                 "counters": hb.get("counters", {}), "queues": hb.get("queues", {}), "outbox": hb.get("outbox", {}),
-                "errors": hb.get("errors", []), "info": n.info or {}}
+                "video": hb.get("video", {}), "errors": hb.get("errors", []), "info": n.info or {}}
 
     # -- catalogue --------------------------------------------------------------------------
     @staticmethod

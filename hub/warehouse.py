@@ -27,7 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from .db import ModelDeployment, ModelVersion, Node
+from .db import ModelDeployment, ModelVersion, Node, set_deployment
 
 __all__ = ["add_warehouse"]
 
@@ -152,11 +152,7 @@ def add_warehouse(app: FastAPI, hub: Any, *, principal: Any, admin: Any, db: Any
         if kind == "node" and s.get(Node, who) is None:
             raise HTTPException(404, f"unknown node {who!r}")
         _get(s, name, body.version)
-        d = s.scalars(sa.select(ModelDeployment).where(ModelDeployment.target == target,
-                                                       ModelDeployment.name == name)).first()
-        if d is None:
-            s.add(d := ModelDeployment(target=target, name=name, version=body.version))
-        d.version = body.version
+        set_deployment(s, target, name, body.version)
         hub.bump(s)
         s.commit()
         return {"name": name, "target": target, "version": body.version}

@@ -112,6 +112,25 @@ def log_evaluation(name: str, run: Mapping[str, Any], metrics: Mapping[str, Any]
     return {"version": run["version"], "aliases": aliases}
 
 
+def set_run_tags(run_id: str, tags: Mapping[str, Any], workdir: str | Path | None = None) -> None:
+    _mlflow(workdir)
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))
+
+
+def log_files(run_id: str, files: list[Path], artifact_path: str, workdir: str | Path | None = None) -> None:
+    """Attach files (a loop report, plots) to an existing run."""
+    _mlflow(workdir)
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for f in files:
+        client.log_artifact(run_id, str(f), artifact_path=artifact_path)
+
+
 def champion(name: str, workdir: str | Path | None = None) -> str | None:
     return alias_version(name, CHAMPION, workdir)
 

@@ -1,7 +1,9 @@
-"""Fixtures that start real services: Mosquitto on a free port, a pymodbus TCP server."""
+"""Fixtures that start real services: Mosquitto on a free port, a pymodbus TCP server, an RTSP server, Label
+Studio and a Prefect server (each once per session where it is slow to start)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -176,3 +178,35 @@ def rtsp_server() -> Iterator[RtspServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Label Studio (flows.labelstudio.LabelStudioServer) started once per test session, in a temp dir.
+
+    ``.url`` and ``.token``; ``.labelling()`` gives a client. Installed by `make label-studio`.
+    """
+    from flows.labelstudio import LabelStudioServer
+
+    try:
+        server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"))
+        server.executable()
+    except FileNotFoundError as e:
+        pytest.fail(str(e))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server (``prefect_test_harness``: a temporary server and database) for the whole
+    session, its PREFECT_HOME in a temporary folder; the API URL."""
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield str(PREFECT_API_URL.value())

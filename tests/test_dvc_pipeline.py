@@ -47,13 +47,22 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "url = ../var/dvc-remote" in (ROOT / ".dvc" / "config").read_text()
     assert dvc(ws, "remote", "add", "-d", "local", "var/dvc-remote").returncode == 0
     assert dvc(ws, "config", "core.analytics", "false").returncode == 0
+    labelled(ws)
     return ws
+
+
+def labelled(ws: Path) -> None:
+    """The agile loop's label folders (dependencies of prepare_<model>; empty until it harvests), as
+    `make repro` and the loop create them."""
+    for name in ("pump_anomaly", "intrusion", "activity"):
+        (ws / "data" / "labelled" / name).mkdir(parents=True, exist_ok=True)
 
 
 def test_dvc_repro_reproduces_every_stage_and_tracks_the_runs(ws: Path) -> None:
     done = dvc(ws, "repro")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for stage in ("generate", "prepare", "train_pump_anomaly", "train_intrusion", "train_activity", "evaluate"):
+    for stage in ("generate", "prepare_pump_anomaly", "prepare_intrusion", "prepare_activity", "train_pump_anomaly",
+                  "train_intrusion", "train_activity", "evaluate"):
         assert f"Running stage '{stage}'" in done.stdout
     shown = dvc(ws, "metrics", "show", "--json")
     assert shown.returncode == 0, shown.stderr
@@ -93,8 +102,45 @@ def test_data_goes_to_the_local_remote_and_comes_back(ws: Path) -> None:
     before = (ws / "data" / "prepared" / "activity" / "train.npz").read_bytes()
     shutil.rmtree(ws / "data")
     shutil.rmtree(ws / ".dvc" / "cache")
+    labelled(ws)
     pulled = dvc(ws, "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert (ws / "data" / "prepared" / "activity" / "train.npz").read_bytes() == before
     status = dvc(ws, "status")
     assert "up to date" in status.stdout, status.stdout
+
+
+def test_the_loops_labels_become_a_dvc_version_and_retrain_only_their_model(ws: Path) -> None:
+    """The agile loop in a DVC workspace: a harvested batch is `dvc add`ed and pushed (a new data version,
+    its md5 tagged on the MLflow run), and retrain's `dvc repro train_pump_anomaly evaluate` re-runs the pump
+    model's preparation and training only; the CNNs are not touched."""
+    import numpy as np
+
+    from flows import steps
+    from models import tracking
+    from models.common import load_split
+
+    cfg = steps.LoopConfig(workspace=str(ws), min_labels=5)
+    assert steps.is_dvc_repo(cfg)
+    train = load_split(ws / "data" / "prepared" / "pump_anomaly" / "train.npz")
+    rows = len(train["y"])
+    batch = ws / "data" / "labelled" / "pump_anomaly" / "batch-0001-1.npz"
+    np.savez_compressed(batch, X=train["X"][:12], y=1 - train["y"][:12], ids=np.array([f"u{i}" for i in range(12)]))
+    version = steps._version_data(cfg)
+    meta = yaml.safe_load((ws / "data" / "labelled.dvc").read_text())
+    assert version == meta["outs"][0]["md5"] and version.endswith(".dir")
+    remote = ws / "var" / "dvc-remote"
+    assert any(version.removesuffix(".dir")[2:] in p.name for p in remote.rglob("*")), "the version was not pushed"
+
+    cnn = {n: (ws / "artifacts" / f"{n}.run.json").read_text() for n in ("intrusion", "activity")}
+    with cfg.state() as state:
+        state.mark_harvested("pump_anomaly", "batch-0001-1",
+                             [{"annotation_id": i, "id": f"u{i}", "label": "normal"} for i in range(12)])
+        got = steps.retrain(cfg, "pump_anomaly", {"data_version": version}, state)
+        assert got["retrained"] is True, got
+        assert steps.retrain(cfg, "pump_anomaly", {}, state)["retrained"] is False  # nothing new: nothing to do
+    repeat = yaml.safe_load((ws / "params.yaml").read_text())["loop"]["labelled_repeat"]
+    assert len(load_split(ws / "data" / "prepared" / "pump_anomaly" / "train.npz")["y"]) == rows + 12 * repeat
+    assert {n: (ws / "artifacts" / f"{n}.run.json").read_text() for n in cnn} == cnn
+    run = json.loads((ws / "artifacts" / "pump_anomaly.run.json").read_text())
+    assert tracking.version_info("pump_anomaly", got["candidate"], ws)["tags"]["labelled_data_version"] == version, run

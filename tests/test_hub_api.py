@@ -190,6 +190,11 @@ def route_requests(node: str, token_id: int) -> dict[tuple[str, str], tuple[str,
                                                                {"json": {"version": "1"}}),
         ("GET", "/api/v1/models/{name}/deployments"): ("/api/v1/models/m/deployments", {}),
         ("DELETE", "/api/v1/models/{name}/deployments/{target}"): ("/api/v1/models/m/deployments/group:line-1", {}),
+        ("POST", "/api/v1/rollouts"): ("/api/v1/rollouts", {"json": {"model": "m", "version": "1", "group": "line-1"}}),
+        ("GET", "/api/v1/rollouts"): ("/api/v1/rollouts", {}),
+        ("GET", "/api/v1/rollouts/{rollout_id}"): ("/api/v1/rollouts/1", {}),
+        ("POST", "/api/v1/rollouts/{rollout_id}/promote"): ("/api/v1/rollouts/1/promote", {}),
+        ("POST", "/api/v1/rollouts/{rollout_id}/rollback"): ("/api/v1/rollouts/1/rollback", {}),
     }
 
 
@@ -332,7 +337,7 @@ def test_a_node_token_cannot_call_any_admin_endpoint(api: HubUnderTest) -> None:
     s = seeded(api)
     reqs = route_requests("node-a", s["a_id"])  # even about its own node
     admin_only = set(reqs) - AGENT - OWN_OR_ADMIN - ANY_TOKEN
-    assert len(admin_only) == 22
+    assert len(admin_only) == 27
     before = api.snapshot()
     for key in sorted(admin_only):
         url, kw = reqs[key]
@@ -874,7 +879,7 @@ def test_the_openapi_document_lists_every_route(api: HubUnderTest) -> None:
     listed = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     routes = app_routes(api.app)
     assert listed == routes
-    assert len(routes) == 31
+    assert len(routes) == 36
     for path, ops in doc["paths"].items():
         for op in ops.values():
             names = {p["name"] for p in op.get("parameters", [])}

@@ -45,5 +45,5 @@ def test_upgrade_keeps_data(db_url):
         assert c.execute(sa.text("SELECT id, size FROM media")).all() == [("n/m1", 3)]
         c.execute(sa.text("INSERT INTO media (id, node, content_type, size, sha256, path, received_at) "
                           "VALUES (:id, 'n', 'x', 1, 'x', 'x', 1.0)"), {"id": "n" * 64 + "/" + "m" * 64})
-        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
     engine.dispose()

@@ -1,0 +1,507 @@
+"""Label Studio in the agile loop: the server as a child process, and the ``label`` / ``harvest`` steps.
+
+- :class:`LabelStudioServer` runs ``label-studio start`` (installed in its own venv by
+  ``make label-studio``: its pins conflict with Prefect's) on a free port with an admin user and an
+  API token, for ``edgeloop up``, the demo and the tests.
+- :class:`Labelling` talks to any Label Studio (local or remote) through label-studio-sdk 2.x:
+  one project per model (``ensure_project``), uploaded inferences become tasks with the edge's
+  prediction as a pre-annotation (``send``, idempotent by upload id), finished annotations come back
+  as ``(upload id, label)`` pairs (``harvest``).
+- :func:`simulated_annotator` is a SIMULATED person for demos and tests: it labels tasks through
+  Label Studio's API from ground truth. It is never part of the real loop.
+
+Images travel inside the task as ``data:image/jpeg;base64,...`` URIs, which Label Studio's Image tag
+shows as they are: no file storage has to be shared between the hub and Label Studio, and a remote
+Label Studio works the same as a local one (Label Studio itself hands images out this way from GCS
+storage without presigned URLs). Edge uploads are small JPEG crops or frames; the cost is that every
+task listing carries the images, so ``send`` (which lists a project's ids) slows down with very large
+image projects: keep a project per model and label what the loop selects, not everything.
+
+label_studio_sdk is imported lazily (inside methods): importing this module stays fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import math
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from edge_runtime.broker import free_port, wait_port
+
+__all__ = [
+    "ID_FIELD",
+    "LabelStudioServer",
+    "LabelStudioUnavailable",
+    "Labelling",
+    "LabellingError",
+    "decode_image",
+    "simulated_annotator",
+]
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+#: where ``make label-studio`` installs the command line; EDGELOOP_LABEL_STUDIO_BIN overrides it
+DEFAULT_BIN = ROOT / ".venv-ls" / "bin" / "label-studio"
+INSTALL_HINT = "`make label-studio` installs it (python3.11 -m venv .venv-ls; .venv-ls/bin/pip install label-studio==1.23.2)"
+START_HINT = ("`edgeloop up` starts it; or by hand: LABEL_STUDIO_USERNAME=<email> LABEL_STUDIO_PASSWORD=<password> "
+              "LABEL_STUDIO_USER_TOKEN=<40 hex> LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true "
+              ".venv-ls/bin/label-studio start --no-browser --host 127.0.0.1 --port <port>")
+
+#: the task data field that keeps the upload id (the key of idempotent ``send``)
+ID_FIELD = "edgeloop_id"
+KINDS = ("image", "table")
+PROJECT_PREFIX = "edgeloop: "
+FROM_NAME = "label"  # the Choices control of every EdgeLoop project
+TO_NAME = {"image": "image", "table": "values"}  # the object tag each kind labels
+IMPORT_BATCH = 100  # tasks per import request (an image task is a few tens of kB)
+
+
+class LabellingError(RuntimeError):
+    """Label Studio answered, but not as expected (bad token, rejected config or import, ...)."""
+
+
+class LabelStudioUnavailable(LabellingError):
+    """Label Studio cannot be reached at its URL (not started, wrong port, or stopped)."""
+
+    def __init__(self, url: str, cause: object = None) -> None:
+        why = f" ({cause})" if cause else ""
+        super().__init__(f"Label Studio is not reachable at {url}{why}: is it running? {START_HINT}")
+        self.url = url
+
+
+# -- the server ---------------------------------------------------------------------------------------
+
+
+def _health(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout) as r:  # noqa: S310 - our own http URL
+            return r.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class LabelStudioServer:
+    """``label-studio start`` on 127.0.0.1:port with its data (SQLite, uploads) under ``workdir``.
+
+    An admin user and a legacy API token (``token``) are created on first start; ``stop()`` then
+    ``start()`` keeps port, data and token. The log is ``workdir/label-studio.log``. A fresh data dir
+    takes about 40 s to start on an idle machine (database migrations), two minutes on 2 busy cores.
+    """
+
+    def __init__(self, workdir: Path | str, port: int | None = None, *, token: str | None = None,
+                 username: str = "edgeloop@example.com", password: str | None = None) -> None:
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token or secrets.token_hex(20)
+        self.username = username
+        self.password = password or secrets.token_urlsafe(16)
+        self.log = self.dir / "label-studio.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_in: float | None = None  # seconds the last start() took
+
+    @staticmethod
+    def executable() -> Path:
+        """The ``label-studio`` command: EDGELOOP_LABEL_STUDIO_BIN, else .venv-ls/bin/label-studio."""
+        exe = Path(os.environ.get("EDGELOOP_LABEL_STUDIO_BIN") or DEFAULT_BIN)
+        if not (exe.is_file() and os.access(exe, os.X_OK)):
+            raise FileNotFoundError(f"Label Studio is not installed at {exe}: {INSTALL_HINT}, "
+                                    "or set EDGELOOP_LABEL_STUDIO_BIN to a label-studio command")
+        return exe
+
+    def env(self) -> dict[str, str]:
+        """The environment of the server: admin user, token, data dir, local webhooks allowed."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+        return {
+            **env,
+            "LABEL_STUDIO_USERNAME": self.username,
+            "LABEL_STUDIO_PASSWORD": self.password,
+            "LABEL_STUDIO_USER_TOKEN": self.token,
+            # without it label-studio-sdk's token gets 401 ("legacy token authentication has been disabled")
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_BASE_DATA_DIR": str(self.dir / "data"),
+            # webhooks to the hub on 127.0.0.1
+            "SSRF_PROTECTION_ENABLED": "false",
+            "LATEST_VERSION_CHECK": "false",  # no PyPI request at every start
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+        }
+
+    def command(self) -> list[str]:
+        return [str(self.executable()), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def start(self, timeout: float = 300.0) -> LabelStudioServer:
+        """Start and wait until ``/health`` answers; raise with the log's tail when it does not."""
+        cmd = self.command()
+        self.started_in = None
+        t0 = time.monotonic()
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, cwd=self.dir, env=self.env(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.proc = None
+                raise LabellingError(f"label-studio exited with code {code} before answering on {self.url}; "
+                                     f"log {self.log}:\n{self._log_tail()}")
+            if wait_port(self.port, timeout=0.5) and _health(self.url):
+                self.started_in = time.monotonic() - t0
+                return self
+        self.stop()
+        raise LabellingError(f"label-studio did not answer {self.url}/health within {timeout:.0f} s; "
+                             f"log {self.log}:\n{self._log_tail()}")
+
+    def _log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group (its workers too), SIGKILL after 20 s."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            self.proc = None
+            wait_port(self.port, up=False, timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def labelling(self) -> Labelling:
+        """A :class:`Labelling` client for this server."""
+        return Labelling(self.url, self.token)
+
+    def __enter__(self) -> LabelStudioServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+# -- projects, tasks, annotations -----------------------------------------------------------------------
+
+
+def label_config(kind: str, labels: list[str]) -> str:
+    """The labelling interface of an EdgeLoop project: the input (image, or the window's values) + Choices."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown project kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
+        raise ValueError(f"labels must be distinct non-empty strings, got {labels!r}")
+    view = ('  <Image name="image" value="$image" zoom="true"/>' if kind == "image"
+            else '  <Header value="Telemetry window"/>\n  <Table name="values" value="$values"/>')
+    choices = "\n".join(f"    <Choice value={quoteattr(x)}/>" for x in labels)
+    return (f"<View>\n{view}\n  <Choices name=\"{FROM_NAME}\" toName=\"{TO_NAME[kind]}\" choice=\"single\" "
+            f"showInLine=\"true\" required=\"true\">\n{choices}\n  </Choices>\n</View>")
+
+
+def parse_config(config: str) -> tuple[str | None, list[str]]:
+    """(the object tag name our Choices labels, the labels) of a label config."""
+    root = ET.fromstring(config)  # noqa: S314 - a label config from our Label Studio, no entities
+    for el in root.iter("Choices"):
+        if el.get("name") == FROM_NAME:
+            return el.get("toName"), [c.get("value", "") for c in el.iter("Choice")]
+    return None, []
+
+
+def image_uri(jpeg: bytes) -> str:
+    """A JPEG as the data URI Label Studio's Image tag shows."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def decode_image(uri: str) -> bytes:
+    """The JPEG bytes of a task's ``image`` field (the inverse of :func:`image_uri`)."""
+    head, sep, payload = uri.partition(",")
+    if not sep or not head.startswith("data:") or not head.endswith(";base64"):
+        raise ValueError(f"not a base64 data URI: {uri[:40]!r}")
+    return base64.b64decode(payload)
+
+
+def _dump(obj: Any) -> Any:
+    """SDK models (pydantic) to plain dicts/lists."""
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, list):
+        return [_dump(x) for x in obj]
+    return obj
+
+
+def _choice(result: Any) -> str | None:
+    """The chosen label of an annotation/prediction result (our Choices control), else None."""
+    for r in _dump(result) or []:
+        if isinstance(r, dict) and r.get("from_name") == FROM_NAME and r.get("type") == "choices":
+            chosen = (r.get("value") or {}).get("choices") or []
+            if chosen:
+                return str(chosen[0])
+    return None
+
+
+def choice_result(kind_to_name: str, label: str) -> list[dict[str, Any]]:
+    """The annotation/prediction result choosing ``label``."""
+    return [{"from_name": FROM_NAME, "to_name": kind_to_name, "type": "choices", "value": {"choices": [label]}}]
+
+
+class Labelling:
+    """The ``label`` and ``harvest`` steps against a Label Studio at ``url`` with API ``token``.
+
+    Constructing it does not connect; every call raises :class:`LabelStudioUnavailable` when Label
+    Studio cannot be reached and :class:`LabellingError` when it refuses (bad token, bad request).
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The label_studio_sdk.LabelStudio client (imported on first use)."""
+        if self._client is None:
+            from label_studio_sdk import LabelStudio
+
+            self._client = LabelStudio(base_url=self.url, api_key=self.token, timeout=self.timeout)
+        return self._client
+
+    @contextlib.contextmanager
+    def _api(self, what: str) -> Iterator[None]:
+        """Turn transport failures into LabelStudioUnavailable, API errors into LabellingError."""
+        import httpx
+        from label_studio_sdk.core.api_error import ApiError
+
+        try:
+            yield
+        except httpx.TransportError as e:
+            raise LabelStudioUnavailable(self.url, e) from e
+        except ApiError as e:
+            hint = (" (check the API token; Label Studio needs LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true for it)"
+                    if e.status_code == 401 else "")
+            raise LabellingError(f"Label Studio at {self.url} refused to {what}: HTTP {e.status_code} "
+                                 f"{str(e.body)[:500]}{hint}") from e
+
+    def check(self) -> None:
+        """Raise LabelStudioUnavailable unless ``/health`` answers."""
+        if not _health(self.url, timeout=5):
+            raise LabelStudioUnavailable(self.url, "no answer on /health")
+
+    # projects
+
+    @staticmethod
+    def title(model: str) -> str:
+        return f"{PROJECT_PREFIX}{model}"
+
+    def find_project(self, model: str) -> int | None:
+        """The id of the model's project, or None."""
+        title = self.title(model)
+        with self._api(f"list projects titled {title!r}"):
+            for p in self.client.projects.list(title=title):
+                if p.title == title:
+                    return int(p.id)
+        return None
+
+    def ensure_project(self, model: str, kind: str, labels: list[str]) -> int:
+        """The id of the project ``edgeloop: <model>``, created when missing (idempotent by title).
+
+        ``kind`` is ``image`` (an Image + Choices) or ``table`` (a telemetry window's values as a
+        Table + Choices). An existing project whose labels differ gets the new config (Label Studio
+        refuses it when a label in use would disappear).
+        """
+        config = label_config(kind, labels)
+        pid = self.find_project(model)
+        if pid is None:
+            with self._api(f"create the project for model {model!r}"):
+                p = self.client.projects.create(title=self.title(model), label_config=config,
+                                                description=f"EdgeLoop uploads of model {model} ({kind})")
+            return int(p.id)
+        to_name, current = self.project_labels(pid)
+        if to_name != TO_NAME[kind] or current != list(labels):
+            with self._api(f"update the labels of project {pid}"):
+                self.client.projects.update(pid, label_config=config)
+        return pid
+
+    def project_labels(self, project_id: int) -> tuple[str | None, list[str]]:
+        """(the labelled object tag, the labels) of a project."""
+        with self._api(f"read project {project_id}"):
+            project = self.client.projects.get(project_id)
+        return parse_config(project.label_config or "")
+
+    # tasks
+
+    def tasks(self, project_id: int, *, full: bool = True) -> Iterator[dict[str, Any]]:
+        """Every task of a project as a dict (with annotations and predictions when ``full``)."""
+        with self._api(f"list the tasks of project {project_id}"):
+            pager = self.client.tasks.list(project=project_id, fields="all" if full else "task_only",
+                                           page_size=100)
+            for task in pager:
+                yield _dump(task)
+
+    def existing_ids(self, project_id: int) -> set[str]:
+        """The upload ids already in a project."""
+        return {str(t["data"][ID_FIELD]) for t in self.tasks(project_id, full=False)
+                if ID_FIELD in (t.get("data") or {})}
+
+    def send(self, project_id: int, items: list[dict[str, Any]]) -> int:
+        """Make tasks of uploaded inferences, the edge's prediction as a pre-annotation; return how many.
+
+        An item is ``{"id": upload id, "image": JPEG bytes or None, "values": {name: number or str},
+        "prediction": label or None, "confidence": float, "model_version": str}``. An id already in
+        the project (or twice in ``items``) is not sent again. Image projects need ``image``; the task
+        keeps the values too (as ``values``), the upload id as ``edgeloop_id`` and the edge's output as
+        ``edge_prediction``. A prediction that is not one of the project's labels is sent without a
+        pre-annotation (and logged): the loop does not stop for it.
+        """
+        to_name, labels = self.project_labels(project_id)
+        if to_name not in TO_NAME.values():
+            raise LabellingError(f"project {project_id} at {self.url} is not an EdgeLoop project "
+                                 f"(no Choices named {FROM_NAME!r})")
+        have = self.existing_ids(project_id)
+        tasks: list[dict[str, Any]] = []
+        for item in items:
+            uid = str(item["id"])
+            if uid in have:
+                continue
+            have.add(uid)
+            tasks.append(self._task(item, to_name, labels))
+        for i in range(0, len(tasks), IMPORT_BATCH):
+            with self._api(f"import {len(tasks[i:i + IMPORT_BATCH])} tasks into project {project_id}"):
+                self.client.projects.import_tasks(project_id, request=tasks[i:i + IMPORT_BATCH],
+                                                  return_task_ids=True)
+        return len(tasks)
+
+    @staticmethod
+    def _task(item: dict[str, Any], to_name: str, labels: list[str]) -> dict[str, Any]:
+        uid = str(item["id"])
+        values: dict[str, Any] = {}
+        for k, v in (item.get("values") or {}).items():
+            if v is not None and not isinstance(v, (int, float, str)):
+                raise ValueError(f"upload {uid}: value {k!r} is {type(v).__name__}, expected a number or a string")
+            # NaN/inf are not JSON: Label Studio would refuse the whole import
+            values[str(k)] = None if isinstance(v, float) and not math.isfinite(v) else v
+        data: dict[str, Any] = {ID_FIELD: uid, "values": values}
+        if to_name == TO_NAME["image"]:
+            image = item.get("image")
+            if not isinstance(image, (bytes, bytearray)) or not image:
+                raise ValueError(f"upload {uid}: an image project needs the JPEG bytes in 'image'")
+            data["image"] = image_uri(bytes(image))
+        task: dict[str, Any] = {"data": data}
+        label = item.get("prediction")
+        if label is None:
+            return task
+        data["edge_prediction"] = str(label)
+        if str(label) not in labels:
+            # not a choice of the project: the task goes without a pre-annotation (the edge's output stays in
+            # its data), a person labels it from scratch
+            log.warning("upload %s: predicted label %r is not one of the project's labels %s; sent without "
+                        "a pre-annotation", uid, label, labels)
+            return task
+        prediction: dict[str, Any] = {"result": choice_result(to_name, str(label)),
+                                      "model_version": str(item.get("model_version") or "unknown")}
+        confidence = item.get("confidence")
+        if isinstance(confidence, (int, float)) and math.isfinite(confidence):
+            prediction["score"] = float(confidence)
+        task["predictions"] = [prediction]
+        return task
+
+    # annotations
+
+    def harvest(self, project_id: int) -> tuple[list[dict[str, Any]], list[str]]:
+        """(labelled, problems): the finished annotations of a project.
+
+        ``labelled`` has ``{"id": upload id, "label", "annotation_id", "task_id"}`` for every task with
+        a non-cancelled annotation (the latest one wins); an annotation without a label or with a label
+        that is not the project's is left out and described in ``problems``.
+        """
+        _, labels = self.project_labels(project_id)
+        labelled: list[dict[str, Any]] = []
+        problems: list[str] = []
+        for task in self.tasks(project_id):
+            done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+            if not done:
+                continue
+            latest = max(done, key=lambda a: (a.get("updated_at") or a.get("created_at") or "", a["id"]))
+            uid = (task.get("data") or {}).get(ID_FIELD)
+            label = _choice(latest.get("result"))
+            if uid is None:
+                problems.append(f"task {task['id']}: no {ID_FIELD} in its data (not imported by EdgeLoop)")
+            elif label is None:
+                problems.append(f"task {task['id']} (upload {uid}): annotation {latest['id']} chose no label")
+            elif label not in labels:
+                problems.append(f"task {task['id']} (upload {uid}): annotation {latest['id']} has label "
+                                f"{label!r}, not one of {labels}")
+            else:
+                labelled.append({"id": str(uid), "label": label, "annotation_id": int(latest["id"]),
+                                 "task_id": int(task["id"])})
+        return labelled, problems
+
+    def annotate(self, task_id: int, label: str, to_name: str) -> int:
+        """Create an annotation choosing ``label`` on a task through the API; return its id (no checks)."""
+        with self._api(f"annotate task {task_id}"):
+            a = self.client.annotations.create(task_id, result=choice_result(to_name, label), lead_time=0.0)
+        return int(a.id)
+
+
+def simulated_annotator(labelling: Labelling, project_id: int, truth: Callable[[dict[str, Any]], str | None],
+                        limit: int | None = None) -> int:
+    """A SIMULATED annotator, for demos and tests only: label unlabelled tasks from ground truth.
+
+    A real loop waits for people in Label Studio's UI. This stands in for them: for each task of the
+    project without an annotation, ``truth(task data)`` gives the label (None: leave the task), and an
+    annotation is created through Label Studio's API (annotations.create), as a person's would be.
+    Labels outside the project's raise ValueError. Returns the number of annotations made (at most
+    ``limit``).
+    """
+    to_name, labels = labelling.project_labels(project_id)
+    if to_name is None:
+        raise LabellingError(f"project {project_id} has no Choices named {FROM_NAME!r}")
+    made = 0
+    for task in list(labelling.tasks(project_id)):
+        if limit is not None and made >= limit:
+            break
+        if any(not a.get("was_cancelled") for a in task.get("annotations") or []):
+            continue
+        label = truth(task.get("data") or {})
+        if label is None:
+            continue
+        if label not in labels:
+            raise ValueError(f"simulated annotator: truth gave {label!r} for task {task['id']}, "
+                             f"not one of the project's labels {labels}")
+        labelling.annotate(int(task["id"]), label, to_name)
+        made += 1
+    return made
+
+
+if __name__ == "__main__":  # pragma: no cover - by hand: `python -m flows.labelstudio [workdir]` serves until stopped
+    import sys
+    import tempfile
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the server on SIGTERM too (not only Ctrl-C)
+    with LabelStudioServer(Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp())) as srv:
+        print(json.dumps({"url": srv.url, "token": srv.token, "started_in_s": round(srv.started_in or 0, 1)}),
+              flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while srv.running:
+                time.sleep(1)
