@@ -43,7 +43,7 @@ from .operators.base import SpecError, parse_duration
 from .pipeline import Plan, load_pipeline, parse_pipeline
 from .records import Batch, RecordError, without_media
 from .store import LocalStore
-from .uplink import Outbox, Uplink
+from .uplink import Outbox, OutboxFull, Uplink
 from .yamlspec import line_of, load_yaml
 
 __all__ = ["NodeConfig", "InstanceConfig", "Node", "load_node_config"]
@@ -82,10 +82,13 @@ class NodeConfig:
     ack_timeout: float = 5.0
     models_path: str | None = None       # the node-local model store; None: var/<node>-models
     trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys (files or folders) for bundles
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None      # None: no /metrics server; 0: a free port
+    metrics_token: str | None = None     # Bearer token /metrics asks for (None: loopback use, no token)
 
 
 _NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "limits", "publish_telemetry",
-              "stats_interval", "hub", "outbox", "models"}
+              "stats_interval", "hub", "outbox", "models", "metrics"}
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -171,7 +174,27 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise SpecError("expected a file or folder of public keys, or a list of them", file=file,
                         line=line_of(models, "trusted_keys"), field="models.trusted_keys")
+    metrics = data.get("metrics") or {}
+    if not isinstance(metrics, dict) or set(metrics) - {"host", "port", "token", "token_env"}:
+        raise SpecError("expected {host, port, token or token_env}", file=file, line=line_of(data, "metrics"),
+                        field="metrics", hint="e.g. metrics: {port: 9464} serves GET /metrics for Prometheus")
+    mport = metrics.get("port", 9464 if metrics else None)
+    if mport is not None and (isinstance(mport, bool) or not isinstance(mport, int) or not 0 <= mport < 65536):
+        raise SpecError(f"expected a port number (0: any free port), got {mport!r}", file=file,
+                        line=line_of(metrics, "port"), field="metrics.port")
+    mtoken = metrics.get("token")
+    if metrics.get("token_env"):
+        mtoken = os.environ.get(str(metrics["token_env"]))
+        if not mtoken:  # never fall back to serving without the token the config asks for
+            raise SpecError(f"environment variable {metrics['token_env']!r} is not set", file=file,
+                            line=line_of(metrics, "token_env"), field="metrics.token_env")
+    mhost = str(metrics.get("host", "127.0.0.1"))
+    if metrics and not mtoken and mhost not in ("127.0.0.1", "localhost", "::1"):
+        raise SpecError(f"metrics on {mhost} (beyond this machine) need a token", file=file,
+                        line=line_of(metrics, "host"), field="metrics.token",
+                        hint="token_env: EDGELOOP_METRICS_TOKEN, and Prometheus' authorization setting")
     extra = dict(
+        metrics_host=mhost, metrics_port=mport, metrics_token=mtoken,
         hub_url=hub.get("url"), hub_token=token,
         heartbeat=parse_duration(hub.get("heartbeat", 10), "hub.heartbeat"),
         outbox_path=None if outbox_path is None else str(base / outbox_path),
@@ -214,7 +237,10 @@ class NodeSinks:
         for it in items:
             d = n.desensitisers.get(it.get("instance"))
             out.append({**(d.item(it) if d is not None else it), "kind": kind})
-        n.outbox.put(out, media=media or ())
+        try:
+            n.outbox.put(out, media=media or ())
+        except OutboxFull:  # counted by the outbox (refused.disk_full.<kind>), logged, reported in heartbeats
+            pass
 
     def alert(self, item: dict[str, Any]) -> None:
         self.alerts += 1
@@ -307,6 +333,7 @@ class Node:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.started_at = time.time()
+        self.metrics_server: Any = None
 
     @staticmethod
     def _model_store(cfg: NodeConfig) -> Any:
@@ -349,6 +376,12 @@ class Node:
         for b in self.cfg.catalog.devices.values():
             if b.connector == "video":
                 self._start_camera(b)
+        if self.cfg.metrics_port is not None:
+            from .metrics import MetricsServer
+
+            self.metrics_server = MetricsServer(self.metrics_text, self.cfg.metrics_host, self.cfg.metrics_port,
+                                                token=self.cfg.metrics_token).start()
+            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics_host, self.metrics_server.port)
         for target, name in ((self._actuate, "actuator"), (self._report, "stats")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -493,6 +526,8 @@ class Node:
     def stop(self) -> None:
         """Stop in order: no new input, drain the bus and pipelines, then publish the last stats."""
         self._stop.set()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         if self.agent is not None:
             self.agent.stop()
         for src in [*self.cameras.values(), *self.sources.values()]:
@@ -518,7 +553,9 @@ class Node:
 
     def run_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then stop cleanly."""
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from .logs import setup_logging
+
+        setup_logging()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
         self.start()
@@ -601,6 +638,12 @@ class Node:
             "outputs": self.outputs_published, "queues": self.engine.queue_depths(),
             "pipelines": self.engine.stats(),
         }
+
+    def metrics_text(self) -> str:
+        """Prometheus text for ``/metrics``: :meth:`stats`, plus the outbox, models and video sources."""
+        from .metrics import node_families, render
+
+        return render(node_families(self.stats(), self.heartbeat()))
 
     def _publish_stats(self) -> None:
         try:

@@ -32,11 +32,22 @@ from typing import Any, Callable, Sequence
 
 from . import jsonio
 
-__all__ = ["Outbox", "Uplink", "PRIORITY"]
+__all__ = ["Outbox", "OutboxFull", "Uplink", "PRIORITY"]
 
 log = logging.getLogger("edgeloop.uplink")
 
 PRIORITY = {"record": 0, "notification": 1, "alert": 2}
+
+
+class OutboxFull(RuntimeError):
+    """The disk under the outbox is full even after dropping the oldest, lowest-priority items: these items
+    were not accepted (counted as ``refused.disk_full.<kind>``)."""
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (28, 122)  # ENOSPC, EDQUOT
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -81,14 +92,68 @@ class Outbox:
                         (name, n, n))
 
     def put(self, items: Sequence[dict[str, Any]], *, media: Sequence[dict[str, Any]] = ()) -> list[str]:
-        """Accept items (each gets ``id``, ``seq`` per device, ``kind``); durable when this returns."""
+        """Accept items (each gets ``id``, ``seq`` per device, ``kind``); durable when this returns.
+
+        When the disk is full the outbox makes room the way its bounds do (the oldest records first, alerts
+        last; counted as ``dropped.disk_full.<kind>``) and tries once more; if that is not enough it raises
+        :class:`OutboxFull` and counts the items as ``refused.disk_full.<kind>``. Nothing half-written stays.
+        """
+        try:
+            return self._put(items, media)
+        except BaseException as exc:
+            if not _disk_full(exc):
+                raise
+            log.error("outbox %s: the disk is full (%s): dropping the oldest, lowest-priority items", self.path, exc)
+        try:
+            self._make_room(max(len(items), self.rows // 4, 1))  # a quarter: room for a while, not a purge
+            return self._put(items, media)
+        except BaseException as exc:
+            if not _disk_full(exc):
+                raise
+            with self.lock:
+                for it in items:
+                    key = f"refused.disk_full.{it.get('kind', 'record')}"
+                    self.counters[key] = self.counters.get(key, 0) + 1  # in memory: the disk takes nothing now
+            log.error("outbox %s: disk full, %d items refused", self.path, len(items))
+            raise OutboxFull(f"outbox {self.path}: the disk is full; {len(items)} items refused") from exc
+
+    def _make_room(self, n: int) -> None:
+        with self.lock:
+            victims = self.db.execute("SELECT seq, kind, size FROM outbox ORDER BY priority, seq LIMIT ?",
+                                      (n,)).fetchall()
+            if not victims:
+                return
+            self.db.execute("BEGIN")
+            try:
+                self.db.executemany("DELETE FROM outbox WHERE seq = ?", [(v[0],) for v in victims])
+                self.db.execute("COMMIT")
+            except BaseException:
+                if self.db.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
+                    self.db.execute("ROLLBACK")
+                raise
+            for _, kind, size in victims:
+                self.rows -= 1
+                self.bytes -= size
+                key = f"dropped.disk_full.{kind}"
+                self.counters[key] = self.counters.get(key, 0) + 1
+            with_counts = [(k, v) for k, v in self.counters.items() if k.startswith("dropped.disk_full.")]
+            try:  # persisted when the freed pages allow it
+                self.db.executemany("INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = ?",
+                                    [(k, v, v) for k, v in with_counts])
+            except sqlite3.OperationalError:
+                pass
+            log.warning("outbox full (disk): dropped the %d oldest items, lowest priority first", len(victims))
+
+    def _put(self, items: Sequence[dict[str, Any]], media: Sequence[dict[str, Any]]) -> list[str]:
         now = time.time()
         ids = []
         with self.lock:
+            saved = self.rows, self.bytes, dict(self.counters)
+            written: list[Path] = []
             self.db.execute("BEGIN")
             try:
                 for m in media:
-                    self._put_media(m, now)
+                    written.append(self._put_media(m, now))
                 touched = set()
                 rows = []
                 for it in items:
@@ -111,22 +176,32 @@ class Outbox:
                 self._enforce_bounds(now)
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
+                    self.db.execute("ROLLBACK")
                 self.device_seq = dict(self.db.execute("SELECT device, seq FROM device_seq"))
+                self.rows, self.bytes, self.counters = saved[0], saved[1], {**saved[2], **{
+                    k: v for k, v in self.counters.items() if k.startswith("refused.")}}
+                for path in written:  # nothing half-written stays: no media file without its row
+                    path.unlink(missing_ok=True)
                 raise
         self.changed.set()
         return ids
 
-    def _put_media(self, m: dict[str, Any], now: float) -> None:
+    def _put_media(self, m: dict[str, Any], now: float) -> Path:
         if self.media_dir is None:
             raise ValueError("media need an outbox on disk")
         data: bytes = m["data"]
         self.media_dir.mkdir(parents=True, exist_ok=True)
         path = self.media_dir / m["id"]
-        path.write_bytes(data)
+        try:
+            path.write_bytes(data)
+        except OSError:
+            path.unlink(missing_ok=True)  # no half-written file stays behind (a full disk)
+            raise
         self.db.execute("INSERT OR REPLACE INTO media VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (m["id"], m.get("upload_id"), str(path), m.get("content_type", "application/octet-stream"),
                          hashlib.sha256(data).hexdigest(), len(data), now))
+        return path
 
     def _enforce_bounds(self, now: float) -> None:
         old = self.db.execute("SELECT kind, count(*), coalesce(sum(size), 0) FROM outbox WHERE created < ? "
@@ -222,9 +297,11 @@ class Outbox:
         with self.lock:
             media = self.db.execute("SELECT count(*) FROM media").fetchone()[0]
         dropped = {k.split(".", 1)[1]: v for k, v in self.counters.items() if k.startswith(("dropped.", "expired."))}
+        refused = {k.split(".", 1)[1]: v for k, v in self.counters.items() if k.startswith("refused.")}
         return {"rows": self.rows, "bytes": self.bytes, "media": media, "accepted": self.counters.get("accepted", 0),
                 "delivered": self.counters.get("delivered", 0), "dropped": dropped,
-                "dropped_total": sum(dropped.values()), "rejected": self.counters.get("rejected", 0)}
+                "dropped_total": sum(dropped.values()), "refused": refused, "refused_total": sum(refused.values()),
+                "rejected": self.counters.get("rejected", 0)}
 
 
 class Uplink:

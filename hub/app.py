@@ -17,12 +17,16 @@ from typing import Annotated, Any, AsyncIterator
 import orjson
 import sqlalchemy as sa
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from edge_runtime.metrics import CONTENT_TYPE as METRICS_TYPE
+
 from . import auth
+from .dashboard import add_dashboard
 from .db import Assignment, Media, Node, PipelineVersion, Product, Rollout, Token, Upload
+from .metrics import RequestMetrics, RequestStats, hub_metrics
 from .rollouts import RolloutController, RolloutError
 from .rollouts import view as rollout_view
 from .service import Hub, HubSettings, SpecRejected
@@ -158,6 +162,8 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
     app.state.rollouts = rollouts
     app.add_middleware(BodyLimit, max_body=settings.max_body, max_media=settings.max_media,
                        max_bundle=settings.max_bundle)
+    request_stats = RequestStats()
+    app.add_middleware(RequestMetrics, stats=request_stats)
 
     async def db() -> AsyncIterator[Session]:  # annotations here are evaluated eagerly: FastAPI reads them
         # An async generator on purpose: its clean-up (returning the connection to the pool) runs on the
@@ -171,13 +177,19 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
 
     # Dependencies below use short sessions of their own, closed before they return: a request never holds a
     # pooled connection while it waits for its next worker thread (that deadlocks a busy hub).
-    def principal(authorization: Annotated[str | None, Header(description="Bearer <token>")] = None) -> auth.Principal:
+    def any_principal(authorization: Annotated[str | None, Header(description="Bearer <token>")] = None) -> auth.Principal:
         if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 200:
             raise HTTPException(401, "missing token: send 'Authorization: Bearer <token>'",
                                 headers={"WWW-Authenticate": "Bearer"})
         p = hub.principal_for(authorization[7:].strip())
         if p is None:
             raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        return p
+
+    def principal(p: Annotated[auth.Principal, Depends(any_principal)]) -> auth.Principal:
+        """The admin or a node: a metrics token may read /metrics and nothing else."""
+        if p.kind == "metrics":
+            raise HTTPException(403, "a metrics token may only read /metrics")
         return p
 
     def admin(p: Annotated[auth.Principal, Depends(principal)]) -> auth.Principal:
@@ -208,6 +220,22 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
     Admin = Annotated[auth.Principal, Depends(admin)]
     Db = Annotated[Session, Depends(db)]
     add_warehouse(app, hub, principal=principal, admin=admin, db=db)
+    add_dashboard(app, hub, rollouts)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics(p: Annotated[auth.Principal, Depends(any_principal)]) -> PlainTextResponse:
+        """Prometheus metrics: the admin token or a metrics token (``POST /api/v1/tokens/metrics``), which can
+        read nothing else."""
+        if p.kind not in ("admin", "metrics"):
+            raise HTTPException(403, "metrics need the admin token or a metrics token")
+        return PlainTextResponse(hub_metrics(hub, request_stats), media_type=METRICS_TYPE)
+
+    @app.post("/api/v1/tokens/metrics", status_code=201, tags=["tokens"])
+    def create_metrics_token(body: TokenCreate, s: Db, _: Admin) -> dict[str, Any]:
+        """A token for a Prometheus scraper: it may read /metrics and nothing else."""
+        tid, token = auth.issue(s, "metrics", note=body.note, ttl=body.ttl)
+        s.commit()
+        return {"kind": "metrics", "token_id": tid, "token": token}
 
     @app.exception_handler(SpecRejected)
     async def _spec(_: Request, exc: SpecRejected) -> JSONResponse:

@@ -64,6 +64,14 @@ class HubProcess:
             self.proc = None
             wait_port(self.port, up=False, timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL: the hub dies mid-request, mid-transaction (a crash, not a shutdown)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            wait_port(self.port, up=False, timeout=10)
+
     def admin(self) -> HubClient:
         return HubClient(self.url, self.admin_token)
 

@@ -33,7 +33,8 @@ def serve(settings: HubSettings, *, host: str = "127.0.0.1", port: int = 8080, i
         worker = Ingest(hub.engine, group=settings.ingest_group, **_broker_kw(settings.broker)).start()
         app.state.ingest = worker
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_keep_alive=75, limit_concurrency=2000)
+                            timeout_keep_alive=75, limit_concurrency=2000,
+                            timeout_graceful_shutdown=5)  # open dashboard event streams must not hold a stop
     server = uvicorn.Server(config)
     log.info("hub API on http://%s:%d (database %s)", host, port, _safe_url(settings.db_url))
     import gc

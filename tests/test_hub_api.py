@@ -195,6 +195,8 @@ def route_requests(node: str, token_id: int) -> dict[tuple[str, str], tuple[str,
         ("GET", "/api/v1/rollouts/{rollout_id}"): ("/api/v1/rollouts/1", {}),
         ("POST", "/api/v1/rollouts/{rollout_id}/promote"): ("/api/v1/rollouts/1/promote", {}),
         ("POST", "/api/v1/rollouts/{rollout_id}/rollback"): ("/api/v1/rollouts/1/rollback", {}),
+        ("GET", "/metrics"): ("/metrics", {}),
+        ("POST", "/api/v1/tokens/metrics"): ("/api/v1/tokens/metrics", {"json": {"note": "prometheus"}}),
     }
 
 
@@ -203,10 +205,12 @@ AGENT = {("POST", "/api/v1/nodes/{node}/register"), ("POST", "/api/v1/nodes/{nod
 OWN_OR_ADMIN = {("GET", "/api/v1/nodes/{node}"), ("GET", "/api/v1/nodes/{node}/desired")}
 ANY_TOKEN = {("GET", "/api/v1/models/{name}/versions/{version}"),  # nodes download model bundles
              ("GET", "/api/v1/models/{name}/versions/{version}/bundle")}
+METRICS = {("GET", "/metrics")}  # the admin or a metrics token (tests/test_dashboard.py)
 
 
 def app_routes(app: Any) -> set[tuple[str, str]]:
-    return {(m, r.path) for r in app.routes if isinstance(r, APIRoute) for m in r.methods}
+    """The API's routes (the dashboard's pages, left out of the schema, are tested below)."""
+    return {(m, r.path) for r in app.routes if isinstance(r, APIRoute) and r.include_in_schema for m in r.methods}
 
 
 def call(client: TestClient, method: str, url: str, auth: dict[str, str], kw: dict[str, Any]) -> Any:
@@ -251,6 +255,19 @@ def test_every_other_endpoint_refuses_a_missing_or_bad_token_and_changes_nothing
             assert r.headers["WWW-Authenticate"] == "Bearer"
     assert api.snapshot() == before
     assert api.client.get("/api/v1/media/node-b/m0", headers=AUTH).content == b"m0"
+
+
+def test_every_dashboard_page_sends_a_visitor_without_a_session_to_sign_in(api: HubUnderTest) -> None:
+    open_ = {"/ui", "/ui/login", "/ui/static/{name}"}
+    pages = {(m, r.path) for r in api.app.routes if isinstance(r, APIRoute) and r.path.startswith("/ui")
+             for m in r.methods if r.path not in open_}
+    assert len(pages) == 9
+    before = api.snapshot()
+    for method, path in pages:
+        url = path.replace("{rollout_id}", "1").replace("{node}", "node-b").replace("{media_id}", "m0")
+        r = api.client.request(method, url, follow_redirects=False, headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 303 and r.headers["location"].startswith("/ui/login?next="), (method, url)
+    assert api.snapshot() == before
 
 
 # -- nodes --------------------------------------------------------------------------------------------
@@ -336,8 +353,8 @@ def test_a_node_token_acts_only_for_its_own_node(api: HubUnderTest) -> None:
 def test_a_node_token_cannot_call_any_admin_endpoint(api: HubUnderTest) -> None:
     s = seeded(api)
     reqs = route_requests("node-a", s["a_id"])  # even about its own node
-    admin_only = set(reqs) - AGENT - OWN_OR_ADMIN - ANY_TOKEN
-    assert len(admin_only) == 27
+    admin_only = set(reqs) - AGENT - OWN_OR_ADMIN - ANY_TOKEN - METRICS
+    assert len(admin_only) == 28
     before = api.snapshot()
     for key in sorted(admin_only):
         url, kw = reqs[key]
@@ -879,7 +896,7 @@ def test_the_openapi_document_lists_every_route(api: HubUnderTest) -> None:
     listed = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     routes = app_routes(api.app)
     assert listed == routes
-    assert len(routes) == 36
+    assert len(routes) == 38
     for path, ops in doc["paths"].items():
         for op in ops.values():
             names = {p["name"] for p in op.get("parameters", [])}

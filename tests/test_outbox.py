@@ -135,3 +135,39 @@ def test_media_leave_the_outbox_for_the_hub(tmp_path, mosquitto):
         if uplink is not None:
             uplink.stop()
         hub.stop()
+
+
+def test_a_full_disk_drops_the_oldest_records_first_then_refuses_and_counts(tmp_path):
+    """A full disk, for real to SQLite: ``PRAGMA max_page_count`` makes every write past the limit fail with
+    SQLITE_FULL, exactly as a full file system does. The outbox makes room (oldest records first, alerts
+    kept), counts what it dropped and refused, and stays usable once space comes back."""
+    import pytest
+
+    from edge_runtime.uplink import OutboxFull
+
+    box = Outbox(tmp_path / "ob.db")
+    alert = box.put([{"kind": "alert", "device": "d", "message": "keep me"}])[0]
+    pages = box.db.execute("PRAGMA page_count").fetchone()[0]
+    box.db.execute(f"PRAGMA max_page_count = {pages + 12}")
+    accepted = 0
+    for i in range(200):  # ~4 KiB a record: the limit is hit within a few dozen
+        box.put([{"kind": "record", "device": "d", "values": {"blob": "x" * 4000, "i": i}}])
+        accepted += 1
+    st = box.stats()
+    assert st["dropped"].get("disk_full.record", 0) > 0 and accepted == 200, st
+    bodies = [b for _, b in box.db.execute("SELECT seq, body FROM outbox ORDER BY seq").fetchall()]
+    assert any(b"keep me" in b for b in bodies), "the alert was dropped before the records"
+    assert b'"i":199' in bodies[-1]  # the newest record is kept
+    with pytest.raises(OutboxFull, match="disk is full"):
+        box.put([{"kind": "record", "device": "d", "values": {"blob": "y" * 200_000}}])  # larger than the disk
+    assert box.stats()["refused"] == {"disk_full.record": 1}
+    # what the outbox counts is what it holds: failed writes left no trace in its numbers or on disk
+    assert box.rows == box.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    assert box.bytes == box.db.execute("SELECT coalesce(sum(size), 0) FROM outbox").fetchone()[0]
+    with pytest.raises(OutboxFull):
+        box.put([{"kind": "alert", "device": "d", "values": {"blob": "w" * 200_000}}],
+                media=[{"id": "big.jpg", "data": b"z" * 1000}])
+    assert not (tmp_path / "ob.db.media" / "big.jpg").exists()
+    box.db.execute("PRAGMA max_page_count = 1073741823")  # space again
+    box.put([{"kind": "record", "device": "d", "values": {"i": "after"}}])
+    assert alert in {b.decode().split('"id":"')[1][:32] for _, b in box.db.execute("SELECT seq, body FROM outbox").fetchall()}
