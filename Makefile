@@ -33,7 +33,7 @@ $(LS_STAMP):
 label-studio: $(LS_STAMP)
 
 # System services the tests start themselves (mosquitto; a GStreamer RTSP server run by the system python3,
-# tests/rtsp_server.py); installed from Debian when missing and root.
+# tests/rtsp_server.py) and Chromium for the dashboard's browser test; installed from Debian when missing and root.
 RTSP_PKGS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly gstreamer1.0-rtsp
 deps:
@@ -45,19 +45,28 @@ deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(RTSP_PKGS) >/dev/null; \
 	  else echo "the GStreamer RTSP server is not installed: apt-get install $(RTSP_PKGS) for the video tests"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed: apt-get install chromium for the dashboard's browser test"; fi; }
 
 test: install deps label-studio
 	$(BIN)/ruff check edge_runtime hub models flows tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: install deps
+demo: install deps label-studio
 	$(BIN)/edgeloop demo
 
 bench: install deps
 	$(BIN)/python -m bench.run_all
 
+# The reliability suite at full length: 40 random kills (broker, hub, node) with the exactly-once check,
+# 2,000 fuzzed inputs per property, the 30 s outages, then a 10-minute soak at 5,000 records/s.
 chaos: install deps
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	EDGELOOP_CHAOS_FAULTS=40 EDGELOOP_CHAOS_RESULTS=1 EDGELOOP_FUZZ_EXAMPLES=2000 \
+	  $(BIN)/python -m pytest -s tests/test_chaos.py tests/test_fuzz_inputs.py tests/test_uplink_outage.py \
+	  tests/test_outbox.py $(PYTEST_ARGS)
+	$(BIN)/python -m bench.soak
 
 lint: install
 	$(BIN)/ruff check edge_runtime hub models flows tests bench

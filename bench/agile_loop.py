@@ -38,122 +38,25 @@ from bench.common import write_results
 ADMIN = "ela_bench-admin-token-0123456789"  # noqa: S105 (a throwaway hub)
 
 
-def until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
-def publisher(port: int) -> Any:
-    import paho.mqtt.client as mqtt
-
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    return c
-
-
 def scenario_params(scale: str) -> dict[str, Any]:
     """``project``: the pump model's settings in params.yaml (40 pumps x 72 h to train, field sets of 6 pumps
     x 168 h = 6,048 windows); ``tiny``: the end-to-end test's (864 windows)."""
     import copy
 
-    import yaml
-
     from flows import pump_scenario as sc
 
     if scale == "tiny":
         return copy.deepcopy(sc.PARAMS)
-    project = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    return {"seed": 3, "pump_anomaly": project["pump_anomaly"], "loop": project["loop"]}
+    return sc.project_params()
 
 
 def run(tmp: Path, label_share: float, params: dict[str, Any]) -> dict[str, Any]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    from edge_runtime.broker import Mosquitto
-    from edge_runtime.node import Node, load_node_config
     from flows import pump_scenario as sc
-    from flows import steps
-    from flows.labelstudio import LabelStudioServer, simulated_annotator
-    from flows.loop import agile_loop
-    from hub.process import HubProcess
 
-    t = time.perf_counter()
+    out = sc.run_loop(tmp, params=params, label_share=label_share, admin_token=ADMIN,
+                      say=lambda msg: print(msg, flush=True))
+    fields = out.pop("fields")
     ws = tmp / "ws"
-    v1 = sc.workspace(ws, params)
-    fields = [sc.field_windows(tmp / f"field-{i}", seed, params) for i, seed in enumerate((1234, 4321))]
-    setup_s = time.perf_counter() - t
-    ls = LabelStudioServer(tmp / "label-studio")
-    t = time.perf_counter()
-    ls.start()
-    ls_start_s = time.perf_counter() - t
-    out: dict[str, Any] = {"setup_s": round(setup_s, 1), "label_studio_start_s": round(ls_start_s, 1),
-                           "version_1": {"clean": v1["clean"]["accuracy"], "drifted": v1["drifted"]["accuracy"]}}
-    node = hub = None
-    try:
-        with Mosquitto() as broker, prefect_test_harness(server_startup_timeout=120):
-            hub = HubProcess(tmp / "hub", admin_token=ADMIN, broker_port=broker.port, heartbeat=0.5).start()
-            admin = hub.admin()
-            config = {"workspace": str(ws), "hub_url": hub.url, "hub_token": ADMIN, "label_studio_url": ls.url,
-                      "label_studio_token": ls.token, "models": [sc.MODEL], "min_labels": 10,
-                      "keys_dir": str(tmp / "keys"), "group": "pumps", "canary": 1, "watch_s": 2.0}
-            steps.package(steps.LoopConfig(**config), sc.MODEL, "1")
-            admin.put(f"/api/v1/models/{sc.MODEL}/deployments/group:pumps", {"version": "1"})
-            token = admin.post("/api/v1/nodes", {"name": "edge-p", "group": "pumps"})["token"]
-            node = Node(load_node_config(sc.write_node(tmp / "node", broker.port, hub.url, token, tmp / "keys",
-                                                       label_share=label_share)))
-            node.start()
-            until(lambda: sc.serving(admin) == "1", 120, "the node to serve version 1")
-            pub = publisher(broker.port)
-            iterations = []
-            seen = 0
-            for i, (X, y) in enumerate(fields):
-                version = str(i + 1)
-                truth = sc.send(pub, X, y, 1.7e9 + 1e8 * i)
-                want = seen + len(X)
-                until(lambda: len(admin.all_uploads(kind="record")) >= want, 300, "the inferences")  # noqa: B023
-                records = [u for u in admin.all_uploads(kind="record") if (u["device"], u["ts"]) in truth]
-                at_node = sc.accuracy_at_node(records, truth, version)
-                seen += len(X)
-                t = time.perf_counter()
-                first = agile_loop(config)["models"][sc.MODEL]
-                first_s = time.perf_counter() - t
-                ids = {u["id"]: (u["device"], u["ts"]) for u in records}
-                t = time.perf_counter()
-                made = simulated_annotator(ls.labelling(), first["label"]["project"],
-                                           lambda data, truth=truth, ids=ids: sc.LABELS[truth[ids[data["edgeloop_id"]]]])
-                annotate_s = time.perf_counter() - t
-                t = time.perf_counter()
-                second = agile_loop(config)["models"][sc.MODEL]
-                second_s = time.perf_counter() - t
-                gate = second["gate"]
-                if second.get("rollout", {}).get("rolled_out"):
-                    new = second["retrain"]["candidate"]
-                    until(lambda: sc.serving(admin) == new, 60, "the new version")  # noqa: B023
-                iterations.append({
-                    "field_windows": len(X), "node_version": version, "node_accuracy": round(at_node, 4),
-                    "labels_sent": first["label"]["sent"], "labels_made": made,
-                    "label_share": round(first["label"]["sent"] / len(X), 4),
-                    "candidate": second["retrain"].get("candidate"), "promoted": gate.get("promoted"),
-                    "why": gate.get("why"),
-                    "candidate_drifted": gate.get("candidate_drifted"), "candidate_clean": gate.get("candidate_clean"),
-                    "champion_drifted": gate.get("champion_drifted"), "champion_clean": gate.get("champion_clean"),
-                    "rollout": {k: second.get("rollout", {}).get(k) for k in ("rolled_out", "state", "waiting")},
-                    "run_1_s": round(first_s, 1), "annotator_s": round(annotate_s, 1), "run_2_s": round(second_s, 1),
-                    "iteration_s": round(first_s + second_s, 1), "steps_run_1_s": first.get("times_s"),
-                    "steps_run_2_s": second.get("times_s")})
-                print(f"iteration {i + 1}: {iterations[-1]}", flush=True)
-            out["iterations"] = iterations
-            out["dead_letters_at_node"] = node.dead_letters.total
-    finally:
-        if node is not None:
-            node.stop()
-        if hub is not None:
-            hub.stop()
-        ls.stop()
     t = time.perf_counter()
     # the reference: every field window labelled; its weight chosen in its favour (1 or 2 copies; more
     # copies of thousands of rows only lower it)

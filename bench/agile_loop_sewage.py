@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.agile_loop import ADMIN, until
+from bench.agile_loop import ADMIN
 from bench.common import write_results
+from flows.pump_scenario import until
 
 
 def run(tmp: Path) -> dict[str, Any]:

@@ -140,19 +140,23 @@ def node_run(config: Path = typer.Option(..., "--config", "-c", help="node YAML"
 @app.command("demo")
 def demo(duration: float = typer.Option(20.0, help="seconds the simulated pumps run"),
          broker: Optional[str] = typer.Option(None, help="host:port of an MQTT broker; default: start one"),
-         scenario: str = typer.Option("all", help="all | pumps | cameras"),
+         scenario: str = typer.Option("all", help="all | pumps | cameras | loop"),
          cameras: int = typer.Option(2, min=1, max=8, help="simulated street cameras"),
          frames: int = typer.Option(300, min=40, help="frames per camera video (10 fps)"),
-         summary: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file")) -> None:
-    """A hub and edge nodes on SYNTHETIC devices: pump monitoring and sewage-dumping detection on street
-    cameras, alerts (with JPEGs) at the hub, and a summary table. Exit 1 when the expected alerts did not come."""
+         summary: Optional[Path] = typer.Option(None, help="also write the figures to this JSON file"),
+         loop: bool = typer.Option(True, "--loop/--no-loop", help="run one agile-loop iteration and a rollout"),
+         report: Optional[Path] = typer.Option(Path("var/demo-report"), help="folder for the closing report "
+                                               "(markdown, PNG plots, HTML)")) -> None:
+    """A hub and edge nodes on SYNTHETIC devices: pump monitoring, sewage-dumping detection on street cameras
+    (alerts with JPEGs at the hub), drift and one agile-loop iteration with a rollout, and a closing report.
+    Exit 1 when something the demo shows did not happen."""
     from .demo import SCENARIOS, run_demo
 
     if scenario not in SCENARIOS:
         typer.echo(f"error: --scenario {scenario!r}: expected one of {', '.join(SCENARIOS)}", err=True)
         raise typer.Exit(2)
     raise typer.Exit(run_demo(duration=duration, broker=broker, scenario=scenario, cameras=cameras, frames=frames,
-                              summary=summary))
+                              summary=summary, loop=loop, report=report))
 
 
 # -- the hub ----------------------------------------------------------------------------------
@@ -180,14 +184,15 @@ def hub_serve(
     heartbeat: float = typer.Option(10.0, help="heartbeat interval the agents are told to use (s)"),
 ) -> None:
     """Serve the hub's API (migrating its database first) and ingest uploads from the broker."""
-    import logging
     import os
     import secrets
 
     from hub.server import serve
     from hub.service import HubSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .logs import setup_logging
+
+    setup_logging()
     token_file = data / "admin.token"
     if not admin_token:
         if token_file.exists():
@@ -213,12 +218,12 @@ def hub_ingest(
     broker_password: Optional[str] = typer.Option(None, envvar="EDGELOOP_BROKER_PASSWORD"),
 ) -> None:
     """A standalone ingest process: several share the uplink load through an MQTT shared subscription."""
-    import logging
-
     from hub.server import run_ingest
     from hub.service import HubSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .logs import setup_logging
+
+    setup_logging()
     run_ingest(HubSettings(db_url=db, broker=_broker_option(broker, broker_user, broker_password)))
 
 

@@ -152,3 +152,180 @@ def oracle_accuracy(root: Path, work: Path, windows: list[tuple[np.ndarray, np.n
     m = stages.evaluate(work, MODEL, track=False)
     return {"clean": m["clean"]["accuracy"], "drifted": m["drifted"]["accuracy"],
             "labels": int(sum(len(y) for _, y in windows))}
+
+
+def project_params() -> dict[str, Any]:
+    """The pump model's settings in params.yaml (40 pumps x 72 h to train, field sets of 6 pumps x 168 h =
+    6,048 windows), for the benchmark and the demo; :data:`PARAMS` is the tests' tiny scale."""
+    import yaml
+
+    project = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    return {"seed": 3, "pump_anomaly": project["pump_anomaly"], "loop": project["loop"]}
+
+
+def until(cond: Any, timeout: float, what: str) -> None:
+    """Wait for ``cond()`` to hold, checking every 0.2 s; TimeoutError naming ``what`` after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def run_loop(tmp: Path, *, params: dict[str, Any] = PARAMS, label_share: float = 0.05, iterations: int = 2,
+             admin_token: str, broker_port: int | None = None, hub: Any = None, measure_after: bool = False,
+             say: Any = print, on_step: Any = None) -> dict[str, Any]:
+    """The pump scenario's agile loop with every part real, for bench/agile_loop.py and the demo.
+
+    A workspace whose champion (version 1) knew clean pumps; a hub process and an edge node ``edge-p`` in
+    group ``pumps`` serving version 1 (signed, from the hub's warehouse); Label Studio (its own venv), a
+    temporary Prefect server (Prefect's harness: a fresh server and database, gone afterwards), MLflow and
+    BentoML stores in the workspace, Mosquitto on a free port unless ``broker_port`` names one.
+    Each iteration: the node scores a set of SYNTHETIC drifted field windows (uploading its inferences),
+    the loop runs (collect, send to Label Studio), a SIMULATED annotator labels them from the generator's
+    ground truth through Label Studio's API, the loop runs again (harvest, retrain, gate, package, roll out
+    canary-first) and the node is waited on to serve the new version. ``hub``: a running hub process to use
+    (its ``admin_token``) instead of starting one. ``measure_after``: then score another drifted field set
+    with the version the node serves, for the accuracy at the node after the loop. ``on_step(name)`` is
+    called as each part begins (the demo's progress). Returns the figures, and ``fields`` (the windows, for
+    an oracle).
+    """
+    import contextlib
+    import os
+    import time
+
+    import paho.mqtt.client as mqtt
+    from prefect.testing.utilities import prefect_test_harness
+
+    from edge_runtime.broker import Mosquitto
+    from edge_runtime.node import Node, load_node_config
+    from flows import steps
+    from flows.labelstudio import LabelStudioServer, simulated_annotator
+    from flows.loop import agile_loop
+    from hub.process import HubProcess
+
+    step = on_step or (lambda _name: None)
+    t = time.perf_counter()
+    step("training the champion (version 1) on clean pumps")
+    ws = tmp / "ws"
+    v1 = workspace(ws, params)
+    fields = [field_windows(tmp / f"field-{i}", seed, params) for i, seed in enumerate((1234, 4321)[:iterations])]
+    setup_s = time.perf_counter() - t
+    step("starting Label Studio")
+    ls = LabelStudioServer(tmp / "label-studio")
+    t = time.perf_counter()
+    ls.start()
+    ls_start_s = time.perf_counter() - t
+    out: dict[str, Any] = {"setup_s": round(setup_s, 1), "label_studio_start_s": round(ls_start_s, 1),
+                           "label_studio_url": ls.url,
+                           "version_1": {"clean": v1["clean"]["accuracy"], "drifted": v1["drifted"]["accuracy"]}}
+    node = pub = None
+    own_hub = hub is None
+    try:
+        with contextlib.ExitStack() as stack:
+            if broker_port is None:
+                broker_port = stack.enter_context(Mosquitto()).port
+            step("starting a Prefect server")
+            stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+            if own_hub:
+                hub = HubProcess(tmp / "hub", admin_token=admin_token, broker_port=broker_port, heartbeat=0.5).start()
+            admin = hub.admin()
+            config = {"workspace": str(ws), "hub_url": hub.url, "hub_token": admin_token, "label_studio_url": ls.url,
+                      "label_studio_token": ls.token, "models": [MODEL], "min_labels": 10,
+                      "keys_dir": str(tmp / "keys"), "group": "pumps", "canary": 1, "watch_s": 2.0}
+            step("shipping version 1 to the node edge-p")
+            steps.package(steps.LoopConfig(**config), MODEL, "1")
+            admin.put(f"/api/v1/models/{MODEL}/deployments/group:pumps", {"version": "1"})
+            token = admin.post("/api/v1/nodes", {"name": "edge-p", "group": "pumps"})["token"]
+            node = Node(load_node_config(write_node(tmp / "node", broker_port, hub.url, token, tmp / "keys",
+                                                    label_share=label_share)))
+            node.start()
+            until(lambda: serving(admin) == "1", 120, "the node to serve version 1")
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pump-field-{os.getpid()}")
+            pub.connect("127.0.0.1", broker_port)
+            pub.loop_start()
+            runs = []
+            seen = 0
+            for i, (X, y) in enumerate(fields):
+                version = str(i + 1)
+                step(f"iteration {i + 1}: the pumps drift; edge-p scores {len(X)} windows with version {version}")
+                truth = send(pub, X, y, 1.7e9 + 1e8 * i)
+                want = seen + len(X)
+                until(lambda: len(admin.all_uploads(kind="record", node="edge-p")) >= want, 300, "the inferences")  # noqa: B023
+                records = [u for u in admin.all_uploads(kind="record", node="edge-p") if (u["device"], u["ts"]) in truth]
+                at_node = accuracy_at_node(records, truth, version)
+                seen += len(X)
+                step(f"iteration {i + 1}: collect and send to Label Studio")
+                t = time.perf_counter()
+                first = agile_loop(config)["models"][MODEL]
+                first_s = time.perf_counter() - t
+                ids = {u["id"]: (u["device"], u["ts"]) for u in records}
+                step(f"iteration {i + 1}: the SIMULATED annotator labels {first['label']['sent']} windows")
+                t = time.perf_counter()
+                made = simulated_annotator(ls.labelling(), first["label"]["project"],
+                                           lambda data, truth=truth, ids=ids: LABELS[truth[ids[data["edgeloop_id"]]]])
+                annotate_s = time.perf_counter() - t
+                step(f"iteration {i + 1}: harvest, retrain, gate, package, roll out")
+                t = time.perf_counter()
+                second = agile_loop(config)["models"][MODEL]
+                second_s = time.perf_counter() - t
+                gate = second["gate"]
+                if second.get("rollout", {}).get("rolled_out"):
+                    new = second["retrain"]["candidate"]
+                    until(lambda: serving(admin) == new, 60, "the new version")  # noqa: B023
+                runs.append({
+                    "field_windows": len(X), "node_version": version, "node_accuracy": round(at_node, 4),
+                    "labels_sent": first["label"]["sent"], "labels_made": made,
+                    "label_share": round(first["label"]["sent"] / len(X), 4),
+                    "candidate": second["retrain"].get("candidate"), "promoted": gate.get("promoted"),
+                    "why": gate.get("why"),
+                    "candidate_drifted": gate.get("candidate_drifted"), "candidate_clean": gate.get("candidate_clean"),
+                    "champion_drifted": gate.get("champion_drifted"), "champion_clean": gate.get("champion_clean"),
+                    "rollout": {k: second.get("rollout", {}).get(k) for k in ("rolled_out", "state", "waiting", "rollout")},
+                    "run_1_s": round(first_s, 1), "annotator_s": round(annotate_s, 1), "run_2_s": round(second_s, 1),
+                    "iteration_s": round(first_s + second_s, 1), "steps_run_1_s": first.get("times_s"),
+                    "steps_run_2_s": second.get("times_s")})
+                say(f"iteration {i + 1}: {runs[-1]}")
+            out["iterations"] = runs
+            out["serving_after"] = serving(admin)
+            if measure_after:
+                # an A/B at the edge on the same new drifted data: edge-p serves what the loop rolled out, a
+                # control node edge-q (group "control") still serves version 1; neither has seen these windows
+                step("after the loop: a control node edge-q keeps version 1")
+                admin.put(f"/api/v1/models/{MODEL}/deployments/group:control", {"version": "1"})
+                qtoken = admin.post("/api/v1/nodes", {"name": "edge-q", "group": "control"})["token"]
+                control = Node(load_node_config(write_node(tmp / "node-q", broker_port, hub.url, qtoken, tmp / "keys",
+                                                           name="edge-q", label_share=label_share)))
+                control.start()
+                try:
+                    until(lambda: serving(admin, "edge-q") == "1", 120, "edge-q to serve version 1")
+                    X, y = field_windows(tmp / "field-after", 9876, params)
+                    step(f"after the loop: edge-p (version {out['serving_after']}) and edge-q (version 1) score "
+                         f"the same {len(X)} new drifted windows")
+                    truth = send(pub, X, y, 1.9e9)
+                    until(lambda: len(admin.all_uploads(kind="record", node="edge-p")) >= seen + len(X)
+                          and len(admin.all_uploads(kind="record", node="edge-q")) >= len(X), 300,
+                          "both nodes' inferences after the loop")
+                    acc = {}
+                    for name, version in (("edge-p", out["serving_after"]), ("edge-q", "1")):
+                        records = [u for u in admin.all_uploads(kind="record", node=name) if (u["device"], u["ts"]) in truth]
+                        acc[name] = round(accuracy_at_node(records, truth, version), 4)
+                finally:
+                    control.stop()
+                out["after"] = {"field_windows": len(X), "node_version": out["serving_after"],
+                                "node_accuracy": acc["edge-p"], "control_version": "1",
+                                "control_accuracy": acc["edge-q"]}
+            out["dead_letters_at_node"] = node.dead_letters.total
+    finally:
+        if pub is not None:
+            pub.loop_stop()
+            pub.disconnect()
+        if node is not None:
+            node.stop()
+        if own_hub and hub is not None:
+            hub.stop()
+        ls.stop()
+    out["fields"] = fields
+    return out

@@ -109,7 +109,7 @@ def test_edgeloop_demo_pumps_and_cameras_through_a_hub(cv_models: Path, tmp_path
 
     out = tmp_path / "summary.json"
     rc = run_demo(duration=10, scenario="all", cameras=1, frames=150, model_cache=cv_models.parent, summary=out,
-                  quiet=True)
+                  quiet=True, loop=False, report=tmp_path / "report")  # the loop: tests/test_agile_loop.py
     got = json.loads(out.read_text())
     assert rc == 0, got
     assert got["pumps"]["alerts"] >= 1 and got["pumps"]["actions"] >= 1 and got["pumps"]["dead_letters"] == 0
@@ -119,3 +119,10 @@ def test_edgeloop_demo_pumps_and_cameras_through_a_hub(cv_models: Path, tmp_path
     assert 0 < cam["latency_p50_ms"] <= cam["latency_p99_ms"] < 2000
     assert 0 < cam["uploaded_bytes"] < cam["video_bytes"]
     assert got["cameras"]["all"]["alerts"] == cam["alerts"]
+    # the closing report: the same figures in markdown and HTML, and the cameras' plot
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "SYNTHETIC" in md and f"| alerts / dumping acts in the videos | {cam['alerts']} / {cam['acts']} |" in md
+    assert f"| device actions (pump-3 stopped by a Modbus coil write) | {got['pumps']['actions']} |" in md
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "<table>" in html and 'src="cameras.png"' in html
+    assert (tmp_path / "report" / "cameras.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
