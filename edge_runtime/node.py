@@ -82,13 +82,14 @@ class NodeConfig:
     ack_timeout: float = 5.0
     models_path: str | None = None       # the node-local model store; None: var/<node>-models
     trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys (files or folders) for bundles
+    output_qos: int = 1                  # pipeline outputs: 1 at least once (paho), 0 best effort (batched raw)
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None      # None: no /metrics server; 0: a free port
     metrics_token: str | None = None     # Bearer token /metrics asks for (None: loopback use, no token)
 
 
 _NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "limits", "publish_telemetry",
-              "stats_interval", "hub", "outbox", "models", "metrics"}
+              "stats_interval", "hub", "outbox", "models", "metrics", "outputs"}
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -174,6 +175,12 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise SpecError("expected a file or folder of public keys, or a list of them", file=file,
                         line=line_of(models, "trusted_keys"), field="models.trusted_keys")
+    outputs = data.get("outputs") or {}
+    if not isinstance(outputs, dict) or set(outputs) - {"qos"} or outputs.get("qos", 1) not in (0, 1) \
+            or isinstance(outputs.get("qos"), bool):
+        raise SpecError(f"expected {{qos: 0 or 1}}, got {outputs!r}", file=file, line=line_of(data, "outputs"),
+                        field="outputs", hint="qos 1 (the default): at least once to the broker; qos 0: best "
+                        "effort, written in batches (the fastest)")
     metrics = data.get("metrics") or {}
     if not isinstance(metrics, dict) or set(metrics) - {"host", "port", "token", "token_env"}:
         raise SpecError("expected {host, port, token or token_env}", file=file, line=line_of(data, "metrics"),
@@ -194,7 +201,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
                         line=line_of(metrics, "host"), field="metrics.token",
                         hint="token_env: EDGELOOP_METRICS_TOKEN, and Prometheus' authorization setting")
     extra = dict(
-        metrics_host=mhost, metrics_port=mport, metrics_token=mtoken,
+        metrics_host=mhost, metrics_port=mport, metrics_token=mtoken, output_qos=int(outputs.get("qos", 1)),
         hub_url=hub.get("url"), hub_token=token,
         heartbeat=parse_duration(hub.get("heartbeat", 10), "hub.heartbeat"),
         outbox_path=None if outbox_path is None else str(base / outbox_path),
@@ -283,11 +290,15 @@ class Node:
     def __init__(self, cfg: NodeConfig, *, models: Any = None) -> None:
         self.cfg = cfg
         self.models = models if models is not None else self._model_store(cfg)
-        self.store = LocalStore(cfg.store_path, retention=cfg.retention, max_rows=cfg.max_rows)
+        self.store = LocalStore(cfg.store_path, retention=cfg.retention, max_rows=cfg.max_rows, write_behind=0.05)
         self.dead_letters = DeadLetterSink(self.store)
         self.publisher = MqttLink(cfg.broker, client_id=f"{cfg.node}-out", status_topic=f"edgeloop/{cfg.node}/status")
         self.engine = Engine(self._on_output, queue_size=cfg.queue_size)
         b = cfg.broker
+        self.raw_outputs = RawPublisher(b.host, b.port, client_id=f"{cfg.node}-outputs", username=b.username,
+                                        password=b.password, keepalive=b.keepalive, tls=b.tls, ca_certs=b.ca_certs) \
+            if cfg.output_qos == 0 else None
+        self._raw_lock = threading.Lock()
         self.telemetry = RawPublisher(b.host, b.port, client_id=f"{cfg.node}-telemetry", username=b.username,
                                       password=b.password, keepalive=b.keepalive, tls=b.tls, ca_certs=b.ca_certs) \
             if cfg.publish_telemetry else None
@@ -353,7 +364,12 @@ class Node:
 
     def _on_output(self, instance: Instance, batch: Batch) -> None:
         topic = f"edgeloop/{self.cfg.node}/pipelines/{instance.name}/out"
-        for rec in map(without_media, batch.to_records()):  # frames and crops stay on the node
+        records = map(without_media, batch.to_records())  # frames and crops stay on the node
+        if self.raw_outputs is not None:  # qos 0: the whole batch in one write
+            with self._raw_lock:
+                self.outputs_published += self.raw_outputs.publish_many((topic, jsonio.dumps(r)) for r in records)
+            return
+        for rec in records:
             self.publisher.publish(topic, jsonio.dumps(rec), qos=1)
             self.outputs_published += 1
 
@@ -544,6 +560,8 @@ class Node:
         self._publish_stats()
         if self.telemetry is not None:
             self.telemetry.close()
+        if self.raw_outputs is not None:
+            self.raw_outputs.close()
         self.publisher.stop()
         if self.uplink is not None:
             self.uplink.stop()

@@ -46,3 +46,18 @@ def test_time_series_input_replays_history_then_follows(tmp_path):
     inst = Instance("h", plan, store=store)
     got = inst.history().to_records()
     assert [(r["device"], r["values"]["t"]) for r in got] == [("a", float(t)) for t in range(5, 10)]
+
+
+def test_write_behind_readers_see_every_record_and_close_writes_the_rest(tmp_path):
+    """The node's store writes records from a thread of its own; a query or count right after adding sees
+    them all (what is pending is written first), and closing writes what is left."""
+    from edge_runtime.store import LocalStore
+
+    store = LocalStore(tmp_path / "s.db", write_behind=30.0)  # the writer would wait 30 s: reads must not
+    store.add_records([{"device": "d", "ts": float(i), "values": {"v": i}} for i in range(100)])
+    assert store.count() == 100
+    assert [r["values"]["v"] for r in store.query(devices=["d"], since=90)] == list(range(90, 100))
+    store.add_records([{"device": "d", "ts": 1000.0, "values": {"v": 1000}}])
+    store.close()
+    again = LocalStore(tmp_path / "s.db")
+    assert again.count() == 101

@@ -68,7 +68,7 @@ class DeviceBus:
     def __init__(self, node: str, *, store: Any = None, engine: Any = None,
                  telemetry: Any = None,
                  dead_letters: DeadLetterSink | None = None, max_batch: int = 5000,
-                 flush_interval: float = 0.02, queue_size: int = 1000) -> None:
+                 flush_interval: float = 0.002, queue_size: int = 1000) -> None:
         self.node = node
         self.store = store
         self.engine = engine
@@ -128,11 +128,15 @@ class DeviceBus:
                 return
             records = list(first)
             taken = 1
+            # Take what is queued now and deliver it: no waiting for more. Under load the batches grow by
+            # themselves (what arrives while one is delivered is the next); when quiet a record goes at once.
+            # ``flush_interval`` > 0 brings back waiting for stragglers (larger batches, more latency).
             deadline = time.monotonic() + self.flush_interval
             stop = False
             while len(records) < self.max_batch:
                 try:
-                    more = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    wait = deadline - time.monotonic()
+                    more = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
                 except queue.Empty:
                     break
                 taken += 1
@@ -156,13 +160,14 @@ class DeviceBus:
         self.records_in += len(records)
         self.batches += 1
         self.per_device.update(r["device"] for r in records)
-        if self.store is not None:
-            self.store.add_records(records)
+        # the pipelines first: their workers run while this thread writes the store (latency to decisions)
+        if self.engine is not None:
+            self.engine.submit(Batch.from_records(records))
         if self.telemetry is not None:
             node, dumps = self.node, jsonio.dumps
             self.telemetry.publish_many((telemetry_topic(node, r["device"]), dumps(r)) for r in records)
+        if self.store is not None:
+            self.store.add_records(records)
         for listener in self.listeners:
             listener(records)
-        if self.engine is not None:
-            self.engine.submit(Batch.from_records(records))
         self.dead_letters.flush()
