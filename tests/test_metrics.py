@@ -39,11 +39,11 @@ def test_a_metrics_token_the_config_names_must_exist_and_remote_metrics_need_one
     with pytest.raises(SpecError, match="NO_SUCH_TOKEN_VAR"):
         load_node_config(write_config(mk(tmp_path / "a"), 1883, 502, metrics={"port": 0, "token_env": "NO_SUCH_TOKEN_VAR"}))
     with pytest.raises(SpecError, match="need a token"):
-        load_node_config(write_config(mk(tmp_path / "b"), 1883, 502, metrics={"port": 0, "host": "0.0.0.0"}))
+        load_node_config(write_config(mk(tmp_path / "b"), 1883, 502, metrics={"port": 0, "host": "10.1.2.3"}))
     monkeypatch.setenv("SCRAPE_TOKEN", "abc")
     cfg = load_node_config(write_config(mk(tmp_path / "c"), 1883, 502,
-                                        metrics={"host": "0.0.0.0", "token_env": "SCRAPE_TOKEN"}))
-    assert (cfg.metrics_host, cfg.metrics_port, cfg.metrics_token) == ("0.0.0.0", 9464, "abc")
+                                        metrics={"host": "10.1.2.3", "token_env": "SCRAPE_TOKEN"}))
+    assert (cfg.metrics_host, cfg.metrics_port, cfg.metrics_token) == ("10.1.2.3", 9464, "abc")
 
 
 @pytest.mark.broker
