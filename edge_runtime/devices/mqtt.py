@@ -18,6 +18,7 @@ import collections
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -69,6 +70,9 @@ class BufferedClient(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
+        #: ``(topic, payload)`` for each QoS 0/1 PUBLISH that arrives whole in the buffer, bypassing paho's
+        #: message objects and topic matcher (the node's links have one on_message for every subscription)
+        self.fast_publish: Callable[[str, bytes], None] | None = None
 
     def _sock_recv(self, bufsize: int) -> bytes:
         buf, pos = self._rbuf, self._rpos
@@ -91,12 +95,69 @@ class BufferedClient(mqtt.Client):
         self._rbuf, self._rpos = b"", 0
         super()._sock_close()
 
+    def _fast_publish_one(self) -> bool:
+        """Handle one whole PUBLISH (QoS 0 or 1) from the buffer; False leaves everything to paho.
+
+        Only between packets (paho holds no partial one) and only for a packet entirely in the buffer:
+        anything else (other packet types, QoS 2, a packet split across reads, a topic that is not UTF-8)
+        takes paho's own path, reading the same buffer, so the two never disagree about the stream.
+        """
+        if self._in_packet["command"] != 0:
+            return False
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            try:
+                buf = mqtt.Client._sock_recv(self, self._chunk)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                return False
+            except OSError:
+                return False  # paho's read will see the same error and handle it
+            if not buf:
+                return False
+            self._rbuf, self._rpos, pos = buf, 0, 0
+        cmd = buf[pos]
+        if cmd & 0xF0 != 0x30 or (cmd >> 1) & 3 > 1:
+            return False
+        length, mult, i = 0, 1, pos + 1
+        while True:
+            if i >= len(buf) or i - pos > 4:
+                return False
+            b = buf[i]
+            length += (b & 0x7F) * mult
+            mult *= 128
+            i += 1
+            if not b & 0x80:
+                break
+        end = i + length
+        if end > len(buf) or length < 2:
+            return False
+        tlen = (buf[i] << 8) | buf[i + 1]
+        t_end = i + 2 + tlen
+        qos = (cmd >> 1) & 3
+        body = t_end + (2 if qos else 0)
+        if body > end:
+            return False
+        try:
+            topic = buf[i + 2:t_end].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        self._rpos = end
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        self.fast_publish(topic, buf[body:end])  # type: ignore[misc]
+        if qos == 1:
+            self._send_puback((buf[t_end] << 8) | buf[t_end + 1])
+        return True
+
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         if self._sock is None:
             return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+        fast = self.fast_publish is not None
         for _ in range(max(max_packets, self.max_burst)):
             if self._sock is None:
                 return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            if fast and self._fast_publish_one():
+                continue
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)
@@ -141,6 +202,8 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        if on_message is not None:
+            self.client.fast_publish = lambda topic, payload: on_message(topic, payload, time.time())
 
     def start(self) -> None:
         self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
