@@ -77,6 +77,9 @@ def run(tmp: Path) -> dict[str, Any]:
                 node.start()
                 until(lambda: len(admin.all_uploads(kind="record")) >= before + frames // 2, 600,
                       f"the uploads of field set {field}")
+                # records come over MQTT, their JPEGs over HTTP: let the node's outbox empty before stopping it
+                until(lambda: node.outbox.stats()["rows"] == 0 and node.outbox.stats()["media"] == 0, 300,
+                      "the node's outbox to drain")
                 records = admin.all_uploads(kind="record")[before:]
                 node.stop()
                 node = None

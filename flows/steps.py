@@ -118,6 +118,7 @@ def descriptor(cfg: LoopConfig, model: str) -> dict[str, Any]:
 
 
 MEDIA_FIELD = "_media"  # in a sent item's values: node/media id of its image at the hub
+MEDIA_GRACE_S = 600.0   # how long collect waits for a record's image to reach the hub before giving up on it
 
 
 def sample_key(model: str, upload_id: str) -> float:
@@ -160,7 +161,8 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
                 "values": kept,
                 "prediction": labels[int(pred)] if isinstance(pred, (int, float)) and 0 <= int(pred) < len(labels)
                 else str(pred), "confidence": values.get(f"{out}_confidence"),
-                "model_version": values[f"{out}_model"], "reason": reason}
+                "model_version": values[f"{out}_model"], "reason": reason,
+                "cursor": u.get("cursor"), "received_at": u.get("received_at")}
 
     while True:
         got = _hub_call(cfg, lambda w=last: hub.get(f"/api/v1/uploads?kind=record&after={w}&limit={page}"))
@@ -192,10 +194,28 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
                   key=lambda p: p["confidence"] if p["confidence"] is not None else 1.0)[: budget - len(randoms)]
     chosen |= {p["id"] for p in hard}
     fill = [p for _, p in pool if p["id"] in fresh and p["id"] not in chosen][: budget - len(randoms) - len(hard)]
-    for p in hard + randoms + fill if images else ():
-        p["image"] = _hub_call(cfg, lambda p=p: hub.get(f"/api/v1/media/{p['values'][MEDIA_FIELD]}"))
+    from edge_runtime.hubclient import HubError
+
+    items, pending = hard + randoms + fill, []
+    for p in items if images else ():
+        try:
+            p["image"] = _hub_call(cfg, lambda p=p: hub.get(f"/api/v1/media/{p['values'][MEDIA_FIELD]}"))
+        except HubError as exc:
+            if exc.status != 404:
+                raise
+            # records come over MQTT, their images over HTTP: a recent one may not be there yet; it is taken
+            # up again by the next run (the watermark stays before it). An old one never will be: skipped.
+            if time.time() - (p.get("received_at") or 0) < MEDIA_GRACE_S:
+                pending.append(p)
+            else:
+                no_image += 1
+    if images:
+        items = [p for p in items if "image" in p]
+        if pending:
+            last = min(last, min(p["cursor"] for p in pending) - 1)
     return {"model": model, "uploads": seen, "selected_at_edge": marked, "budget": budget,
-            "random": len(randoms) + len(fill), "hard": len(hard), "without_image": no_image, "items": hard + randoms + fill, "watermark": last}
+            "random": len(randoms) + len(fill), "hard": len(hard), "without_image": no_image,
+            "image_pending": len(pending), "items": items, "watermark": last}
 
 
 # -- label ----------------------------------------------------------------------------------------
