@@ -142,6 +142,7 @@ class MetricsServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # a response's headers and body must not wait on the client's delayed ACK
             timeout = 10  # an idle keep-alive connection does not hold a thread for ever
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name

@@ -83,13 +83,14 @@ class NodeConfig:
     models_path: str | None = None       # the node-local model store; None: var/<node>-models
     trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys (files or folders) for bundles
     output_qos: int = 1                  # pipeline outputs: 1 at least once (paho), 0 best effort (batched raw)
+    http: Any = None                     # devices.http.HttpConfig: where pushing HTTP devices reach the node
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None      # None: no /metrics server; 0: a free port
     metrics_token: str | None = None     # Bearer token /metrics asks for (None: loopback use, no token)
 
 
 _NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "limits", "publish_telemetry",
-              "stats_interval", "hub", "outbox", "models", "metrics", "outputs"}
+              "stats_interval", "hub", "outbox", "models", "metrics", "outputs", "http"}
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -175,6 +176,23 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise SpecError("expected a file or folder of public keys, or a list of them", file=file,
                         line=line_of(models, "trusted_keys"), field="models.trusted_keys")
+    http = data.get("http") or {}
+    if not isinstance(http, dict) or set(http) - {"host", "port", "token_env"}:
+        raise SpecError("expected {host, port, token_env}", file=file, line=line_of(data, "http"), field="http",
+                        hint="where HTTP devices POST /devices/<id>/telemetry, and the node's token for them")
+    hport = http.get("port", 8090)
+    if isinstance(hport, bool) or not isinstance(hport, int) or not 0 <= hport < 65536:
+        raise SpecError(f"expected a port number (0: any free port), got {hport!r}", file=file,
+                        line=line_of(http, "port"), field="http.port")
+    htoken = None
+    if http.get("token_env"):
+        htoken = os.environ.get(str(http["token_env"]))
+        if not htoken:
+            raise SpecError(f"environment variable {http['token_env']!r} is not set", file=file,
+                            line=line_of(http, "token_env"), field="http.token_env")
+    from .devices.http import HttpConfig
+
+    http_cfg = HttpConfig(host=str(http.get("host", "127.0.0.1")), port=hport, token=htoken)
     outputs = data.get("outputs") or {}
     if not isinstance(outputs, dict) or set(outputs) - {"qos"} or outputs.get("qos", 1) not in (0, 1) \
             or isinstance(outputs.get("qos"), bool):
@@ -202,6 +220,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
                         hint="token_env: EDGELOOP_METRICS_TOKEN, and Prometheus' authorization setting")
     extra = dict(
         metrics_host=mhost, metrics_port=mport, metrics_token=mtoken, output_qos=int(outputs.get("qos", 1)),
+        http=http_cfg,
         hub_url=hub.get("url"), hub_token=token,
         heartbeat=parse_duration(hub.get("heartbeat", 10), "hub.heartbeat"),
         outbox_path=None if outbox_path is None else str(base / outbox_path),
@@ -307,6 +326,11 @@ class Node:
         self.mqtt = MqttConnector(cfg.node, cfg.catalog, self.bus, cfg.broker, max_payload=cfg.max_payload)
         from .devices.modbus import ModbusConnector
         self.modbus = ModbusConnector(cfg.catalog, self.bus)
+        self.http = None
+        if any(b.connector == "http" for b in cfg.catalog.devices.values()):
+            from .devices.http import HttpConnector
+
+            self.http = HttpConnector(cfg.catalog, self.bus, cfg.http, max_payload=cfg.max_payload)
         self.sinks = NodeSinks(self)
         self.actions: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10000)
         self.actions_done = 0
@@ -389,6 +413,8 @@ class Node:
             self.agent.start()
         self.mqtt.start()
         self.modbus.start()
+        if self.http is not None:
+            self.http.start()
         for b in self.cfg.catalog.devices.values():
             if b.connector == "video":
                 self._start_camera(b)
@@ -550,6 +576,8 @@ class Node:
             src.stop()
         self.mqtt.stop()
         self.modbus.stop()
+        if self.http is not None:
+            self.http.stop()
         self.bus.wait_idle(10)
         self.bus.stop()
         self.engine.stop_all()
@@ -651,6 +679,7 @@ class Node:
                                                       "reconnects": max(0, self.mqtt.link.connects - 1)},
             "modbus": {d: {"polls": m.polls, "errors": m.errors, "connected": m.connected}
                        for d, m in self.modbus.devices.items()},
+            "http": None if self.http is None else self.http.stats(),
             "dead_letters": {"total": self.dead_letters.total, "by_kind": dict(self.dead_letters.counts)},
             "alerts": self.sinks.alerts, "notifications": self.sinks.notifications, "actions": self.actions_done,
             "outputs": self.outputs_published, "queues": self.engine.queue_depths(),

@@ -55,6 +55,13 @@ CONNECTORS: dict[str, dict[str, str]] = {
               "stall_timeout": "reconnect after this many seconds without a frame (5)",
               "backoff": "first reconnect wait, s (0.5)", "max_backoff": "longest reconnect wait, s (10)",
               "property": "the product's video/image property the frames fill (default: the first one)"},
+    "http": {"mode": "push (the device POSTs to the node; the default) or poll (the node GETs url)",
+             "url": "poll: the device's HTTP/JSON endpoint", "interval": "poll: how often (1s)",
+             "timeout": "poll: request timeout (5s)", "headers": "poll: extra request headers",
+             "token_env": "push: environment variable holding this device's token (else the node's HTTP token)",
+             "mapping": "property -> JSON field path in a reading (a.b.c); default: same name",
+             "ts_field": "reading field with the event time (epoch seconds); default: arrival time",
+             "ts_unit": "s or ms"},
     "ingest": {},
 }
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -271,6 +278,8 @@ def _binding(spec: Any, *, file: str | None, index: int, parent: Any, products: 
         _check_mqtt(options, prod, file=file, spec=spec, item=item)
     elif connector == "video":
         _check_video(options, prod, file=file, spec=spec, item=item)
+    elif connector == "http":
+        _check_http(options, prod, file=file, spec=spec, item=item)
     elif connector == "modbus":
         from .modbus import check_registers  # the modbus module validates its own register specs
         try:
@@ -308,6 +317,35 @@ def _check_video(options: dict[str, Any], prod: Product, *, file: str | None, sp
     options["property"] = prop
 
 
+def _check_http(options: dict[str, Any], prod: Product, *, file: str | None, spec: Any, item: str) -> None:
+    from ..operators.base import parse_duration
+
+    mode = options.setdefault("mode", "push")
+    if mode not in ("push", "poll"):
+        raise _err(f"expected push or poll, got {mode!r}", file=file, data=spec, key="mode", item=item, fld="mode")
+    if mode == "poll":
+        url = options.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise _err("a polled device needs its http:// or https:// url", file=file, data=spec,
+                       key="url" if "url" in spec else "mode", item=item, fld="url")
+        for key, default in (("interval", 1.0), ("timeout", 5.0)):
+            try:
+                options[key] = parse_duration(options.get(key, default), key)
+            except SpecError as exc:
+                raise _err(exc.problem, file=file, data=spec, key=key,
+                           item=item, fld=key) from None
+        headers = options.get("headers") or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise _err("expected a mapping header -> text", file=file, data=spec, key="headers", item=item,
+                       fld="headers")
+    else:
+        for key in ("url", "interval", "timeout", "headers"):
+            if key in options:
+                raise _err(f"{key!r} is for polled devices (mode: poll)", file=file, data=spec, key=key, item=item,
+                           fld=key)
+    _check_mapping(options, prod, file=file, spec=spec, item=item)
+
+
 def _check_mqtt(options: dict[str, Any], prod: Product, *, file: str | None, spec: Any, item: str) -> None:
     topic = options.get("topic")
     if not isinstance(topic, str) or not topic or "#" in topic or "+" in topic:
@@ -316,6 +354,10 @@ def _check_mqtt(options: dict[str, Any], prod: Product, *, file: str | None, spe
     qos = options.setdefault("qos", 1)
     if qos not in (0, 1):
         raise _err(f"expected 0 or 1, got {qos!r}", file=file, data=spec, key="qos", item=item, fld="qos")
+    _check_mapping(options, prod, file=file, spec=spec, item=item)
+
+
+def _check_mapping(options: dict[str, Any], prod: Product, *, file: str | None, spec: Any, item: str) -> None:
     mapping = options.get("mapping")
     if mapping is None:
         options["mapping"] = {p: p for p, pr in prod.properties.items() if pr.type not in ("image", "video")}

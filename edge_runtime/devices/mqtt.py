@@ -248,7 +248,32 @@ class MqttLink:
             self.on_message_cb(msg.topic, msg.payload, time.time())
 
 
-class _TopicBinding:
+def reading(tb: FieldBinding, data: Any, arrived: float) -> dict[str, Any]:
+    """One decoded JSON reading of a device -> a Record (its mapped fields checked against the product, its
+    event time from ``ts_field`` or the arrival); RecordError says what is wrong. MQTT and HTTP share it."""
+    if not isinstance(data, dict):
+        raise RecordError(f"payload must be a JSON object, got {type(data).__name__}")
+    values = {}
+    for prop, path, spec in tb.fields:
+        v = data.get(path[0], _ABSENT) if len(path) == 1 else _get(data, path)
+        if v is _ABSENT:
+            continue
+        values[prop] = spec.check(v)
+    if not values:
+        raise RecordError("payload has none of the mapped fields " + ", ".join(".".join(p) for _, p, _ in tb.fields))
+    ts = arrived
+    if tb.ts_field is not None:
+        t = _get(data, tb.ts_field)
+        if t is _ABSENT or isinstance(t, bool) or not isinstance(t, (int, float)) or t != t \
+                or t in (float("inf"), float("-inf")):
+            raise RecordError(f"event time field '{'.'.join(tb.ts_field)}' missing or not a number")
+        ts = float(t) * tb.ts_scale
+    return {"device": tb.device, "product": tb.product.name, "ts": ts, "values": values}
+
+
+class FieldBinding:
+    """A device's field mapping (property -> JSON path), event-time field and unit, ready to decode readings."""
+
     __slots__ = ("device", "product", "fields", "ts_field", "ts_scale")
 
     def __init__(self, binding: DeviceBinding, product: Product) -> None:
@@ -283,10 +308,10 @@ class MqttConnector:
         self.bus = bus
         self.max_payload = max_payload
         self.chunk = chunk
-        self.topics: dict[str, _TopicBinding] = {}
+        self.topics: dict[str, FieldBinding] = {}
         for b in catalog.devices.values():
             if b.connector == "mqtt":
-                self.topics[b.options["topic"]] = _TopicBinding(b, catalog.products[b.product])
+                self.topics[b.options["topic"]] = FieldBinding(b, catalog.products[b.product])
         self.ingest_topic = f"edgeloop/{node}/ingest"
         self.inbox: collections.deque[tuple[str, bytes, float]] = collections.deque()
         self.wakeup = threading.Event()
@@ -355,31 +380,11 @@ class MqttConnector:
                 return self._ingest(data, payload, arrived)
             self.bus.dead(source, "no device is bound to this topic", raw=payload[:1024])
             return None
-        if not isinstance(data, dict):
-            self.bus.dead(source, f"payload must be a JSON object, got {type(data).__name__}", device=tb.device,
-                          raw=payload[:1024])
-            return None
-        values = {}
         try:
-            for prop, path, spec in tb.fields:
-                v = data.get(path[0], _ABSENT) if len(path) == 1 else _get(data, path)
-                if v is _ABSENT:
-                    continue
-                values[prop] = spec.check(v)
-            if not values:
-                raise RecordError("payload has none of the mapped fields "
-                                  + ", ".join(".".join(p) for _, p, _ in tb.fields))
-            ts = arrived
-            if tb.ts_field is not None:
-                t = _get(data, tb.ts_field)
-                if t is _ABSENT or isinstance(t, bool) or not isinstance(t, (int, float)) or t != t \
-                        or t in (float("inf"), float("-inf")):
-                    raise RecordError(f"event time field '{'.'.join(tb.ts_field)}' missing or not a number")
-                ts = float(t) * tb.ts_scale
+            return reading(tb, data, arrived)
         except RecordError as exc:
             self.bus.dead(source, exc.reason, device=tb.device, raw=payload[:1024])
             return None
-        return {"device": tb.device, "product": tb.product.name, "ts": ts, "values": values}
 
     def _ingest(self, data: Any, payload: bytes, arrived: float) -> dict[str, Any] | None:
         source = f"mqtt:{self.ingest_topic}"

@@ -1,0 +1,240 @@
+"""HTTP devices: readings pushed to the node, or polled from the device's HTTP/JSON endpoint.
+
+Push (``connector: http``, the default ``mode: push``): the node serves
+``POST /devices/<id>/telemetry`` (node.yaml ``http: {host, port, token_env}``) with one JSON reading or a
+list of them, decoded with the device's ``mapping`` / ``ts_field`` exactly like an MQTT payload. No
+record is accepted without a valid token: the device's own (``token_env`` in its binding) or, when it has
+none, the node's HTTP token. Answers: 202 ``{"accepted": n}``; 401 missing or wrong token; 404 no such
+HTTP device; 413 body over the node's payload limit; 415 not JSON; 422 a reading the product refuses
+(every reading is checked first: a batch is taken whole or not at all, and the refusal is also a dead
+letter with its reason). Connections are kept alive (HTTP/1.1).
+
+Poll (``mode: poll``): ``url`` is fetched every ``interval`` (``timeout``, ``headers``); each answer is a
+reading (or a list). An unreachable device, an error status, or an answer that is not JSON or that the
+product refuses is a dead letter with the reason and a counted error; the next poll waits twice as long,
+up to a minute, until the device answers again. Each device polls on its own thread: a slow one never
+delays the others.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from ..records import RecordError
+from .model import Catalog
+from .mqtt import FieldBinding, reading
+
+__all__ = ["HttpConfig", "HttpConnector"]
+
+log = logging.getLogger("edgeloop.http")
+MAX_BACKOFF = 60.0
+
+
+@dataclass
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8090
+    token: str | None = None  # the node's HTTP token: for devices without one of their own
+
+
+def _token(options: dict[str, Any]) -> str | None:
+    env = options.get("token_env")
+    return os.environ.get(str(env)) if env else None
+
+
+class HttpConnector:
+    def __init__(self, catalog: Catalog, bus: Any, cfg: HttpConfig | None = None, *, max_payload: int = 65536) -> None:
+        self.bus, self.cfg, self.max_payload = bus, cfg or HttpConfig(), max_payload
+        self.push: dict[str, tuple[FieldBinding, str | None]] = {}
+        self.polls: dict[str, tuple[FieldBinding, dict[str, Any]]] = {}
+        for b in catalog.devices.values():
+            if b.connector != "http":
+                continue
+            fb = FieldBinding(b, catalog.products[b.product])
+            if b.options.get("mode", "push") == "poll":
+                self.polls[b.id] = (fb, b.options)
+            else:
+                self.push[b.id] = (fb, _token(b.options))
+        self.accepted = self.refused = 0
+        self.poll_stats: dict[str, dict[str, Any]] = {d: {"polls": 0, "errors": 0, "last_error": None}
+                                                      for d in self.polls}
+        self.server: ThreadingHTTPServer | None = None
+        self.port: int | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- push ----------------------------------------------------------------------------------
+    def authorised(self, device: str, header: str | None) -> bool:
+        _, own = self.push[device]
+        want = own or self.cfg.token
+        if not want or not header or not header.startswith("Bearer "):
+            return False
+        return hmac.compare_digest(header[7:].strip().encode(), want.encode())
+
+    def take(self, device: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Decode and check a pushed body for ``device``; (status, answer)."""
+        fb, _ = self.push[device]
+        source = f"http:/devices/{device}/telemetry"
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.bus.dead(source, f"malformed JSON: {exc}", device=device, raw=body[:1024])
+            self.refused += 1
+            return 422, {"detail": f"malformed JSON: {exc}"}
+        items = data if isinstance(data, list) else [data]
+        if not items:
+            return 422, {"detail": "an empty list: nothing to take"}
+        now = time.time()
+        records = []
+        for i, item in enumerate(items):
+            try:
+                records.append(reading(fb, item, now))
+            except RecordError as exc:
+                where = f"[{i}]: " if isinstance(data, list) else ""
+                self.bus.dead(source, where + exc.reason, device=device, raw=body[:1024])
+                self.refused += 1
+                return 422, {"detail": where + exc.reason}
+        self.bus.submit(records)
+        self.accepted += len(records)
+        return 202, {"accepted": len(records)}
+
+    def _serve(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # a response's headers and body must not wait on the client's delayed ACK
+            timeout = 30
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                parts = self.path.split("?", 1)[0].strip("/").split("/")
+                if len(parts) != 3 or parts[0] != "devices" or parts[2] != "telemetry":
+                    return self._answer(404, {"detail": "POST /devices/<id>/telemetry"})
+                device = parts[1]
+                size = int(self.headers.get("Content-Length") or 0)
+                if device not in outer.push:
+                    self._discard(size)
+                    return self._answer(404, {"detail": f"no HTTP device {device!r} on this node"})
+                if not outer.authorised(device, self.headers.get("Authorization")):
+                    self._discard(size)
+                    return self._answer(401, {"detail": "missing or wrong token: send Authorization: Bearer <token>"})
+                if size > outer.max_payload:
+                    self.close_connection = True
+                    return self._answer(413, {"detail": f"body of {size} bytes, over the limit of {outer.max_payload}"})
+                ctype = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+                body = self.rfile.read(size)
+                if ctype != "application/json":
+                    return self._answer(415, {"detail": f"expected application/json, got {ctype}"})
+                status, answer = outer.take(device, body)
+                self._answer(status, answer)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.split("?", 1)[0] == "/health":
+                    return self._answer(200, {"status": "ok"})
+                self._answer(404, {"detail": "POST /devices/<id>/telemetry"})
+
+            def _discard(self, size: int) -> None:
+                if 0 < size <= outer.max_payload:
+                    self.rfile.read(size)
+                else:
+                    self.close_connection = True
+
+            def _answer(self, status: int, doc: dict[str, Any]) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if status == 401:
+                    self.send_header("WWW-Authenticate", "Bearer")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((self.cfg.host, self.cfg.port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        t = threading.Thread(target=self.server.serve_forever, name="http-devices", daemon=True)
+        t.start()
+        self._threads.append(t)
+        log.info("HTTP devices on http://%s:%d/devices/<id>/telemetry", self.cfg.host, self.port)
+
+    # -- poll ----------------------------------------------------------------------------------
+    def poll_once(self, device: str) -> bool:
+        """Fetch and take one answer of a polled device; True when it gave readings."""
+        fb, opt = self.polls[device]
+        st = self.poll_stats[device]
+        st["polls"] += 1
+        source = f"http:{opt['url']}"
+        try:
+            # the url is checked to be http(s) when the binding loads (devices.model._check_http)
+            req = urllib.request.Request(opt["url"],  # noqa: S310
+                                         headers={"Accept": "application/json", **(opt.get("headers") or {})})
+            with urllib.request.urlopen(req, timeout=float(opt.get("timeout", 5))) as resp:  # noqa: S310
+                body = resp.read(self.max_payload + 1)
+            if len(body) > self.max_payload:
+                raise RecordError(f"answer over the limit of {self.max_payload} bytes")
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise RecordError(f"the answer is not JSON: {exc}") from None
+            items = data if isinstance(data, list) else [data]
+            now = time.time()
+            records = [reading(fb, item, now) for item in items]
+        except RecordError as exc:
+            return self._poll_failed(device, source, exc.reason, locals().get("body"))
+        except urllib.error.HTTPError as exc:
+            return self._poll_failed(device, source, f"the device answered {exc.code} {exc.reason}", None)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return self._poll_failed(device, source, f"the device is unreachable: {reason}", None)
+        self.bus.submit(records)
+        self.accepted += len(records)
+        st["last_error"] = None
+        return True
+
+    def _poll_failed(self, device: str, source: str, reason: str, raw: bytes | None) -> bool:
+        st = self.poll_stats[device]
+        st["errors"] += 1
+        st["last_error"] = reason
+        self.bus.dead(source, reason, device=device, raw=raw[:1024] if raw else None)
+        return False
+
+    def _poll_loop(self, device: str) -> None:
+        _, opt = self.polls[device]
+        interval = float(opt.get("interval", 1.0))
+        wait = 0.0
+        while not self._stop.wait(wait):
+            ok = self.poll_once(device)
+            wait = interval if ok else min(max(wait, interval) * 2, MAX_BACKOFF)
+
+    # -- life ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.push:
+            self._serve()
+        for device in self.polls:
+            t = threading.Thread(target=self._poll_loop, args=(device,), name=f"http-poll-{device}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for t in self._threads:
+            t.join(5)
+
+    def stats(self) -> dict[str, Any]:
+        return {"port": self.port, "accepted": self.accepted, "refused": self.refused, "polls": dict(self.poll_stats)}
