@@ -84,13 +84,14 @@ class NodeConfig:
     trusted_keys: list[str] = field(default_factory=list)  # Ed25519 public keys (files or folders) for bundles
     output_qos: int = 1                  # pipeline outputs: 1 at least once (paho), 0 best effort (batched raw)
     http: Any = None                     # devices.http.HttpConfig: where pushing HTTP devices reach the node
+    amqp_url: str | None = None          # the AMQP broker of amqp devices without their own url_env
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None      # None: no /metrics server; 0: a free port
     metrics_token: str | None = None     # Bearer token /metrics asks for (None: loopback use, no token)
 
 
 _NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "limits", "publish_telemetry",
-              "stats_interval", "hub", "outbox", "models", "metrics", "outputs", "http"}
+              "stats_interval", "hub", "outbox", "models", "metrics", "outputs", "http", "amqp"}
 
 
 def load_node_config(path: str | Path) -> NodeConfig:
@@ -193,6 +194,16 @@ def load_node_config(path: str | Path) -> NodeConfig:
     from .devices.http import HttpConfig
 
     http_cfg = HttpConfig(host=str(http.get("host", "127.0.0.1")), port=hport, token=htoken)
+    amqp = data.get("amqp") or {}
+    if not isinstance(amqp, dict) or set(amqp) - {"url_env"}:
+        raise SpecError("expected {url_env}", file=file, line=line_of(data, "amqp"), field="amqp",
+                        hint="url_env: the environment variable holding amqp://user:password@host:5672/vhost")
+    amqp_url = None
+    if amqp.get("url_env"):
+        amqp_url = os.environ.get(str(amqp["url_env"]))
+        if not amqp_url:
+            raise SpecError(f"environment variable {amqp['url_env']!r} is not set", file=file,
+                            line=line_of(amqp, "url_env"), field="amqp.url_env")
     outputs = data.get("outputs") or {}
     if not isinstance(outputs, dict) or set(outputs) - {"qos"} or outputs.get("qos", 1) not in (0, 1) \
             or isinstance(outputs.get("qos"), bool):
@@ -220,7 +231,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
                         hint="token_env: EDGELOOP_METRICS_TOKEN, and Prometheus' authorization setting")
     extra = dict(
         metrics_host=mhost, metrics_port=mport, metrics_token=mtoken, output_qos=int(outputs.get("qos", 1)),
-        http=http_cfg,
+        http=http_cfg, amqp_url=amqp_url,
         hub_url=hub.get("url"), hub_token=token,
         heartbeat=parse_duration(hub.get("heartbeat", 10), "hub.heartbeat"),
         outbox_path=None if outbox_path is None else str(base / outbox_path),
@@ -331,6 +342,11 @@ class Node:
             from .devices.http import HttpConnector
 
             self.http = HttpConnector(cfg.catalog, self.bus, cfg.http, max_payload=cfg.max_payload)
+        self.amqp = None
+        if any(b.connector == "amqp" for b in cfg.catalog.devices.values()):
+            from .devices.amqp import AmqpConnector
+
+            self.amqp = AmqpConnector(cfg.catalog, self.bus, default_url=cfg.amqp_url, max_payload=cfg.max_payload)
         self.sinks = NodeSinks(self)
         self.actions: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10000)
         self.actions_done = 0
@@ -415,6 +431,8 @@ class Node:
         self.modbus.start()
         if self.http is not None:
             self.http.start()
+        if self.amqp is not None:
+            self.amqp.start()
         for b in self.cfg.catalog.devices.values():
             if b.connector == "video":
                 self._start_camera(b)
@@ -578,6 +596,8 @@ class Node:
         self.modbus.stop()
         if self.http is not None:
             self.http.stop()
+        if self.amqp is not None:
+            self.amqp.stop()
         self.bus.wait_idle(10)
         self.bus.stop()
         self.engine.stop_all()
@@ -680,6 +700,7 @@ class Node:
             "modbus": {d: {"polls": m.polls, "errors": m.errors, "connected": m.connected}
                        for d, m in self.modbus.devices.items()},
             "http": None if self.http is None else self.http.stats(),
+            "amqp": None if self.amqp is None else self.amqp.stats(),
             "dead_letters": {"total": self.dead_letters.total, "by_kind": dict(self.dead_letters.counts)},
             "alerts": self.sinks.alerts, "notifications": self.sinks.notifications, "actions": self.actions_done,
             "outputs": self.outputs_published, "queues": self.engine.queue_depths(),

@@ -62,6 +62,12 @@ CONNECTORS: dict[str, dict[str, str]] = {
              "mapping": "property -> JSON field path in a reading (a.b.c); default: same name",
              "ts_field": "reading field with the event time (epoch seconds); default: arrival time",
              "ts_unit": "s or ms"},
+    "amqp": {"queue": "the AMQP 0-9-1 queue the device's readings arrive in", "url_env":
+             "environment variable with the broker URL (else the node's amqp.url_env, else local guest)",
+             "prefetch": "unacknowledged messages in flight (1000)", "declare": "declare the queue, durable (false)",
+             "mapping": "property -> JSON field path in a reading (a.b.c); default: same name",
+             "ts_field": "reading field with the event time (epoch seconds); default: arrival time",
+             "ts_unit": "s or ms"},
     "ingest": {},
 }
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -280,6 +286,18 @@ def _binding(spec: Any, *, file: str | None, index: int, parent: Any, products: 
         _check_video(options, prod, file=file, spec=spec, item=item)
     elif connector == "http":
         _check_http(options, prod, file=file, spec=spec, item=item)
+    elif connector == "amqp":
+        queue = options.get("queue")
+        if not isinstance(queue, str) or not queue or len(queue) > 255:
+            raise _err("expected the name of the queue the readings arrive in", file=file, data=spec,
+                       key="queue" if "queue" in spec else "connector", item=item, fld="queue")
+        prefetch = options.setdefault("prefetch", 1000)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 1 <= prefetch <= 65535:
+            raise _err(f"expected 1..65535 messages, got {prefetch!r}", file=file, data=spec, key="prefetch",
+                       item=item, fld="prefetch")
+        if not isinstance(options.setdefault("declare", False), bool):
+            raise _err("expected true or false", file=file, data=spec, key="declare", item=item, fld="declare")
+        _check_mapping(options, prod, file=file, spec=spec, item=item)
     elif connector == "modbus":
         from .modbus import check_registers  # the modbus module validates its own register specs
         try:
