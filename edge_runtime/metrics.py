@@ -75,6 +75,9 @@ def node_families(stats: Mapping[str, Any], heartbeat: Mapping[str, Any] | None 
         Family("edgeloop_node_notifications_total", "counter", "Notifications sent.").add(stats.get("notifications"), node=node),
         Family("edgeloop_node_actions_total", "counter", "Device actions done.").add(stats.get("actions"), node=node),
         Family("edgeloop_node_outputs_total", "counter", "Pipeline outputs published.").add(stats.get("outputs"), node=node),
+        Family("edgeloop_node_outputs_dropped_total", "counter",
+               "Pipeline outputs the MQTT client could not queue (the broker away too long).").add(
+            stats.get("outputs_dropped"), node=node),
     ]
     dead = Family("edgeloop_node_dead_letters_total", "counter", "Dead letters, by kind.")
     for kind, n in (stats.get("dead_letters", {}).get("by_kind") or {}).items():

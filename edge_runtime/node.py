@@ -37,7 +37,7 @@ from . import jsonio
 from .devices.bus import DeadLetterSink, DeviceBus
 from .devices.fastpub import RawPublisher
 from .devices.model import Catalog, load_catalog
-from .devices.mqtt import BrokerConfig, MqttConnector, MqttLink
+from .devices.mqtt import QUEUE_LIMIT, BrokerConfig, MqttConnector, MqttLink
 from .engine import Engine, Instance
 from .operators.base import SpecError, parse_duration
 from .pipeline import Plan, load_pipeline, parse_pipeline
@@ -410,6 +410,8 @@ class Node:
                 self.outputs_published += self.raw_outputs.publish_many((topic, jsonio.dumps(r)) for r in records)
             return
         for rec in records:
+            if self.publisher.pending() > QUEUE_LIMIT and self.publisher.connected.is_set():
+                self.publisher.wait_room()  # the broker is behind: the pipeline waits rather than drop outputs
             self.publisher.publish(topic, jsonio.dumps(rec), qos=1)
             self.outputs_published += 1
 
@@ -703,7 +705,8 @@ class Node:
             "amqp": None if self.amqp is None else self.amqp.stats(),
             "dead_letters": {"total": self.dead_letters.total, "by_kind": dict(self.dead_letters.counts)},
             "alerts": self.sinks.alerts, "notifications": self.sinks.notifications, "actions": self.actions_done,
-            "outputs": self.outputs_published, "queues": self.engine.queue_depths(),
+            "outputs": self.outputs_published, "outputs_dropped": self.publisher.dropped,
+            "queues": self.engine.queue_depths(),
             "pipelines": self.engine.stats(),
         }
 

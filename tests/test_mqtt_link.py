@@ -55,3 +55,21 @@ def test_every_message_arrives_once_in_order_whatever_its_size_and_qos(mosquitto
         for q in (0, 1, 2):
             assert [p for tt, p in got if tt == t and levels[p] == q] == [p for tt, p in sent if tt == t and levels[p] == q]
     assert len(fast) > 1000  # most took the fast path, the rest paho's, and nothing differs
+
+
+def test_qos1_messages_paho_cannot_queue_are_counted_and_stop_still_works(mosquitto) -> None:
+    """With the broker away, QoS 1 messages pile up in paho; past its 65,535 message ids it refuses more.
+    The link counts each refusal (the node reports them as dropped outputs) and stops cleanly after."""
+    link = MqttLink(BrokerConfig(port=mosquitto.port), status_topic="edgeloop/t/status")
+    link.start()
+    assert link.wait_connected(10)
+    mosquitto.stop()
+    try:
+        wait_for(lambda: not link.connected.is_set(), 10, "the link to notice the broker is gone")
+        for _ in range(66_000):
+            link.publish("t/out", b"x", qos=1)
+        assert link.dropped >= 400 and link.pending() <= 65_535
+        assert link.wait_room(limit=10, timeout=0.05) is False  # nothing drains while the broker is away
+    finally:
+        mosquitto.start()
+        link.stop()

@@ -174,6 +174,9 @@ class BufferedClient(mqtt.Client):
         return super()._loop(timeout)
 
 
+QUEUE_LIMIT = 20_000  # unacknowledged QoS 1 messages a publisher lets pile up before it waits (ids are 16 bits)
+
+
 class MqttLink:
     """A paho client that reconnects, re-subscribes, and can publish from any thread."""
 
@@ -198,6 +201,7 @@ class MqttLink:
         self.connected = threading.Event()
         self.connects = 0
         self.disconnects = 0
+        self.dropped = 0
         self.last_error: str | None = None
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -211,9 +215,25 @@ class MqttLink:
 
     def stop(self) -> None:
         if self.status_topic and self.connected.is_set():
-            self.client.publish(self.status_topic, b"offline", qos=1, retain=True).wait_for_publish(2)
+            info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
+            with contextlib.suppress(ValueError, RuntimeError):  # not queued (a full queue): the will says it
+                info.wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()
+
+    def pending(self) -> int:
+        """QoS 1 messages queued or in flight, not yet acknowledged by the broker."""
+        return len(self.client._out_messages)
+
+    def wait_room(self, limit: int = QUEUE_LIMIT, timeout: float = 5.0) -> bool:
+        """Backpressure for QoS 1 publishers: wait while more than ``limit`` messages are unacknowledged (the
+        broker is slower than we publish); False when it did not drain within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.pending() > limit:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self.connected.wait(timeout)
@@ -224,7 +244,12 @@ class MqttLink:
             self.client.subscribe(topic, qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=qos, retain=retain)
+        """Publish; a message paho could not queue (its 65,535 message ids are all pending) is counted in
+        ``dropped``, never lost silently."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == mqtt.MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            self.dropped += 1
+        return info
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
