@@ -204,6 +204,8 @@ class MqttLink:
         self.dropped = 0
         self.last_error: str | None = None
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self._sub_mid: int | None = None
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         if on_message is not None:
@@ -240,7 +242,7 @@ class MqttLink:
 
     def subscribe(self, topic: str, qos: int = 0) -> None:
         self.subscriptions[topic] = qos
-        if self.connected.is_set():
+        if self.client.is_connected():  # else on_connect subscribes to it with the rest
             self.client.subscribe(topic, qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> mqtt.MQTTMessageInfo:
@@ -257,11 +259,21 @@ class MqttLink:
             log.warning("broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason)
             return
         self.connects += 1
-        if self.subscriptions:
-            client.subscribe([(t, q) for t, q in self.subscriptions.items()])
         if self.status_topic:
             client.publish(self.status_topic, b"online", qos=1, retain=True)
-        self.connected.set()
+        if self.subscriptions:
+            # connected means subscribed: a message published right after wait_connected() must not be missed
+            _, self._sub_mid = client.subscribe([(t, q) for t, q in self.subscriptions.items()])
+        else:
+            self.connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        if mid == self._sub_mid:
+            failed = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+            if failed:
+                self.last_error = f"subscription refused: {', '.join(failed)}"
+                log.warning("broker %s:%s refused a subscription: %s", self.cfg.host, self.cfg.port, failed)
+            self.connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connected.clear()
