@@ -94,6 +94,19 @@ _NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "li
               "stats_interval", "hub", "outbox", "models", "metrics", "outputs", "http", "amqp"}
 
 
+def _env_secret(section: dict[str, Any], key: str, name: str, file: str) -> str | None:
+    """The secret in the environment variable ``section[key]`` names (None when the key is absent); a
+    SpecError naming the field when the variable is not set."""
+    var = section.get(key)
+    if not var:
+        return None
+    value = os.environ.get(str(var))
+    if not value:
+        raise SpecError(f"environment variable {var!r} is not set", file=file, line=line_of(section, key),
+                        field=f"{name}.{key}")
+    return value
+
+
 def load_node_config(path: str | Path) -> NodeConfig:
     """Load and cross-check a node config; SpecErrors name file, line and field."""
     file = str(path)
@@ -185,12 +198,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if isinstance(hport, bool) or not isinstance(hport, int) or not 0 <= hport < 65536:
         raise SpecError(f"expected a port number (0: any free port), got {hport!r}", file=file,
                         line=line_of(http, "port"), field="http.port")
-    htoken = None
-    if http.get("token_env"):
-        htoken = os.environ.get(str(http["token_env"]))
-        if not htoken:
-            raise SpecError(f"environment variable {http['token_env']!r} is not set", file=file,
-                            line=line_of(http, "token_env"), field="http.token_env")
+    htoken = _env_secret(http, "token_env", "http", file)
     from .devices.http import HttpConfig
 
     http_cfg = HttpConfig(host=str(http.get("host", "127.0.0.1")), port=hport, token=htoken)
@@ -198,12 +206,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
     if not isinstance(amqp, dict) or set(amqp) - {"url_env"}:
         raise SpecError("expected {url_env}", file=file, line=line_of(data, "amqp"), field="amqp",
                         hint="url_env: the environment variable holding amqp://user:password@host:5672/vhost")
-    amqp_url = None
-    if amqp.get("url_env"):
-        amqp_url = os.environ.get(str(amqp["url_env"]))
-        if not amqp_url:
-            raise SpecError(f"environment variable {amqp['url_env']!r} is not set", file=file,
-                            line=line_of(amqp, "url_env"), field="amqp.url_env")
+    amqp_url = _env_secret(amqp, "url_env", "amqp", file)
     outputs = data.get("outputs") or {}
     if not isinstance(outputs, dict) or set(outputs) - {"qos"} or outputs.get("qos", 1) not in (0, 1) \
             or isinstance(outputs.get("qos"), bool):
@@ -219,11 +222,8 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise SpecError(f"expected a port number (0: any free port), got {mport!r}", file=file,
                         line=line_of(metrics, "port"), field="metrics.port")
     mtoken = metrics.get("token")
-    if metrics.get("token_env"):
-        mtoken = os.environ.get(str(metrics["token_env"]))
-        if not mtoken:  # never fall back to serving without the token the config asks for
-            raise SpecError(f"environment variable {metrics['token_env']!r} is not set", file=file,
-                            line=line_of(metrics, "token_env"), field="metrics.token_env")
+    if metrics.get("token_env"):  # never fall back to serving without the token the config asks for
+        mtoken = _env_secret(metrics, "token_env", "metrics", file)
     mhost = str(metrics.get("host", "127.0.0.1"))
     if metrics and not mtoken and mhost not in ("127.0.0.1", "localhost", "::1"):
         raise SpecError(f"metrics on {mhost} (beyond this machine) need a token", file=file,
