@@ -85,13 +85,14 @@ class NodeConfig:
     output_qos: int = 1                  # pipeline outputs: 1 at least once (paho), 0 best effort (batched raw)
     http: Any = None                     # devices.http.HttpConfig: where pushing HTTP devices reach the node
     amqp_url: str | None = None          # the AMQP broker of amqp devices without their own url_env
+    coap: Any = None                     # devices.coap.CoapConfig: where pushing CoAP devices reach the node
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None      # None: no /metrics server; 0: a free port
     metrics_token: str | None = None     # Bearer token /metrics asks for (None: loopback use, no token)
 
 
 _NODE_KEYS = {"node", "broker", "store", "products", "devices", "pipelines", "limits", "publish_telemetry",
-              "stats_interval", "hub", "outbox", "models", "metrics", "outputs", "http", "amqp"}
+              "stats_interval", "hub", "outbox", "models", "metrics", "outputs", "http", "amqp", "coap"}
 
 
 def _env_secret(section: dict[str, Any], key: str, name: str, file: str) -> str | None:
@@ -207,6 +208,18 @@ def load_node_config(path: str | Path) -> NodeConfig:
         raise SpecError("expected {url_env}", file=file, line=line_of(data, "amqp"), field="amqp",
                         hint="url_env: the environment variable holding amqp://user:password@host:5672/vhost")
     amqp_url = _env_secret(amqp, "url_env", "amqp", file)
+    coap = data.get("coap") or {}
+    if not isinstance(coap, dict) or set(coap) - {"host", "port", "token_env"}:
+        raise SpecError("expected {host, port, token_env}", file=file, line=line_of(data, "coap"), field="coap",
+                        hint="where CoAP devices POST /devices/<id>/telemetry, and the node's token for them")
+    cport = coap.get("port", 5683)
+    if isinstance(cport, bool) or not isinstance(cport, int) or not 0 < cport < 65536:
+        raise SpecError(f"expected a UDP port number, got {cport!r}", file=file, line=line_of(coap, "port"),
+                        field="coap.port")
+    from .devices.coap import CoapConfig
+
+    coap_cfg = CoapConfig(host=str(coap.get("host", "127.0.0.1")), port=cport,
+                          token=_env_secret(coap, "token_env", "coap", file))
     outputs = data.get("outputs") or {}
     if not isinstance(outputs, dict) or set(outputs) - {"qos"} or outputs.get("qos", 1) not in (0, 1) \
             or isinstance(outputs.get("qos"), bool):
@@ -231,7 +244,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
                         hint="token_env: EDGELOOP_METRICS_TOKEN, and Prometheus' authorization setting")
     extra = dict(
         metrics_host=mhost, metrics_port=mport, metrics_token=mtoken, output_qos=int(outputs.get("qos", 1)),
-        http=http_cfg, amqp_url=amqp_url,
+        http=http_cfg, amqp_url=amqp_url, coap=coap_cfg,
         hub_url=hub.get("url"), hub_token=token,
         heartbeat=parse_duration(hub.get("heartbeat", 10), "hub.heartbeat"),
         outbox_path=None if outbox_path is None else str(base / outbox_path),
@@ -347,6 +360,16 @@ class Node:
             from .devices.amqp import AmqpConnector
 
             self.amqp = AmqpConnector(cfg.catalog, self.bus, default_url=cfg.amqp_url, max_payload=cfg.max_payload)
+        self.coap = None
+        if any(b.connector == "coap" for b in cfg.catalog.devices.values()):
+            from .devices.coap import CoapConnector
+
+            self.coap = CoapConnector(cfg.catalog, self.bus, cfg.coap, max_payload=cfg.max_payload)
+        self.opcua = None
+        if any(b.connector == "opcua" for b in cfg.catalog.devices.values()):
+            from .devices.opcua import OpcuaConnector
+
+            self.opcua = OpcuaConnector(cfg.catalog, self.bus)
         self.sinks = NodeSinks(self)
         self.actions: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=10000)
         self.actions_done = 0
@@ -435,6 +458,10 @@ class Node:
             self.http.start()
         if self.amqp is not None:
             self.amqp.start()
+        if self.coap is not None:
+            self.coap.start()
+        if self.opcua is not None:
+            self.opcua.start()
         for b in self.cfg.catalog.devices.values():
             if b.connector == "video":
                 self._start_camera(b)
@@ -600,6 +627,10 @@ class Node:
             self.http.stop()
         if self.amqp is not None:
             self.amqp.stop()
+        if self.coap is not None:
+            self.coap.stop()
+        if self.opcua is not None:
+            self.opcua.stop()
         self.bus.wait_idle(10)
         self.bus.stop()
         self.engine.stop_all()
@@ -647,6 +678,11 @@ class Node:
             except RecordError as exc:
                 self.dead_letters.add(source=f"device_output/{action.get('device')}", reason=exc.reason,
                                       record=action, device=action.get("device"))
+            except Exception as exc:  # a connector's bug must not stop every later action
+                log.exception("device_output %s failed", action.get("device"))
+                self.dead_letters.add(source=f"device_output/{action.get('device')}",
+                                      reason=f"device_output failed: {type(exc).__name__}: {exc}", record=action,
+                                      device=action.get("device"))
 
     def act(self, action: dict[str, Any]) -> None:
         """Carry out a device_output action through the target device's connector."""
@@ -665,17 +701,7 @@ class Node:
                     raise RecordError(f"service {service.name} needs argument {name!r}")
                 args[name] = spec.check(action["args"][name])
             how = binding.services.get(service.name)
-            if binding.connector == "modbus":
-                if not how or "write" not in how:
-                    raise RecordError(f"device {device} binds no Modbus write for service {service.name!r}")
-                for prop, value in how["write"].items():
-                    if isinstance(value, str) and value.startswith("$"):
-                        value = args[value[1:]]
-                    self.modbus.devices[device].write(prop, value)
-                return
-            topic = (how or {}).get("topic") or binding.options.get("command_topic") or binding.options["topic"] + "/cmd"
-            payload = {"service": service.name, "args": args, **((how or {}).get("payload") or {})}
-            self.publisher.publish(topic, jsonio.dumps(payload), qos=1)
+            self._call_service(binding, service.name, args, how)
             return
         values = {k: product.properties[k].check(v) if k in product.properties else v
                   for k, v in action["values"].items()}
@@ -685,9 +711,44 @@ class Node:
         if binding.connector == "modbus":
             for prop, value in values.items():
                 self.modbus.devices[device].write(prop, value)
-        else:
+        elif binding.connector == "opcua":
+            self.opcua.write(device, values)
+        elif binding.connector == "coap" and binding.options.get("uri"):
+            self.coap.call(device, "PUT", binding.options["uri"], values)
+        elif binding.connector == "mqtt":
             topic = binding.options.get("command_topic") or binding.options["topic"] + "/set"
             self.publisher.publish(topic, jsonio.dumps({"set": values}), qos=1)
+        else:
+            raise RecordError(f"device {device} ({binding.connector}) cannot be set: bind a service instead")
+
+    def _call_service(self, binding: Any, service: str, args: dict[str, Any], how: dict[str, Any] | None) -> None:
+        """A product service through the device's protocol: an MQTT command, Modbus writes, an OPC UA method
+        call, an HTTP or a CoAP request."""
+        from .devices.coap import substitute
+
+        device, connector = binding.id, binding.connector
+        if connector == "mqtt":
+            topic = (how or {}).get("topic") or binding.options.get("command_topic") or binding.options["topic"] + "/cmd"
+            payload = {"service": service, "args": args, **((how or {}).get("payload") or {})}
+            self.publisher.publish(topic, jsonio.dumps(substitute(payload, args)), qos=1)
+            return
+        if not how:
+            raise RecordError(f"device {device} ({connector}) binds no action for service {service!r}")
+        if connector == "modbus":
+            for prop, value in substitute(how["write"], args).items():
+                self.modbus.devices[device].write(prop, value)
+        elif connector == "opcua":
+            self.opcua.call(device, service, args)
+        elif connector == "coap":
+            payload = substitute(how["payload"], args) if "payload" in how else args
+            self.coap.call(device, how.get("method", "POST"), how.get("uri") or how["path"], payload)
+        elif connector == "http":
+            from .devices.http import call_service
+
+            payload = substitute(how["payload"], args) if "payload" in how else args
+            call_service(binding, how, payload)
+        else:
+            raise RecordError(f"a {connector} device cannot carry out services")
 
     # -- stats --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -703,6 +764,8 @@ class Node:
                        for d, m in self.modbus.devices.items()},
             "http": None if self.http is None else self.http.stats(),
             "amqp": None if self.amqp is None else self.amqp.stats(),
+            "coap": None if self.coap is None else self.coap.stats(),
+            "opcua": None if self.opcua is None else self.opcua.stats(),
             "dead_letters": {"total": self.dead_letters.total, "by_kind": dict(self.dead_letters.counts)},
             "alerts": self.sinks.alerts, "notifications": self.sinks.notifications, "actions": self.actions_done,
             "outputs": self.outputs_published, "outputs_dropped": self.publisher.dropped,

@@ -68,8 +68,29 @@ CONNECTORS: dict[str, dict[str, str]] = {
              "mapping": "property -> JSON field path in a reading (a.b.c); default: same name",
              "ts_field": "reading field with the event time (epoch seconds); default: arrival time",
              "ts_unit": "s or ms"},
+    "coap": {"mode": "observe (the default with a uri), poll, or push (devices POST to the node's CoAP resource)",
+             "uri": "observe/poll: the device's resource, coap://host:port/path",
+             "interval": "poll: how often (1s)", "timeout": "request timeout (5s)",
+             "reobserve": "observe: register again after this long without a notification (60s)",
+             "token_env": "push: environment variable holding this device's token (else the node's CoAP token)",
+             "mapping": "property -> JSON field path in a reading (a.b.c); default: same name",
+             "ts_field": "reading field with the event time (epoch seconds); default: arrival time",
+             "ts_unit": "s or ms"},
+    "opcua": {"endpoint": "the server, opc.tcp://host:4840[/path]",
+              "nodes": "property -> node id (ns=2;s=Pump7.Temperature)",
+              "mode": "subscribe (data-change notifications; the default) or poll (read every interval)",
+              "interval": "publishing or poll interval (1s)", "timeout": "request timeout (5s)",
+              "username_env": "environment variable with the user name", "password_env":
+              "environment variable with the password",
+              "security": "asyncua security string: Policy,Mode,client-cert,client-key[,server-cert]"},
     "ingest": {},
 }
+# how each connector carries out a product service (``services:`` of a binding)
+SERVICE_KEYS: dict[str, set[str]] = {
+    "mqtt": {"topic", "payload"}, "modbus": {"write"}, "opcua": {"object", "method", "args"},
+    "http": {"url", "method", "payload", "headers"}, "coap": {"path", "uri", "method", "payload"},
+    "amqp": set(), "video": set(), "ingest": set()}
+_NODE_ID = re.compile(r"^(ns=\d+;)?[isgb]=.+$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -286,6 +307,10 @@ def _binding(spec: Any, *, file: str | None, index: int, parent: Any, products: 
         _check_video(options, prod, file=file, spec=spec, item=item)
     elif connector == "http":
         _check_http(options, prod, file=file, spec=spec, item=item)
+    elif connector == "coap":
+        _check_coap(options, prod, file=file, spec=spec, item=item)
+    elif connector == "opcua":
+        _check_opcua(options, prod, file=file, spec=spec, item=item)
     elif connector == "amqp":
         queue = options.get("queue")
         if not isinstance(queue, str) or not queue or len(queue) > 255:
@@ -309,12 +334,128 @@ def _binding(spec: Any, *, file: str | None, index: int, parent: Any, products: 
     if not isinstance(services, dict):
         raise _err("expected a mapping service -> action", file=file, data=spec, key="services", item=item,
                    fld="services")
-    for sname in services:
+    for sname, how in services.items():
         if sname not in prod.services:
             raise _err(f"product '{product}' has no service {sname!r}", file=file, data=services, key=sname,
                        item=item, fld=f"services.{sname}",
                        hint="declared: " + (", ".join(prod.services) or "none"))
+        _check_service(connector, sname, how, prod, file=file, services=services, item=item)
     return DeviceBinding(dev_id, product, connector, options, dict(services), file, line_of(parent, index))
+
+
+def _check_service(connector: str, sname: str, how: Any, prod: Product, *, file: str | None, services: Any,
+                   item: str) -> None:
+    """A binding's way of carrying out a product service, checked against its connector."""
+    keys = SERVICE_KEYS[connector]
+    fld = f"services.{sname}"
+    if not keys:
+        raise _err(f"a {connector} device cannot carry out services", file=file, data=services, key=sname,
+                   item=item, fld=fld)
+    if how is None and connector == "mqtt":
+        return  # the default: {"service": ..., "args": ...} on the command topic
+    if not isinstance(how, dict):
+        raise _err("expected a mapping", file=file, data=services, key=sname, item=item, fld=fld,
+                   hint=f"a {connector} service takes: " + ", ".join(sorted(keys)))
+    bad = sorted(set(how) - keys)
+    if bad:
+        raise _err(f"unknown key {bad[0]!r} for a {connector} service", file=file, data=how, key=bad[0], item=item,
+                   fld=f"{fld}.{bad[0]}", hint=f"a {connector} service takes: " + ", ".join(sorted(keys)))
+    required = {"modbus": ("write",), "opcua": ("object", "method"), "http": ("url",)}.get(connector, ())
+    for key in required:
+        if key not in how:
+            raise _err(f"a {connector} service needs {key!r}", file=file, data=services, key=sname, item=item,
+                       fld=f"{fld}.{key}")
+    if connector == "opcua":
+        for key in ("object", "method"):
+            if not isinstance(how[key], str) or not _NODE_ID.match(how[key]):
+                raise _err(f"expected a node id like ns=2;s=Pump7.Stop, got {how[key]!r}", file=file, data=how,
+                           key=key, item=item, fld=f"{fld}.{key}")
+        if not isinstance(how.get("args", []), list):
+            raise _err("expected a list of arguments ($name for the service's)", file=file, data=how, key="args",
+                       item=item, fld=f"{fld}.args")
+    if connector == "coap" and "path" not in how and "uri" not in how:
+        raise _err("a coap service needs 'path' (on the device's host) or 'uri'", file=file, data=services,
+                   key=sname, item=item, fld=f"{fld}.path")
+    if connector in ("http", "coap"):
+        method = how.setdefault("method", "POST")
+        allowed = ("POST", "PUT") if connector == "http" else ("POST", "PUT", "GET")
+        if method not in allowed:
+            raise _err(f"expected one of {', '.join(allowed)}, got {method!r}", file=file, data=how, key="method",
+                       item=item, fld=f"{fld}.method")
+    if connector == "http" and not str(how["url"]).startswith(("http://", "https://", "/")):
+        raise _err("expected an http(s):// url, or a /path on the polled device's host", file=file, data=how,
+                   key="url", item=item, fld=f"{fld}.url")
+    args = prod.services[sname].args
+    for ref in _placeholders(how.get("payload", how.get("args", how.get("write")))):
+        if ref not in args:
+            raise _err(f"${ref} is not an argument of service {sname!r}", file=file, data=services, key=sname,
+                       item=item, fld=fld, hint="arguments: " + (", ".join(args) or "none"))
+
+
+def _placeholders(value: Any) -> list[str]:
+    if isinstance(value, str) and value.startswith("$"):
+        return [value[1:]]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _placeholders(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _placeholders(v)]
+    return []
+
+
+def _check_coap(options: dict[str, Any], prod: Product, *, file: str | None, spec: Any, item: str) -> None:
+    from ..operators.base import parse_duration
+
+    mode = options.setdefault("mode", "observe" if options.get("uri") else "push")
+    if mode not in ("observe", "poll", "push"):
+        raise _err(f"expected observe, poll or push, got {mode!r}", file=file, data=spec, key="mode", item=item,
+                   fld="mode")
+    if mode == "push":
+        if "uri" in options:
+            raise _err("a pushing device has no uri: it POSTs to the node's /devices/<id>/telemetry", file=file,
+                       data=spec, key="uri", item=item, fld="uri")
+    else:
+        uri = options.get("uri")
+        if not isinstance(uri, str) or not uri.startswith(("coap://", "coap+tcp://")):
+            raise _err(f"an {mode}d device needs its coap:// uri", file=file, data=spec,
+                       key="uri" if "uri" in spec else "mode", item=item, fld="uri")
+    for key, default in (("interval", 1.0), ("timeout", 5.0), ("reobserve", 60.0)):
+        try:
+            options[key] = parse_duration(options.get(key, default), key)
+        except SpecError as exc:
+            raise _err(exc.problem, file=file, data=spec, key=key, item=item, fld=key) from None
+    _check_mapping(options, prod, file=file, spec=spec, item=item)
+
+
+def _check_opcua(options: dict[str, Any], prod: Product, *, file: str | None, spec: Any, item: str) -> None:
+    from ..operators.base import parse_duration
+
+    endpoint = options.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint.startswith("opc.tcp://"):
+        raise _err("expected the server's opc.tcp://host:port endpoint", file=file, data=spec,
+                   key="endpoint" if "endpoint" in spec else "connector", item=item, fld="endpoint")
+    nodes = options.get("nodes")
+    if not isinstance(nodes, dict) or not nodes:
+        raise _err("expected a mapping property -> node id (ns=2;s=Pump7.Temperature)", file=file, data=spec,
+                   key="nodes" if "nodes" in spec else "connector", item=item, fld="nodes")
+    for prop, node_id in nodes.items():
+        if prop not in prod.properties:
+            raise _err(f"product '{prod.name}' has no property {prop!r}", file=file, data=nodes, key=prop, item=item,
+                       fld=f"nodes.{prop}", hint="properties: " + ", ".join(prod.properties))
+        if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+            raise _err(f"expected a node id like ns=2;s=Pump7.Temperature or ns=2;i=1001, got {node_id!r}",
+                       file=file, data=nodes, key=prop, item=item, fld=f"nodes.{prop}")
+    mode = options.setdefault("mode", "subscribe")
+    if mode not in ("subscribe", "poll"):
+        raise _err(f"expected subscribe or poll, got {mode!r}", file=file, data=spec, key="mode", item=item,
+                   fld="mode")
+    for key, default in (("interval", 1.0), ("timeout", 5.0)):
+        try:
+            options[key] = parse_duration(options.get(key, default), key)
+        except SpecError as exc:
+            raise _err(exc.problem, file=file, data=spec, key=key, item=item, fld=key) from None
+    if options.get("password_env") and not options.get("username_env"):
+        raise _err("a password without a user: add username_env", file=file, data=spec, key="password_env",
+                   item=item, fld="password_env")
 
 
 def _check_video(options: dict[str, Any], prod: Product, *, file: str | None, spec: Any, item: str) -> None:

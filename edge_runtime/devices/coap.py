@@ -1,0 +1,341 @@
+"""CoAP devices (RFC 7252, aiocoap): observed, polled, or pushing readings to a resource of the node.
+
+A binding ``connector: coap`` has a ``mode``:
+
+- ``observe`` (the default when ``uri`` is given): ``GET`` with Observe (RFC 7641) on ``uri``; every
+  notification is a reading. A device that restarts forgets its observers, and UDP says nothing about
+  it, so an observation silent for ``reobserve`` seconds (default 60, CoAP's default Max-Age) is
+  registered again.
+- ``poll``: ``GET uri`` every ``interval`` (``timeout`` per request).
+- ``push``: the node serves ``coap://<node>:<port>/devices/<id>/telemetry`` (node.yaml
+  ``coap: {host, port, token_env}``); devices ``POST`` (or ``PUT``) JSON readings there with the
+  device's token (``token_env`` in its binding, else the node's) as the Uri-Query ``token=...``, as
+  ThingsBoard's CoAP API does: plain CoAP has no headers, and DTLS is not in aiocoap's server yet.
+  Answers: 2.04 Changed, 4.00 Bad Request naming the reading and field (also a dead letter), 4.01
+  Unauthorized, 4.04 Not Found, 4.13 over the node's payload limit, 4.15 not JSON.
+
+Payloads are JSON readings (or lists of them) decoded with the binding's ``mapping`` / ``ts_field``, the
+same as MQTT and HTTP. An unreachable device, an error code, garbage or a reading the product refuses is
+a dead letter with its reason and a counted error; the device's next attempt waits twice as long, up to
+a minute. All CoAP devices share one asyncio loop on one thread, each on its own task: a slow or silent
+device never delays the others.
+
+Services: a binding maps a product service to a request, ``services: {stop: {path: /stop}}`` (``method``
+POST by default, ``payload`` with ``$arg`` placeholders; default payload: the arguments), sent to the
+device's host; ``set`` on a CoAP device is ``PUT`` of the values to ``uri``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..records import RecordError
+from .model import Catalog
+from .mqtt import FieldBinding, reading
+
+__all__ = ["CoapConfig", "CoapConnector", "substitute"]
+
+log = logging.getLogger("edgeloop.coap")
+MAX_BACKOFF = 60.0
+JSON_FORMATS = (None, 0, 50)  # absent, text/plain (a JSON text is fine), application/json
+
+
+class CoapConfig:
+    def __init__(self, host: str = "127.0.0.1", port: int = 5683, token: str | None = None) -> None:
+        self.host, self.port, self.token = host, port, token
+
+
+def substitute(template: Any, args: dict[str, Any]) -> Any:
+    """``"$name"`` -> the service argument, through dicts and lists (services' payloads)."""
+    if isinstance(template, str) and template.startswith("$") and template[1:] in args:
+        return args[template[1:]]
+    if isinstance(template, dict):
+        return {k: substitute(v, args) for k, v in template.items()}
+    if isinstance(template, list):
+        return [substitute(v, args) for v in template]
+    return template
+
+
+class _Device:
+    __slots__ = ("fb", "opt", "mode", "received", "accepted", "errors", "last_error", "observing", "token")
+
+    def __init__(self, fb: FieldBinding, opt: dict[str, Any]) -> None:
+        self.fb, self.opt = fb, opt
+        self.mode = opt.get("mode") or ("observe" if opt.get("uri") else "push")
+        self.received = self.accepted = self.errors = 0
+        self.last_error: str | None = None
+        self.observing = False
+        env = opt.get("token_env")
+        self.token = os.environ.get(str(env)) if env else None
+
+
+class CoapConnector:
+    def __init__(self, catalog: Catalog, bus: Any, cfg: CoapConfig | None = None, *, max_payload: int = 65536) -> None:
+        self.bus, self.cfg, self.max_payload = bus, cfg or CoapConfig(), max_payload
+        self.devices: dict[str, _Device] = {}
+        for b in catalog.devices.values():
+            if b.connector == "coap":
+                self.devices[b.id] = _Device(FieldBinding(b, catalog.products[b.product]), b.options)
+        self.port: int | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._server: Any = None
+        self._tasks: list[asyncio.Task] = []
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_error: BaseException | None = None
+
+    # -- decoding ------------------------------------------------------------------------------
+    def take(self, device: str, payload: bytes, content_format: Any, source: str) -> str | None:
+        """Decode a payload of ``device`` into the bus; None when taken, else the reason it was refused."""
+        d = self.devices[device]
+        d.received += 1
+        try:
+            if len(payload) > self.max_payload:
+                raise RecordError(f"payload of {len(payload)} bytes, over the limit of {self.max_payload}")
+            if content_format not in JSON_FORMATS:
+                raise RecordError(f"content-format {content_format} is not JSON (50)")
+            try:
+                data = json.loads(payload)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise RecordError(f"malformed JSON: {exc}") from None
+            now = time.time()
+            items = data if isinstance(data, list) else [data]
+            if not items:
+                raise RecordError("an empty list: nothing to take")
+            records = []
+            for i, item in enumerate(items):
+                try:
+                    records.append(reading(d.fb, item, now))
+                except RecordError as exc:
+                    raise RecordError((f"[{i}]: " if isinstance(data, list) else "") + exc.reason) from None
+        except RecordError as exc:
+            self._failed(d, source, exc.reason, payload)
+            return exc.reason
+        self.bus.submit(records)
+        d.accepted += len(records)
+        d.last_error = None
+        return None
+
+    def _failed(self, d: _Device, source: str, reason: str, raw: bytes | None) -> None:
+        d.errors += 1
+        d.last_error = reason
+        self.bus.dead(source, reason, device=d.fb.device, raw=raw[:1024] if raw else None)
+
+    # -- client side: observe and poll -------------------------------------------------------
+    async def _observe(self, device: str) -> None:
+        from aiocoap import GET, Message
+
+        d = self.devices[device]
+        uri, source = d.opt["uri"], f"coap:{d.opt['uri']}"
+        timeout, silent = float(d.opt.get("timeout", 5.0)), float(d.opt.get("reobserve", 60.0))
+        wait = 0.0
+        while True:
+            if wait:
+                await asyncio.sleep(wait)
+            req = self._client.request(Message(code=GET, uri=uri, observe=0))
+            try:
+                first = await asyncio.wait_for(req.response, timeout)
+                if not first.code.is_successful():
+                    raise RecordError(f"the device answered {first.code}")
+                d.observing = True
+                ok = self.take(device, first.payload, first.opt.content_format, source) is None
+                it = req.observation.__aiter__()
+                while True:
+                    try:
+                        note = await asyncio.wait_for(it.__anext__(), silent)
+                    except StopAsyncIteration:
+                        raise RecordError("the device ended the observation") from None
+                    except TimeoutError:
+                        # a restarted device has forgotten us: register again (no error, no backoff)
+                        log.info("CoAP %s: no notification for %.0f s, observing again", device, silent)
+                        break
+                    if not note.code.is_successful():
+                        raise RecordError(f"the device answered {note.code}")
+                    ok = self.take(device, note.payload, note.opt.content_format, source) is None or ok
+                wait = 0.0
+            except RecordError as exc:
+                d.observing = False
+                self._failed(d, source, exc.reason, None)
+                wait = min(max(wait, 0.5) * 2, MAX_BACKOFF)
+            except asyncio.CancelledError:
+                req.observation.cancel()
+                raise
+            except Exception as exc:  # aiocoap's network errors and timeouts: the device is unreachable
+                d.observing = False
+                self._failed(d, source, f"the device is unreachable: {type(exc).__name__} {exc}".rstrip(), None)
+                wait = min(max(wait, 0.5) * 2, MAX_BACKOFF)
+            finally:
+                if not req.observation.cancelled:
+                    req.observation.cancel()
+            d.observing = False
+
+    async def _poll(self, device: str) -> None:
+        from aiocoap import GET, Message
+
+        d = self.devices[device]
+        uri, source = d.opt["uri"], f"coap:{d.opt['uri']}"
+        interval, timeout = float(d.opt.get("interval", 1.0)), float(d.opt.get("timeout", 5.0))
+        wait = 0.0
+        while True:
+            if wait:
+                await asyncio.sleep(wait)
+            try:
+                resp = await asyncio.wait_for(self._client.request(Message(code=GET, uri=uri)).response, timeout)
+                if not resp.code.is_successful():
+                    raise RecordError(f"the device answered {resp.code}")
+                ok = self.take(device, resp.payload, resp.opt.content_format, source) is None
+            except RecordError as exc:
+                self._failed(d, source, exc.reason, None)
+                ok = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # network errors and timeouts
+                self._failed(d, source, f"the device is unreachable: {type(exc).__name__} {exc}".rstrip(), None)
+                ok = False
+            wait = interval if ok else min(max(wait, interval) * 2, MAX_BACKOFF)
+
+    async def request(self, method: str, uri: str, payload: Any, timeout: float = 5.0) -> Any:
+        """One confirmable request (services, set); raises RecordError naming what went wrong."""
+        import aiocoap
+
+        code = getattr(aiocoap, method.upper(), None)
+        if not isinstance(code, aiocoap.Code):
+            raise RecordError(f"unknown CoAP method {method!r}")
+        msg = aiocoap.Message(code=code, uri=uri, payload=json.dumps(payload).encode(), content_format=50)
+        try:
+            resp = await asyncio.wait_for(self._client.request(msg).response, timeout)
+        except Exception as exc:
+            raise RecordError(f"CoAP {method} {uri}: the device is unreachable: {type(exc).__name__}") from None
+        if not resp.code.is_successful():
+            raise RecordError(f"CoAP {method} {uri}: the device answered {resp.code}")
+        return resp
+
+    def call(self, device: str, method: str, path_or_uri: str, payload: Any, timeout: float = 5.0) -> None:
+        """Run a request from another thread (the node's actuator) on the CoAP loop and wait for it."""
+        d = self.devices[device]
+        uri = path_or_uri
+        if not path_or_uri.startswith(("coap://", "coaps://")):
+            base = urlsplit(d.opt.get("uri") or "")
+            if not base.netloc:
+                raise RecordError(f"device {device} has no uri to send a CoAP request to")
+            uri = f"{base.scheme}://{base.netloc}/{path_or_uri.lstrip('/')}"
+        if self.loop is None:
+            raise RecordError("the CoAP connector is not running")
+        fut = asyncio.run_coroutine_threadsafe(self.request(method, uri, payload, timeout), self.loop)
+        fut.result(timeout + 1)
+
+    # -- server side: push -------------------------------------------------------------------
+    def _site(self) -> Any:
+        from aiocoap import resource
+
+        outer = self
+
+        class Telemetry(resource.Resource):
+            def __init__(self, device: str) -> None:
+                super().__init__()
+                self.device = device
+
+            async def render_post(self, request: Any) -> Any:
+                return outer._pushed(self.device, request)
+
+            render_put = render_post
+
+        site = resource.Site()
+        for dev, d in self.devices.items():
+            if d.mode == "push":
+                site.add_resource(["devices", dev, "telemetry"], Telemetry(dev))
+        site.add_resource([".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader))
+        return site
+
+    def _pushed(self, device: str, request: Any) -> Any:
+        from aiocoap import Code, Message
+
+        d = self.devices[device]
+        want = d.token or self.cfg.token
+        given = next((q[6:] for q in request.opt.uri_query if q.startswith("token=")), None)
+        if not want or given is None or not hmac.compare_digest(given.encode(), want.encode()):
+            return Message(code=Code.UNAUTHORIZED, payload=b"missing or wrong token: add ?token=<token>")
+        if len(request.payload) > self.max_payload:
+            return Message(code=Code.REQUEST_ENTITY_TOO_LARGE,
+                           payload=f"{len(request.payload)} bytes, over the limit of {self.max_payload}".encode())
+        if request.opt.content_format not in JSON_FORMATS:
+            return Message(code=Code.UNSUPPORTED_CONTENT_FORMAT, payload=b"expected application/json (50)")
+        reason = self.take(device, request.payload, request.opt.content_format, f"coap:/devices/{device}/telemetry")
+        if reason is not None:
+            return Message(code=Code.BAD_REQUEST, payload=reason.encode()[:1000])
+        return Message(code=Code.CHANGED)
+
+    # -- life ---------------------------------------------------------------------------------
+    async def _main(self) -> None:
+        from aiocoap import Context
+
+        try:
+            self._client = await Context.create_client_context()
+            if any(d.mode == "push" for d in self.devices.values()):
+                self._server = await Context.create_server_context(self._site(), bind=(self.cfg.host, self.cfg.port))
+                self.port = self.cfg.port
+                log.info("CoAP devices on coap://%s:%s/devices/<id>/telemetry", self.cfg.host, self.port)
+            for dev, d in self.devices.items():
+                if d.mode == "observe":
+                    self._tasks.append(asyncio.create_task(self._observe(dev), name=f"coap-observe-{dev}"))
+                elif d.mode == "poll":
+                    self._tasks.append(asyncio.create_task(self._poll(dev), name=f"coap-poll-{dev}"))
+        except BaseException as exc:
+            self._start_error = exc
+            raise
+        finally:
+            self._ready.set()
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        except BaseException:  # reported through start()
+            return
+        self.loop.run_forever()
+
+    def start(self) -> None:
+        logging.getLogger("coap").setLevel(logging.WARNING)
+        logging.getLogger("coap-server").setLevel(logging.WARNING)
+        self._thread = threading.Thread(target=self._run, name="coap", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._start_error is not None:
+            raise RuntimeError(f"CoAP: cannot serve on {self.cfg.host}:{self.cfg.port}: {self._start_error}")
+
+    async def _shutdown(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ctx in (self._server, self._client):
+            if ctx is not None:
+                await ctx.shutdown()
+
+    def stop(self) -> None:
+        if self.loop is None or self._thread is None:
+            return
+        if self.loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+            try:
+                fut.result(10)
+            except Exception:  # noqa: BLE001 - stopping: a failing shutdown must not stop the node's stop
+                log.exception("CoAP shutdown")
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"port": self.port, "devices": {dev: {"mode": d.mode, "received": d.received, "accepted": d.accepted,
+                                                     "errors": d.errors, "observing": d.observing,
+                                                     "last_error": d.last_error}
+                                               for dev, d in self.devices.items()}}
