@@ -345,8 +345,10 @@ class Node:
         self.telemetry = RawPublisher(b.host, b.port, client_id=f"{cfg.node}-telemetry", username=b.username,
                                       password=b.password, keepalive=b.keepalive, tls=b.tls, ca_certs=b.ca_certs) \
             if cfg.publish_telemetry else None
+        from .devices.events import EventRules
+
         self.bus = DeviceBus(cfg.node, store=self.store, engine=self.engine, telemetry=self.telemetry,
-                             dead_letters=self.dead_letters)
+                             dead_letters=self.dead_letters, events=EventRules(cfg.catalog))
         self.mqtt = MqttConnector(cfg.node, cfg.catalog, self.bus, cfg.broker, max_payload=cfg.max_payload)
         from .devices.modbus import ModbusConnector
         self.modbus = ModbusConnector(cfg.catalog, self.bus)

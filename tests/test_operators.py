@@ -17,7 +17,7 @@ from edge_runtime.records import Batch
 
 # a valid parameter set per built-in operator, used to exercise the shared promises
 EXAMPLES = {
-    "device_input": {}, "time_series_input": {"since": "1h"}, "filter": "t > 20",
+    "device_input": {}, "event_input": ["overheat"], "time_series_input": {"since": "1h"}, "filter": "t > 20",
     "sample": {"every": 2}, "time_window": {"size": "10s"}, "aggregate": {"t": ["mean", "max"]},
     "change_trigger": {"fields": ["t"]}, "custom_function": {"set": {"f": "t * 2"}},
     "notification": {"level": "INFO", "message": "{device} {t}"}, "alert": {"message": "{device} hot"}, "upload": {"every": 1},
@@ -37,6 +37,8 @@ def records():
         values = {"t": 15.0 + i} if i % 7 else {"u": 1.0}  # every 7th record lacks the field
         out.append({"device": f"d{i % 3}", "product": "p", "ts": 100.0 + i, "values": values})
     out.append({"device": "d0", "product": "p", "ts": 200.0, "values": {"t": "text"}})  # wrong type
+    out.append({"device": "d1", "product": "p", "ts": 201.0,  # a product event (only event_input takes it)
+                "values": {"event": "overheat", "level": "WARN", "t": 99.0}})
     return out
 
 
@@ -53,7 +55,8 @@ def test_operator_promises(name):
     steps = [{"device_input": {}}]
     if name == "aggregate":
         steps.append({"time_window": {"size": 10}})
-    if name not in ("device_input", "time_series_input", "file_input", "stream_input", "usb_camera_input"):
+    if name not in ("device_input", "event_input", "time_series_input", "file_input", "stream_input",
+                    "usb_camera_input"):
         steps.append({name: copy.deepcopy(EXAMPLES[name])})
     else:
         steps = [{name: copy.deepcopy(EXAMPLES[name])}]

@@ -68,8 +68,9 @@ class DeviceBus:
     def __init__(self, node: str, *, store: Any = None, engine: Any = None,
                  telemetry: Any = None,
                  dead_letters: DeadLetterSink | None = None, max_batch: int = 5000,
-                 flush_interval: float = 0.002, queue_size: int = 1000) -> None:
+                 flush_interval: float = 0.002, queue_size: int = 1000, events: Any = None) -> None:
         self.node = node
+        self.events = events if events else None  # devices.events.EventRules: events derived from readings
         self.store = store
         self.engine = engine
         # telemetry (when given a RawPublisher) goes out as one sendall a micro-batch
@@ -157,6 +158,10 @@ class DeviceBus:
                 return
 
     def _deliver(self, records: list[dict[str, Any]]) -> None:
+        if self.events is not None:
+            raised = self.events.scan(records)
+            if raised:
+                records = records + raised
         self.records_in += len(records)
         self.batches += 1
         self.per_device.update(r["device"] for r in records)

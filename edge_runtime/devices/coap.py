@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..records import RecordError
+from .events import event_record
 from .model import Catalog
 from .mqtt import FieldBinding, reading
 
@@ -94,8 +95,9 @@ class CoapConnector:
         self._start_error: BaseException | None = None
 
     # -- decoding ------------------------------------------------------------------------------
-    def take(self, device: str, payload: bytes, content_format: Any, source: str) -> str | None:
-        """Decode a payload of ``device`` into the bus; None when taken, else the reason it was refused."""
+    def take(self, device: str, payload: bytes, content_format: Any, source: str, events: bool = False) -> str | None:
+        """Decode a payload of ``device`` (readings, or its own events) into the bus; None when taken, else
+        the reason it was refused."""
         d = self.devices[device]
         d.received += 1
         try:
@@ -114,7 +116,8 @@ class CoapConnector:
             records = []
             for i, item in enumerate(items):
                 try:
-                    records.append(reading(d.fb, item, now))
+                    records.append(event_record(d.fb.product, device, item, now) if events
+                                   else reading(d.fb, item, now))
                 except RecordError as exc:
                     raise RecordError((f"[{i}]: " if isinstance(data, list) else "") + exc.reason) from None
         except RecordError as exc:
@@ -240,12 +243,12 @@ class CoapConnector:
         outer = self
 
         class Telemetry(resource.Resource):
-            def __init__(self, device: str) -> None:
+            def __init__(self, device: str, events: bool = False) -> None:
                 super().__init__()
-                self.device = device
+                self.device, self.events = device, events
 
             async def render_post(self, request: Any) -> Any:
-                return outer._pushed(self.device, request)
+                return outer._pushed(self.device, request, self.events)
 
             render_put = render_post
 
@@ -253,10 +256,11 @@ class CoapConnector:
         for dev, d in self.devices.items():
             if d.mode == "push":
                 site.add_resource(["devices", dev, "telemetry"], Telemetry(dev))
+                site.add_resource(["devices", dev, "events"], Telemetry(dev, events=True))
         site.add_resource([".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader))
         return site
 
-    def _pushed(self, device: str, request: Any) -> Any:
+    def _pushed(self, device: str, request: Any, events: bool = False) -> Any:
         from aiocoap import Code, Message
 
         d = self.devices[device]
@@ -269,7 +273,8 @@ class CoapConnector:
                            payload=f"{len(request.payload)} bytes, over the limit of {self.max_payload}".encode())
         if request.opt.content_format not in JSON_FORMATS:
             return Message(code=Code.UNSUPPORTED_CONTENT_FORMAT, payload=b"expected application/json (50)")
-        reason = self.take(device, request.payload, request.opt.content_format, f"coap:/devices/{device}/telemetry")
+        reason = self.take(device, request.payload, request.opt.content_format,
+                           f"coap:/devices/{device}/{'events' if events else 'telemetry'}", events)
         if reason is not None:
             return Message(code=Code.BAD_REQUEST, payload=reason.encode()[:1000])
         return Message(code=Code.CHANGED)

@@ -31,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..records import RecordError
+from .events import event_record
 from .model import Catalog
 from .mqtt import FieldBinding, reading
 
@@ -81,10 +82,10 @@ class HttpConnector:
             return False
         return hmac.compare_digest(header[7:].strip().encode(), want.encode())
 
-    def take(self, device: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        """Decode and check a pushed body for ``device``; (status, answer)."""
+    def take(self, device: str, body: bytes, kind: str = "telemetry") -> tuple[int, dict[str, Any]]:
+        """Decode and check a pushed body for ``device`` (readings, or ``kind="events"``); (status, answer)."""
         fb, _ = self.push[device]
-        source = f"http:/devices/{device}/telemetry"
+        source = f"http:/devices/{device}/{kind}"
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -98,7 +99,8 @@ class HttpConnector:
         records = []
         for i, item in enumerate(items):
             try:
-                records.append(reading(fb, item, now))
+                records.append(reading(fb, item, now) if kind == "telemetry"
+                               else event_record(fb.product, device, item, now))
             except RecordError as exc:
                 where = f"[{i}]: " if isinstance(data, list) else ""
                 self.bus.dead(source, where + exc.reason, device=device, raw=body[:1024])
@@ -118,8 +120,8 @@ class HttpConnector:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 parts = self.path.split("?", 1)[0].strip("/").split("/")
-                if len(parts) != 3 or parts[0] != "devices" or parts[2] != "telemetry":
-                    return self._answer(404, {"detail": "POST /devices/<id>/telemetry"})
+                if len(parts) != 3 or parts[0] != "devices" or parts[2] not in ("telemetry", "events"):
+                    return self._answer(404, {"detail": "POST /devices/<id>/telemetry or /devices/<id>/events"})
                 device = parts[1]
                 size = int(self.headers.get("Content-Length") or 0)
                 if device not in outer.push:
@@ -135,7 +137,7 @@ class HttpConnector:
                 body = self.rfile.read(size)
                 if ctype != "application/json":
                     return self._answer(415, {"detail": f"expected application/json, got {ctype}"})
-                status, answer = outer.take(device, body)
+                status, answer = outer.take(device, body, parts[2])
                 self._answer(status, answer)
 
             def do_GET(self) -> None:  # noqa: N802

@@ -45,7 +45,8 @@ CONNECTORS: dict[str, dict[str, str]] = {
     "mqtt": {"topic": "MQTT topic the device publishes on", "qos": "0 or 1",
              "mapping": "property -> JSON field path in the payload (a.b.c); default: same name",
              "ts_field": "payload field with the event time (epoch seconds); default: arrival time",
-             "ts_unit": "s or ms", "command_topic": "where device_output sends commands"},
+             "ts_unit": "s or ms", "command_topic": "where device_output sends commands",
+             "event_topic": "where the device publishes its events ({event: name, ...fields})"},
     "modbus": {"host": "Modbus TCP host", "port": "TCP port (502)", "unit": "unit/device id (1)",
                "interval": "poll interval (1s)", "timeout": "request timeout (1s)",
                "registers": "property -> {table, address, type, scale, offset, byte_order, word_order}"},
@@ -248,6 +249,9 @@ def _product(spec: Any, *, file: str | None, index: int, parent: Any) -> Product
                    item=item, fld="properties")
     props = {k: _property(k, v, file=file, item=item, parent=props_raw, prefix="properties")
              for k, v in props_raw.items()}
+    if "event" in props:
+        raise _err("'event' is the name field of events: call the property something else", file=file,
+                   data=props_raw, key="event", item=item, fld="properties.event")
     services = {}
     services_raw = spec.get("services") or {}
     if not isinstance(services_raw, dict):
@@ -294,7 +298,7 @@ def _binding(spec: Any, *, file: str | None, index: int, parent: Any, products: 
     if connector not in CONNECTORS:
         raise _err(f"unknown connector {connector!r}", file=file, data=spec, key="connector", item=item,
                    fld="connector", hint="one of " + ", ".join(CONNECTORS))
-    base = {"id", "product", "connector", "services", "description"}
+    base = {"id", "product", "connector", "services", "events", "description"}
     options = {k: v for k, v in spec.items() if k not in base}
     for k in options:
         if k not in CONNECTORS[connector]:
@@ -340,7 +344,31 @@ def _binding(spec: Any, *, file: str | None, index: int, parent: Any, products: 
                        item=item, fld=f"services.{sname}",
                        hint="declared: " + (", ".join(prod.services) or "none"))
         _check_service(connector, sname, how, prod, file=file, services=services, item=item)
+    events = spec.get("events")
+    if events is not None:
+        _check_events(events, prod, file=file, item=item, spec=spec)
+        options["events"] = dict(events)
     return DeviceBinding(dev_id, product, connector, options, dict(services), file, line_of(parent, index))
+
+
+def _check_events(events: Any, prod: Product, *, file: str | None, item: str, spec: Any) -> None:
+    """``events: {overheat: "temperature > 90"}``: declared events, conditions that compile."""
+    from ..expr import Expression, ExpressionError
+
+    if not isinstance(events, dict) or not events:
+        raise _err("expected a mapping event -> condition, e.g. {overheat: \"temperature > 90\"}", file=file,
+                   data=spec, key="events", item=item, fld="events")
+    for name, cond in events.items():
+        if name not in prod.events:
+            raise _err(f"product '{prod.name}' declares no event {name!r}", file=file, data=events, key=name,
+                       item=item, fld=f"events.{name}", hint="declared: " + (", ".join(prod.events) or "none"))
+        if not isinstance(cond, str):
+            raise _err("expected a condition over the device's values", file=file, data=events, key=name, item=item,
+                       fld=f"events.{name}")
+        try:
+            Expression(cond)
+        except ExpressionError as exc:
+            raise _err(str(exc), file=file, data=events, key=name, item=item, fld=f"events.{name}") from None
 
 
 def _check_service(connector: str, sname: str, how: Any, prod: Product, *, file: str | None, services: Any,
@@ -569,9 +597,12 @@ def load_catalog(product_files: Iterable[str | Path], device_files: Iterable[str
                 raise _err(f"device {b.id!r} is bound twice", file=file, data=spec, key="id",
                            item=f"device '{b.id}'", fld="id")
             if b.connector == "mqtt":
-                other = topics.setdefault(b.options["topic"], b.id)
-                if other != b.id:
-                    raise _err(f"topic {b.options['topic']!r} is already bound to device {other!r}", file=file,
-                               data=spec, key="topic", item=f"device '{b.id}'", fld="topic")
+                for key in ("topic", "event_topic"):
+                    if key not in b.options:
+                        continue
+                    other = topics.setdefault(b.options[key], b.id)
+                    if other != b.id or key == "event_topic" and b.options[key] == b.options["topic"]:
+                        raise _err(f"topic {b.options[key]!r} is already bound to device {other!r}", file=file,
+                                   data=spec, key=key, item=f"device '{b.id}'", fld=key)
             cat.devices[b.id] = b
     return cat

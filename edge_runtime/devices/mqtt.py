@@ -29,6 +29,7 @@ import paho.mqtt.client as mqtt
 
 from .. import jsonio
 from ..records import RecordError, check_value
+from .events import event_record
 from .model import Catalog, DeviceBinding, Product, Property
 
 __all__ = ["MqttLink", "MqttConnector", "BrokerConfig"]
@@ -346,9 +347,12 @@ class MqttConnector:
         self.max_payload = max_payload
         self.chunk = chunk
         self.topics: dict[str, FieldBinding] = {}
+        self.event_topics: dict[str, tuple[str, Product]] = {}
         for b in catalog.devices.values():
             if b.connector == "mqtt":
                 self.topics[b.options["topic"]] = FieldBinding(b, catalog.products[b.product])
+                if b.options.get("event_topic"):
+                    self.event_topics[b.options["event_topic"]] = (b.id, catalog.products[b.product])
         self.ingest_topic = f"edgeloop/{node}/ingest"
         self.inbox: collections.deque[tuple[str, bytes, float]] = collections.deque()
         self.wakeup = threading.Event()
@@ -358,6 +362,8 @@ class MqttConnector:
         for topic, tb in self.topics.items():
             qos = catalog.devices[tb.device].options.get("qos", 1)
             self.link.subscribe(prefix + topic, qos)
+        for topic in self.event_topics:
+            self.link.subscribe(prefix + topic, 1)
         self.link.subscribe(prefix + self.ingest_topic, 1)
         self.received = 0
         self.accepted = 0
@@ -415,6 +421,13 @@ class MqttConnector:
         if tb is None:
             if topic == self.ingest_topic:
                 return self._ingest(data, payload, arrived)
+            if topic in self.event_topics:
+                device, product = self.event_topics[topic]
+                try:
+                    return event_record(product, device, data, arrived)
+                except RecordError as exc:
+                    self.bus.dead(source, exc.reason, device=device, raw=payload[:1024])
+                    return None
             self.bus.dead(source, "no device is bound to this topic", raw=payload[:1024])
             return None
         try:

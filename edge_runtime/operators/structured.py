@@ -36,9 +36,18 @@ def _names(value: Any, field: str) -> list[str] | None:
     return list(value)
 
 
+def _event_rows(batch: Batch) -> np.ndarray | None:
+    """Which rows are product events (they carry an ``event`` name); None when none are."""
+    col = batch.cols.get("event")
+    if col is None:
+        return None
+    return col.present.copy() if col.present is not None else np.ones(len(batch), dtype=bool)
+
+
 @register
 class DeviceInput(Operator):
-    """Records of the pipeline's product from its bound devices, optionally only some properties."""
+    """Readings of the pipeline's product from its bound devices, optionally only some properties (product
+    events are taken by ``event_input``)."""
 
     name = "device_input"
     params = {"properties": "property names to keep (default: all)",
@@ -61,12 +70,46 @@ class DeviceInput(Operator):
             codes = np.array([DEVICES[d] for d in devices], dtype=np.int64)
             m = np.isin(batch.codes, codes)
             keep = m if keep is None else keep & m
+        events = _event_rows(batch)
+        if events is not None:
+            keep = ~events if keep is None else keep & ~events
         if keep is not None and not keep.all():
             batch = batch.take(keep)
         if self.properties is not None:
             batch = Batch(batch.codes, batch.product, batch.ts,
                           {k: c for k, c in batch.cols.items() if k in self.properties})
         return batch
+
+
+@register
+class EventInput(Operator):
+    """Product events (declared in the product, raised by connectors or by a binding's ``events:``
+    conditions) of the pipeline's devices: records with ``event``, ``level`` and the event's fields."""
+
+    name = "event_input"
+    params = {"events": "event names to take (default: all the product declares)",
+              "devices": "device ids to take (default: the instance's bindings)"}
+    source = True
+    shorthand = "events"
+
+    def configure(self, events: Any = None, devices: Any = None) -> None:
+        self.events = _names(events, "events")
+        self.devices = _names(devices, "devices")
+
+    def process(self, batch: Batch) -> Batch:
+        keep = _event_rows(batch)
+        if keep is None:
+            return Batch.empty()
+        if self.ctx.product is not None:
+            keep &= (batch.product == self.ctx.product) | (batch.product == None)  # noqa: E711
+        devices = self.devices if self.devices is not None else (
+            sorted(self.ctx.devices) if self.ctx.devices is not None else None)
+        if devices is not None:
+            from ..records import DEVICES
+            keep &= np.isin(batch.codes, np.array([DEVICES[d] for d in devices], dtype=np.int64))
+        if self.events is not None:
+            keep &= np.isin(batch.cols["event"].data, np.array(self.events, dtype=object))
+        return batch.take(keep) if not keep.all() else batch
 
 
 @register
