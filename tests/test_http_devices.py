@@ -21,7 +21,8 @@ from edge_runtime.operators.base import SpecError
 pytestmark = pytest.mark.broker
 
 PRODUCTS = {"products": [{"name": "meter", "properties": {"power": {"type": "number", "min": 0, "max": 1000},
-                                                         "on": {"type": "boolean"}}}]}
+                                                         "on": {"type": "boolean"}},
+                          "services": {"reset": {"args": {"to": {"type": "integer"}}}}}]}
 
 
 class Device:
@@ -31,6 +32,7 @@ class Device:
         self.body: bytes = b'{"p": 1.5, "t": 1800000000}'
         self.status = 200
         self.requests = 0
+        self.posts: list[tuple[str, Any]] = []
         self.port = free_port()
         self.server: ThreadingHTTPServer | None = None
 
@@ -46,6 +48,11 @@ class Device:
                 self.end_headers()
                 self.wfile.write(outer.body)
 
+            def do_POST(self) -> None:  # noqa: N802 - a service call
+                outer.posts.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+                self.send_response(204)
+                self.end_headers()
+
             def log_message(self, *_: Any) -> None:
                 pass
 
@@ -60,10 +67,11 @@ class Device:
             self.server = None
 
 
-def write(tmp: Path, broker: int, devices: list[dict[str, Any]], **extra: Any) -> Path:
+def write(tmp: Path, broker: int, devices: list[dict[str, Any]], steps: list[Any] | None = None, **extra: Any) -> Path:
     (tmp / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
     (tmp / "devices.yaml").write_text(yaml.safe_dump({"devices": devices}))
-    (tmp / "p.yaml").write_text(yaml.safe_dump({"name": "all", "product": "meter", "steps": [{"device_input": {}}]}))
+    (tmp / "p.yaml").write_text(yaml.safe_dump({"name": "all", "product": "meter",
+                                                "steps": steps or [{"device_input": {}}]}))
     cfg = {"node": "edge-h", "broker": {"host": "127.0.0.1", "port": broker}, "store": {"path": "n.db"},
            "products": ["products.yaml"], "devices": ["devices.yaml"],
            "pipelines": [{"instance": "all", "pipeline": "p.yaml"}], "publish_telemetry": False, **extra}
@@ -157,6 +165,33 @@ def test_a_polled_device_is_read_and_its_garbage_errors_and_outage_are_counted(t
     assert {"power": 7} in [r["values"] for r in rows] and {r["ts"] for r in rows} >= {1800000001.0, 1800000002.0}
 
 
+def test_a_service_becomes_an_http_request_to_the_device(tmp_path: Path, mosquitto: Any) -> None:
+    dev = Device().start()
+    gone = Device()  # never started: its service call is a dead letter with the reason
+    cfg = write(tmp_path, mosquitto.port, [
+        {"id": "p1", "product": "meter", "connector": "http", "mode": "poll", "url": f"http://127.0.0.1:{dev.port}/now",
+         "interval": "100ms", "mapping": {"power": "p"}, "services": {"reset": {"url": "/api/reset",
+                                                                               "payload": {"value": "$to"}}}},
+        {"id": "p2", "product": "meter", "connector": "http", "mode": "poll", "url": f"http://127.0.0.1:{dev.port}/now",
+         "interval": "100ms", "mapping": {"power": "p"},
+         "services": {"reset": {"url": f"http://127.0.0.1:{gone.port}/reset"}}}],
+        steps=[{"device_input": {}}, {"filter": "power > 100"}, {"sample": {"every": 1000}},
+               {"device_output": {"service": "reset", "args": {"to": "power * 0"}}}])
+    dev.body = b'{"p": 150}'
+    node = Node(load_node_config(cfg))
+    node.start()
+    try:
+        wait_for(lambda: dev.posts, 10, "the service call at the device")
+        assert dev.posts[0] == ("/api/reset", {"value": 0})
+        wait_for(lambda: any("unreachable" in d["reason"] and d["device"] == "p2"
+                             for d in (node.dead_letters.flush(), node.store.dead_letters())[1]), 10,
+                 "the failed call as a dead letter")
+    finally:
+        node.stop()
+        dev.stop()
+    assert len(dev.posts) == 1  # sample every 1000: one call, not one per reading
+
+
 def test_bad_http_bindings_are_refused_naming_the_field(tmp_path: Path) -> None:
     for i, (device, want) in enumerate((
         ({"id": "x", "product": "meter", "connector": "http", "mode": "pull"}, "expected push or poll"),
@@ -164,6 +199,10 @@ def test_bad_http_bindings_are_refused_naming_the_field(tmp_path: Path) -> None:
         ({"id": "x", "product": "meter", "connector": "http", "mode": "poll", "url": "file:///etc/passwd"}, "url"),
         ({"id": "x", "product": "meter", "connector": "http", "url": "http://a/b"}, "for polled devices"),
         ({"id": "x", "product": "meter", "connector": "http", "mapping": {"nope": "a"}}, "no property 'nope'"),
+        ({"id": "x", "product": "meter", "connector": "http", "services": {"reset": {"method": "POST"}}}, "needs 'url'"),
+        ({"id": "x", "product": "meter", "connector": "http", "services": {"reset": {"url": "ftp://a/b"}}}, "http"),
+        ({"id": "x", "product": "meter", "connector": "http", "services": {"reset": {"url": "/r", "method": "GET"}}},
+         "POST, PUT"),
     )):
         folder = tmp_path / f"case-{i}"
         folder.mkdir()
