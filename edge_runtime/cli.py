@@ -21,6 +21,8 @@ hub_app = typer.Typer(help="Run the hub (API + MQTT ingest).", no_args_is_help=T
 token_app = typer.Typer(help="Node tokens: create, list, revoke.", no_args_is_help=True)
 product_app = typer.Typer(help="Shared products on the hub.", no_args_is_help=True)
 keys_app = typer.Typer(help="Model-signing keys: init, show.", no_args_is_help=True)
+onvif_app = typer.Typer(help="ONVIF cameras: discover them on the network.", no_args_is_help=True)
+app.add_typer(onvif_app, name="onvif")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(node_app, name="node")
 app.add_typer(hub_app, name="hub")
@@ -115,6 +117,32 @@ def pipeline_run(
     if result.bad_lines:
         first = result.dead_letters.items[0]
         typer.echo(f"first bad line: {first['source']}: {first['reason']}", err=True)
+
+
+@onvif_app.command("discover")
+def onvif_discover(timeout: float = typer.Option(3.0, help="seconds to collect answers"),
+                   to: Optional[str] = typer.Option(None, help="probe one host:port (default: multicast on the LAN)"),
+                   json_out: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Find ONVIF cameras (WS-Discovery Probe for NetworkVideoTransmitter devices)."""
+    import json
+
+    from edge_runtime.devices.onvif import discover
+
+    target = None
+    if to:
+        host, _, port = to.rpartition(":")
+        if not host or not port.isdigit():
+            _fail_spec(ValueError(f"--to: expected host:port, got {to!r}"))
+        target = (host, int(port))
+    found = discover(timeout, target)
+    if json_out:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        typer.echo(f"no ONVIF camera answered within {timeout:g} s")
+    for cam in found:
+        names = [s.rsplit("/", 1)[-1] for s in cam["scopes"] if "/name/" in s]
+        typer.echo(f"{cam['from']:15s} {' '.join(cam['xaddrs'])}  {' '.join(names)}")
 
 
 @node_app.command("run")

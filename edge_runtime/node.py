@@ -744,6 +744,10 @@ class Node:
         elif connector == "coap":
             payload = substitute(how["payload"], args) if "payload" in how else args
             self.coap.call(device, how.get("method", "POST"), how.get("uri") or how["path"], payload)
+        elif connector == "video" and binding.options.get("onvif"):
+            from .devices.onvif import ptz
+
+            ptz(binding.options["onvif"], substitute(how, args))
         elif connector == "http":
             from .devices.http import call_service
 

@@ -52,6 +52,7 @@ CONNECTORS: dict[str, dict[str, str]] = {
                "registers": "property -> {table, address, type, scale, offset, byte_order, word_order}"},
     "video": {"file": "video file (looped when loop: true)", "url": "stream URL (rtsp://, rtmp://, http://)",
               "usb": "V4L2 camera index or /dev/videoN", "fps": "pace/limit (frames per second)",
+              "onvif": "an ONVIF camera: {host, port, profile, username_env, password_env} (stream URI and PTZ)",
               "realtime": "pace a file at its frame rate (true)", "loop": "restart a file at its end",
               "stall_timeout": "reconnect after this many seconds without a frame (5)",
               "backoff": "first reconnect wait, s (0.5)", "max_backoff": "longest reconnect wait, s (10)",
@@ -90,7 +91,7 @@ CONNECTORS: dict[str, dict[str, str]] = {
 SERVICE_KEYS: dict[str, set[str]] = {
     "mqtt": {"topic", "payload"}, "modbus": {"write"}, "opcua": {"object", "method", "args"},
     "http": {"url", "method", "payload", "headers"}, "coap": {"path", "uri", "method", "payload"},
-    "amqp": set(), "video": set(), "ingest": set()}
+    "amqp": set(), "video": {"ptz", "pan", "tilt", "zoom", "timeout", "preset"}, "ingest": set()}
 _NODE_ID = re.compile(r"^(ns=\d+;)?[isgb]=.+$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -344,6 +345,9 @@ def _binding(spec: Any, *, file: str | None, index: int, parent: Any, products: 
                        item=item, fld=f"services.{sname}",
                        hint="declared: " + (", ".join(prod.services) or "none"))
         _check_service(connector, sname, how, prod, file=file, services=services, item=item)
+        if connector == "video" and "onvif" not in options:
+            raise _err("PTZ services need an ONVIF camera (onvif: {host, ...})", file=file, data=services, key=sname,
+                       item=item, fld=f"services.{sname}")
     events = spec.get("events")
     if events is not None:
         _check_events(events, prod, file=file, item=item, spec=spec)
@@ -388,7 +392,8 @@ def _check_service(connector: str, sname: str, how: Any, prod: Product, *, file:
     if bad:
         raise _err(f"unknown key {bad[0]!r} for a {connector} service", file=file, data=how, key=bad[0], item=item,
                    fld=f"{fld}.{bad[0]}", hint=f"a {connector} service takes: " + ", ".join(sorted(keys)))
-    required = {"modbus": ("write",), "opcua": ("object", "method"), "http": ("url",)}.get(connector, ())
+    required = {"modbus": ("write",), "opcua": ("object", "method"), "http": ("url",), "video": ("ptz",)
+                }.get(connector, ())
     for key in required:
         if key not in how:
             raise _err(f"a {connector} service needs {key!r}", file=file, data=services, key=sname, item=item,
@@ -401,6 +406,28 @@ def _check_service(connector: str, sname: str, how: Any, prod: Product, *, file:
         if not isinstance(how.get("args", []), list):
             raise _err("expected a list of arguments ($name for the service's)", file=file, data=how, key="args",
                        item=item, fld=f"{fld}.args")
+    if connector == "video":
+        from .onvif import PTZ_ACTIONS
+
+        if how["ptz"] not in PTZ_ACTIONS:
+            raise _err(f"unknown PTZ action {how['ptz']!r}", file=file, data=how, key="ptz", item=item,
+                       fld=f"{fld}.ptz", hint="one of " + ", ".join(PTZ_ACTIONS))
+        if how["ptz"] == "goto_preset" and "preset" not in how:
+            raise _err("goto_preset needs 'preset' (a preset token, or $argument)", file=file, data=services,
+                       key=sname, item=item, fld=f"{fld}.preset")
+        for key in ("pan", "tilt", "zoom"):
+            v = how.get(key, 0)
+            if not (isinstance(v, str) and v.startswith("$")) and (
+                    isinstance(v, bool) or not isinstance(v, (int, float)) or not -1 <= v <= 1):
+                raise _err(f"expected a number in [-1, 1] or $argument, got {v!r}", file=file, data=how, key=key,
+                           item=item, fld=f"{fld}.{key}")
+        if "timeout" in how:
+            from ..operators.base import parse_duration
+
+            try:
+                how["timeout"] = parse_duration(how["timeout"], "timeout")
+            except SpecError as exc:
+                raise _err(exc.problem, file=file, data=how, key="timeout", item=item, fld=f"{fld}.timeout") from None
     if connector == "coap" and "path" not in how and "uri" not in how:
         raise _err("a coap service needs 'path' (on the device's host) or 'uri'", file=file, data=services,
                    key=sname, item=item, fld=f"{fld}.path")
@@ -414,7 +441,10 @@ def _check_service(connector: str, sname: str, how: Any, prod: Product, *, file:
         raise _err("expected an http(s):// url, or a /path on the polled device's host", file=file, data=how,
                    key="url", item=item, fld=f"{fld}.url")
     args = prod.services[sname].args
-    for ref in _placeholders(how.get("payload", how.get("args", how.get("write")))):
+    refs = _placeholders(how.get("payload", how.get("args", how.get("write"))))
+    if connector == "video":
+        refs = _placeholders([how.get(k) for k in ("pan", "tilt", "zoom", "preset")])
+    for ref in refs:
         if ref not in args:
             raise _err(f"${ref} is not an argument of service {sname!r}", file=file, data=services, key=sname,
                        item=item, fld=fld, hint="arguments: " + (", ".join(args) or "none"))

@@ -26,19 +26,20 @@ OnFrame = Callable[[Frame, float, int], None]  # frame, timestamp (epoch s), ind
 
 
 class SourceSpec:
-    """Where frames come from: ``file`` (a path), ``url`` (a stream) or ``usb`` (a V4L2 index or /dev path).
+    """Where frames come from: ``file`` (a path), ``url`` (a stream), ``usb`` (a V4L2 index or /dev path) or
+    ``onvif`` (a camera whose media profile's stream URI is asked for at every open: devices/onvif.py).
 
     ``realtime`` paces a file at its frame rate (``fps`` overrides it); ``loop`` restarts a file at its end.
     """
 
     def __init__(self, *, file: str | None = None, url: str | None = None, usb: int | str | None = None,
-                 fps: float | None = None, realtime: bool = True, loop: bool = False,
+                 onvif: dict[str, Any] | None = None, fps: float | None = None, realtime: bool = True, loop: bool = False,
                  stall_timeout: float = 5.0, backoff: float = 0.5, max_backoff: float = 10.0) -> None:
-        given = [k for k, v in (("file", file), ("url", url), ("usb", usb)) if v is not None]
+        given = [k for k, v in (("file", file), ("url", url), ("usb", usb), ("onvif", onvif)) if v is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of file, url or usb")
+            raise ValueError("give exactly one of file, url, usb or onvif")
         self.kind = given[0]
-        self.file, self.url, self.usb = file, url, usb
+        self.file, self.url, self.usb, self.onvif = file, url, usb, onvif
         self.fps, self.realtime, self.loop = fps, realtime, loop
         self.stall_timeout, self.backoff, self.max_backoff = stall_timeout, backoff, max_backoff
 
@@ -47,13 +48,15 @@ class SourceSpec:
         return self.kind != "file"
 
     def describe(self) -> str:
+        if self.kind == "onvif":
+            return f"ONVIF camera {self.onvif['host']}:{self.onvif.get('port', 80)}"
         return {"file": f"file {self.file}", "url": f"stream {self.url}", "usb": f"camera {self.usb}"}[self.kind]
 
 
 def parse_source(options: dict[str, Any], where: str = "source") -> SourceSpec:
     """A :class:`SourceSpec` from a mapping (device binding options or operator params); ValueError names
     the problem."""
-    allowed = {"file", "url", "usb", "fps", "realtime", "loop", "stall_timeout", "backoff", "max_backoff"}
+    allowed = {"file", "url", "usb", "onvif", "fps", "realtime", "loop", "stall_timeout", "backoff", "max_backoff"}
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -68,6 +71,14 @@ def parse_source(options: dict[str, Any], where: str = "source") -> SourceSpec:
     if usb is not None and not (isinstance(usb, int) and not isinstance(usb, bool) and usb >= 0
                                 or isinstance(usb, str) and usb.startswith("/dev/")):
         raise ValueError(f"{where}.usb: expected a camera index (0, 1, ...) or a /dev/video path, got {usb!r}")
+    cam = options.get("onvif")
+    if cam is not None:
+        keys = {"host", "port", "profile", "username_env", "password_env"}
+        if not isinstance(cam, dict) or not isinstance(cam.get("host"), str) or set(cam) - keys:
+            raise ValueError(f"{where}.onvif: expected {{host, port, profile, username_env, password_env}}, got {cam!r}")
+        port = cam.get("port", 80)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"{where}.onvif.port: expected a port number, got {port!r}")
     return SourceSpec(**{k: v for k, v in options.items() if k in allowed})
 
 
@@ -110,8 +121,13 @@ class VideoSource:
             if not Path(s.file).is_file():
                 raise OSError(f"no such video file {s.file}")
             cap = cv2.VideoCapture(str(s.file), cv2.CAP_FFMPEG)
-        elif s.kind == "url":
-            cap = cv2.VideoCapture(s.url, cv2.CAP_FFMPEG,
+        elif s.kind in ("url", "onvif"):
+            url = s.url
+            if s.kind == "onvif":  # asked again at every open: a camera may change its URI or come back elsewhere
+                from .onvif import stream_uri
+
+                url = stream_uri(s.onvif, timeout=max(5.0, s.stall_timeout))
+            cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG,
                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(s.stall_timeout * 1000),
                                     # FFmpeg fails a frozen read after ~3 read timeouts: half the stall budget
                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(100, int(s.stall_timeout * 500))])
