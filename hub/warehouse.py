@@ -27,7 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from .db import ModelDeployment, ModelVersion, Node, set_deployment
+from .db import ModelDeployment, ModelVersion, Node, deployed_version, set_deployment
 
 __all__ = ["add_warehouse"]
 
@@ -129,14 +129,32 @@ def add_warehouse(app: FastAPI, hub: Any, *, principal: Any, admin: Any, db: Any
             raise HTTPException(404, f"no model {name!r} version {version!r}")
         return m
 
+    def _readable(s: Session, p: Any, name: str, version: str) -> ModelVersion:
+        """The version, if ``p`` may read it: the admin any; a node only the version deployed to it (to the
+        node itself, else to its group), the least it needs."""
+        m = _get(s, name, version)
+        if p.admin:
+            return m
+        node = s.get(Node, p.node)
+        served = None
+        if node is not None:
+            served = deployed_version(s, f"node:{node.name}", name) or deployed_version(s, f"group:{node.group}", name)
+        if served != version:
+            raise HTTPException(403, f"model {name!r} version {version!r} is not deployed to node {p.node!r} "
+                                     f"(it is to serve {served or 'no version'}): a node may download only what "
+                                     "it is to serve")
+        return m
+
     @app.get("/api/v1/models/{name}/versions/{version}", tags=["models"])
-    def get_model(name: str, version: str, s: Db, _: Annotated[Any, Depends(principal)]) -> dict[str, Any]:
-        """A version's manifest (base64url, as signed), signature, digest and metrics."""
-        return _view(_get(s, name, version))
+    def get_model(name: str, version: str, s: Db, p: Annotated[Any, Depends(principal)]) -> dict[str, Any]:
+        """A version's manifest (base64url, as signed), signature, digest and metrics. A node may read only
+        the version deployed to it."""
+        return _view(_readable(s, p, name, version))
 
     @app.get("/api/v1/models/{name}/versions/{version}/bundle", tags=["models"])
-    def get_bundle(name: str, version: str, s: Db, _: Annotated[Any, Depends(principal)]) -> FileResponse:
-        m = _get(s, name, version)
+    def get_bundle(name: str, version: str, s: Db, p: Annotated[Any, Depends(principal)]) -> FileResponse:
+        """The signed bundle. A node may download only the version deployed to it."""
+        m = _readable(s, p, name, version)
         return FileResponse(m.path, media_type="application/octet-stream",
                             headers={"X-Sha256": m.sha256, "X-Signature": m.signature})
 

@@ -54,6 +54,8 @@ def test_store_list_and_download(hub):
     assert base64.urlsafe_b64decode(meta["manifest"]) == base64.urlsafe_b64decode(bundle_headers(data)["X-Manifest"])
     token = hub.post("/api/v1/nodes", json={"name": "edge-1"}, headers=AUTH).json()["token"]
     node = {"Authorization": f"Bearer {token}"}
+    assert hub.put("/api/v1/models/pump_anomaly/deployments/node:edge-1", json={"version": "3"},
+                   headers=AUTH).status_code == 200
     got = hub.get("/api/v1/models/pump_anomaly/versions/3/bundle", headers=node)
     assert got.status_code == 200 and got.content == data and got.headers["x-sha256"] == meta["sha256"]
     refused = put(hub, b"x", {**bundle_headers(b"x", version="4"), **node}, version="4")
@@ -94,6 +96,31 @@ def test_oversized_bundle_413(hub):
     r = put(hub, data, bundle_headers(data))
     assert r.status_code == 413 and "4096" in r.json()["detail"]
     assert files(hub) == []
+
+
+def test_a_node_may_download_only_the_version_it_is_to_serve(hub):
+    for v in ("3", "4", "5"):
+        assert put(hub, v.encode() * 8, bundle_headers(v.encode() * 8, version=v), version=v).status_code == 201
+    tokens = {n: hub.post("/api/v1/nodes", json={"name": n, "group": "line-1"}, headers=AUTH).json()["token"]
+              for n in ("edge-1", "edge-2")}
+
+    def fetch(node: str, version: str) -> int:
+        h = {"Authorization": f"Bearer {tokens[node]}"}
+        meta = hub.get(f"/api/v1/models/pump_anomaly/versions/{version}", headers=h).status_code
+        bundle = hub.get(f"/api/v1/models/pump_anomaly/versions/{version}/bundle", headers=h)
+        assert bundle.status_code == meta
+        return meta
+
+    assert fetch("edge-1", "3") == 403  # nothing deployed: nothing to download
+    hub.put("/api/v1/models/pump_anomaly/deployments/group:line-1", json={"version": "3"}, headers=AUTH)
+    hub.put("/api/v1/models/pump_anomaly/deployments/node:edge-2", json={"version": "4"}, headers=AUTH)
+    assert [fetch("edge-1", v) for v in ("3", "4", "5")] == [200, 403, 403]
+    assert [fetch("edge-2", v) for v in ("3", "4", "5")] == [403, 200, 403]  # its own deployment wins
+    refused = hub.get("/api/v1/models/pump_anomaly/versions/5/bundle", headers={"Authorization": f"Bearer {tokens['edge-1']}"})
+    assert "not deployed to node 'edge-1' (it is to serve 3)" in refused.json()["detail"]
+    assert hub.get("/api/v1/models/pump_anomaly/versions/5/bundle", headers=AUTH).status_code == 200  # the admin
+    hub.put("/api/v1/models/pump_anomaly/deployments/group:line-1", json={"version": "5"}, headers=AUTH)
+    assert [fetch("edge-1", v) for v in ("3", "5")] == [403, 200]  # a new deployment moves the permission
 
 
 def test_deployments_reach_desired_states_node_over_group(hub):
