@@ -17,8 +17,10 @@ NS = "urn:edgeloop:test-plc"
 
 
 class OpcuaServer:
-    def __init__(self, port: int | None = None, users: dict[str, str] | None = None, pumps: int = 2) -> None:
+    def __init__(self, port: int | None = None, users: dict[str, str] | None = None, pumps: int = 2,
+                 secure_dir: Any = None) -> None:
         self.port = port or free_port()
+        self.secure_dir = secure_dir  # a folder: serve Basic256Sha256 SignAndEncrypt only, with a cert made there
         self.users = users
         self.pumps = pumps
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
@@ -44,7 +46,13 @@ class OpcuaServer:
         srv = Server(user_manager=_Users(self.users) if self.users else None)
         await srv.init()
         srv.set_endpoint(self.endpoint)
-        srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.secure_dir is not None:
+            await make_certificate(self.secure_dir, "server")
+            await srv.load_certificate(str(self.secure_dir / "server-cert.der"))
+            await srv.load_private_key(str(self.secure_dir / "server-key.pem"))
+            srv.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        else:
+            srv.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         if self.users:
             srv.set_security_IDs(["Username"])
         idx = await srv.register_namespace(NS)
@@ -86,6 +94,19 @@ class OpcuaServer:
     def close(self) -> None:
         self.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+async def make_certificate(folder: Any, name: str) -> None:
+    """A self-signed application certificate (DER) and its key (PEM) in ``folder``: ``<name>-cert.der``."""
+    import socket
+
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    use = [ExtendedKeyUsageOID.CLIENT_AUTH] if name == "client" else [ExtendedKeyUsageOID.SERVER_AUTH]
+    uri = "urn:freeopcua.github.io:client" if name == "client" else "urn:freeopcua:python:server"
+    await setup_self_signed_certificate(folder / f"{name}-key.pem", folder / f"{name}-cert.der", uri,
+                                        socket.gethostname(), use, {"commonName": f"edgeloop-test-{name}"})
 
 
 class _Users:

@@ -150,6 +150,38 @@ def test_unknown_nodes_refused_logins_and_an_unreachable_server_are_reported_and
         locked.close()
 
 
+def test_a_secure_only_server_refuses_a_plain_session_and_takes_a_signed_and_encrypted_one(
+        tmp_path: Path, mosquitto: Any) -> None:
+    import asyncio
+
+    from opcuakit import make_certificate
+
+    keys = tmp_path / "pki"
+    keys.mkdir()
+    secure = OpcuaServer(pumps=1, secure_dir=keys).start()
+    asyncio.run(make_certificate(keys, "client"))
+    security = f"Basic256Sha256,SignAndEncrypt,{keys / 'client-cert.der'},{keys / 'client-key.pem'}"
+    devices = [pump(1, secure.endpoint, id="plain-1"), pump(1, secure.endpoint, id="sealed-1", security=security)]
+    for d, name in zip(devices, ("plain-1", "sealed-1")):
+        d["id"] = name
+    node = Node(load_node_config(write(tmp_path, mosquitto.port, devices)))
+    node.start()
+    try:
+        wait_for(lambda: temps(node, "sealed-1") == [20.0], 30, "a value over the encrypted session")
+        secure.set("Pump1.Temperature", 41.0)
+        wait_for(lambda: temps(node, "sealed-1")[-1] == 41.0, 15, "a change over the encrypted session")
+        plain = next(s for s in node.stats()["opcua"] if s["devices"] == ["plain-1"])
+        wait_for(lambda: plain["errors"] >= 1 or next(
+            s for s in node.stats()["opcua"] if s["devices"] == ["plain-1"])["errors"] >= 1, 15, "the refusal")
+        plain = next(s for s in node.stats()["opcua"] if s["devices"] == ["plain-1"])
+        assert not plain["connected"] and plain["accepted"] == 0, plain
+        assert plain["last_error"].startswith("the server offers no endpoint with security None"), plain
+        assert temps(node, "plain-1") == []
+    finally:
+        node.stop()
+        secure.close()
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"endpoint": "tcp://plc:4840"}, "endpoint"),
     ({"nodes": {"temperature": "Pump1.Temperature"}}, "nodes.temperature"),

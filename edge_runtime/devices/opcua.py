@@ -119,6 +119,12 @@ class OpcuaConnector:
                     client = await self._connect(ep)
                 except ua.UaStatusCodeError as exc:
                     raise RecordError(f"the server refused the session: {_status(exc)}") from None
+                except ua.UaError as exc:
+                    if "No matching endpoints" in str(exc):
+                        policy = str(exc).rsplit("#", 1)[-1]
+                        raise RecordError(f"the server offers no endpoint with security {policy}: set the binding's "
+                                          "security (Policy,Mode,client-cert,client-key)") from None
+                    raise RecordError(f"the server refused the session: {exc}") from None
                 except (TimeoutError, OSError, ConnectionError) as exc:
                     raise RecordError(f"the server is unreachable: {type(exc).__name__} {exc}".rstrip()) from None
 
