@@ -64,6 +64,36 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _connector_families(stats: Mapping[str, Any], node: str) -> list[Family]:
+    """HTTP, CoAP, OPC UA and AMQP devices: readings taken, errors, and connection state per source (a
+    device, an endpoint or a queue)."""
+    taken = Family("edgeloop_node_connector_accepted_total", "counter", "Readings a connector put on the bus, by source.")
+    errs = Family("edgeloop_node_connector_errors_total", "counter",
+                  "Connector errors (refusals, unreachable devices, failed polls), by source.")
+    up = Family("edgeloop_node_connector_connected", "gauge", "1 while a source is connected (observed, subscribed).")
+    http = stats.get("http") or {}
+    if http:
+        taken.add(http.get("accepted"), node=node, connector="http", source="push")
+        errs.add(http.get("refused"), node=node, connector="http", source="push")
+        for dev, p in (http.get("polls") or {}).items():
+            errs.add(p.get("errors"), node=node, connector="http", source=dev)
+    for dev, d in ((stats.get("coap") or {}).get("devices") or {}).items():
+        taken.add(d.get("accepted"), node=node, connector="coap", source=dev)
+        errs.add(d.get("errors"), node=node, connector="coap", source=dev)
+        if d.get("mode") == "observe":
+            up.add(d.get("observing"), node=node, connector="coap", source=dev)
+    for ep in stats.get("opcua") or []:
+        taken.add(ep.get("accepted"), node=node, connector="opcua", source=ep.get("endpoint"))
+        errs.add(ep.get("errors"), node=node, connector="opcua", source=ep.get("endpoint"))
+        up.add(ep.get("connected"), node=node, connector="opcua", source=ep.get("endpoint"))
+    for c in stats.get("amqp") or []:
+        src = ",".join(c.get("queues") or [])
+        taken.add(c.get("accepted"), node=node, connector="amqp", source=src)
+        errs.add(c.get("refused"), node=node, connector="amqp", source=src)
+        up.add(c.get("connected"), node=node, connector="amqp", source=src)
+    return [taken, errs, up]
+
+
 def node_families(stats: Mapping[str, Any], heartbeat: Mapping[str, Any] | None = None) -> list[Family]:
     """A node's metrics from :meth:`edge_runtime.node.EdgeNode.stats` (and its heartbeat document, which
     adds the outbox, models and video sources when the node has a hub)."""
@@ -95,6 +125,7 @@ def node_families(stats: Mapping[str, Any], heartbeat: Mapping[str, Any] | None 
         polls.add(m.get("polls"), node=node, device=dev)
         errors.add(m.get("errors"), node=node, device=dev)
     fams += [polls, errors]
+    fams += _connector_families(stats, node)
     queue = Family("edgeloop_node_queue_depth", "gauge", "Records waiting per pipeline instance.")
     for inst, depth in (stats.get("queues") or {}).items():
         queue.add(depth, node=node, instance=inst)

@@ -93,7 +93,15 @@ class OpcuaServer:
 
     def close(self) -> None:
         self.stop()
+        self._run(_cancel_all())  # asyncua's session and subscription loops, so none is left pending
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+async def _cancel_all() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def make_certificate(folder: Any, name: str) -> None:

@@ -89,6 +89,9 @@ def test_subscribed_values_arrive_and_the_subscription_comes_back_after_a_server
         wait_for(lambda: temps(node, "pump-1")[-1] == 30.0, timeout=15, what="a value after the restart")
         st = node.stats()["opcua"][0]
         assert st["reconnects"] >= 1 and st["errors"] >= 2 and st["accepted"] >= 6
+        text = node.metrics_text()
+        assert f'edgeloop_node_connector_connected{{node="edge-o",connector="opcua",source="{plc.endpoint}"}} 1' in text
+        assert f'edgeloop_node_connector_accepted_total{{node="edge-o",connector="opcua",source="{plc.endpoint}"}}' in text
     finally:
         node.stop()
 
