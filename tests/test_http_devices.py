@@ -192,6 +192,53 @@ def test_a_service_becomes_an_http_request_to_the_device(tmp_path: Path, mosquit
     assert len(dev.posts) == 1  # sample every 1000: one call, not one per reading
 
 
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_a_device_with_an_untrusted_certificate_is_refused_and_delays_no_other(tmp_path: Path, mosquitto: Any) -> None:
+    import ssl
+
+    ok = Device().start()
+    bad = Device().start()
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    bad.server.socket = ctx.wrap_socket(bad.server.socket, server_side=True)  # https with a self-signed cert
+    cfg = write(tmp_path, mosquitto.port, [
+        {"id": "ok", "product": "meter", "connector": "http", "mode": "poll", "url": f"http://127.0.0.1:{ok.port}/now",
+         "interval": "100ms", "mapping": {"power": "p"}},
+        {"id": "tls", "product": "meter", "connector": "http", "mode": "poll", "url": f"https://127.0.0.1:{bad.port}/now",
+         "interval": "100ms", "timeout": "2s", "mapping": {"power": "p"}}])
+    node = Node(load_node_config(cfg))
+    node.start()
+    try:
+        wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in (node.http.poll_stats["tls"]["last_error"] or ""), 10,
+                 "the untrusted certificate reported")
+        wait_for(lambda: len(node.store.query(devices=["ok"])) >= 10, 10, "ten readings of the healthy device")
+        assert node.store.query(devices=["tls"]) == [] and bad.requests == 0
+    finally:
+        node.stop()
+        ok.stop()
+        bad.stop()
+
+
 def test_bad_http_bindings_are_refused_naming_the_field(tmp_path: Path) -> None:
     for i, (device, want) in enumerate((
         ({"id": "x", "product": "meter", "connector": "http", "mode": "pull"}, "expected push or poll"),
