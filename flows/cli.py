@@ -19,7 +19,11 @@ Workspace = typer.Option(Path("."), "--workspace", "-w", envvar="EDGELOOP_WORKSP
 @loop_app.command("run")
 def loop_run(workspace: Path = Workspace,
              models: Optional[str] = typer.Option(None, help="comma-separated model names (default: pump_anomaly)"),
-             group: Optional[str] = typer.Option(None, help="roll a promoted version out to this node group")) -> None:
+             group: Optional[str] = typer.Option(None, help="roll a promoted version out to this node group"),
+             parallel_retrain: Optional[bool] = typer.Option(
+                 None, "--parallel-retrain/--sequential-retrain",
+                 help="retrain the models due at the same time on Prefect's Dask task runner (default: "
+                      "EDGELOOP_PARALLEL_RETRAIN, off)")) -> None:
     """One iteration now: collect, label, harvest, retrain, gate, package, roll out (a Prefect flow run)."""
     from flows.loop import agile_loop
     from flows.steps import LoopError
@@ -30,7 +34,7 @@ def loop_run(workspace: Path = Workspace,
     if group:
         overrides["group"] = group
     try:
-        report = agile_loop(overrides)
+        report = agile_loop(overrides, parallel_retrain=parallel_retrain)
     except LoopError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

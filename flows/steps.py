@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,8 @@ class LoopConfig:
     watch_s: float = 60.0
     approval: bool = False                     # wait for a person's approval (Prefect UI) before rolling out
     keys_dir: str = "var/keys"                 # signing keys for model bundles
+    parallel_retrain: bool = False             # train the models that have new labels at the same time, one
+                                               # Dask worker process each (flows.loop.retrain_on_dask)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> LoopConfig:
@@ -234,12 +239,16 @@ def label(cfg: LoopConfig, state: LoopState, model: str, collected: dict[str, An
 
 
 # -- harvest --------------------------------------------------------------------------------------
-def _dvc(cfg: LoopConfig, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+def _env(cfg: LoopConfig) -> dict[str, str]:
+    """The environment DVC runs the pipeline's stages in: this venv first on PATH, the workspace importable."""
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "BENTOML_DO_NOT_TRACK": "true",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(cfg.root), os.environ.get("PYTHONPATH", "")) if p)}
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "BENTOML_DO_NOT_TRACK": "true",
+            "PYTHONPATH": os.pathsep.join(p for p in (str(cfg.root), os.environ.get("PYTHONPATH", "")) if p)}
+
+
+def _dvc(cfg: LoopConfig, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cfg.root, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=_env(cfg), timeout=timeout)
 
 
 def is_dvc_repo(cfg: LoopConfig) -> bool:
@@ -337,19 +346,33 @@ def _version_data(cfg: LoopConfig) -> str | None:
 
 
 # -- retrain, gate --------------------------------------------------------------------------------
+def retrain_due(cfg: LoopConfig, model: str, state: LoopState) -> tuple[int, str | None]:
+    """``(labels harvested for model, why it is not retrained now)``; the reason is None when it is due."""
+    have, used = state.harvested_count(model), state.trained_labels(model)
+    if have <= used:
+        return have, f"no labels since the last training ({have} harvested)"
+    if have - used < cfg.min_labels:
+        return have, f"{have - used} new labels, fewer than min_labels={cfg.min_labels}"
+    return have, None
+
+
+def _labelled_dirs(cfg: LoopConfig) -> None:
+    from models import stages
+
+    for name in stages.MODELS:  # dependencies of prepare_<model> in dvc.yaml, empty until labels come
+        (cfg.root / "data" / "labelled" / name).mkdir(parents=True, exist_ok=True)
+
+
 def retrain(cfg: LoopConfig, model: str, harvested: dict[str, Any], state: LoopState) -> dict[str, Any]:
     """Re-run the training pipeline for ``model`` on the labelled data (``dvc repro`` in a DVC workspace;
     the stages directly otherwise), tracked in MLflow; the new version becomes ``challenger``."""
-    from models import stages, tracking
+    from models import stages
 
-    have, used = state.harvested_count(model), state.trained_labels(model)
-    if have <= used:
-        return {"retrained": False, "why": f"no labels since the last training ({have} harvested)"}
-    if have - used < cfg.min_labels:
-        return {"retrained": False, "why": f"{have - used} new labels, fewer than min_labels={cfg.min_labels}"}
+    have, why = retrain_due(cfg, model, state)
+    if why is not None:
+        return {"retrained": False, "why": why}
     t = time.perf_counter()
-    for name in stages.MODELS:  # dependencies of prepare_<model> in dvc.yaml, empty until labels come
-        (cfg.root / "data" / "labelled" / name).mkdir(parents=True, exist_ok=True)
+    _labelled_dirs(cfg)
     if is_dvc_repo(cfg):
         done = _dvc(cfg, "repro", f"train_{model}", "evaluate")
         if done.returncode != 0:
@@ -361,13 +384,122 @@ def retrain(cfg: LoopConfig, model: str, harvested: dict[str, Any], state: LoopS
         stages.prepare(cfg.root, params, [model])
         stages.train(cfg.root, model, params)
         stages.evaluate(cfg.root, model)
+    return register_candidate(cfg, model, harvested, state, have, time.perf_counter() - t)
+
+
+def register_candidate(cfg: LoopConfig, model: str, harvested: dict[str, Any], state: LoopState, labels: int,
+                       seconds: float) -> dict[str, Any]:
+    """After a training of ``model`` on ``labels`` harvested labels: the labelled data version tagged on its
+    MLflow run, its ``challenger`` version recorded as trained (retrain's summary)."""
+    from models import tracking
+
     run = json.loads((cfg.root / "artifacts" / f"{model}.run.json").read_text())
     if harvested.get("data_version") and run.get("run_id"):
         tracking.set_run_tags(run["run_id"], {"labelled_data_version": harvested["data_version"]}, cfg.root)
     candidate = tracking.alias_version(model, "challenger", cfg.root)
-    state.mark_trained(model, have, candidate)
-    return {"retrained": True, "candidate": candidate, "seconds": round(time.perf_counter() - t, 1),
-            "labels_used": have}
+    state.mark_trained(model, labels, candidate)
+    return {"retrained": True, "candidate": candidate, "seconds": round(seconds, 1), "labels_used": labels}
+
+
+# -- retrain several models at the same time (flows.loop.retrain_on_dask) -------------------------------
+# `dvc repro` holds a lock on the whole repository, so two `dvc repro train_<model> evaluate` in one workspace
+# cannot run at once. Instead each model's share of them runs as the same stage commands (prepare, train,
+# evaluate of that model: its own files only) in its own process, and DVC's bookkeeping, `dvc commit` of the
+# stages that ran (what `dvc repro` records in dvc.lock after running them), is done one at a time under a
+# file lock: afterwards `dvc status` says the pipeline is up to date, as after `dvc repro`.
+STAGE_TIMEOUT_S = 3600.0
+
+
+@contextmanager
+def dvc_lock(cfg: LoopConfig) -> Iterator[None]:
+    """An exclusive lock on the workspace's DVC bookkeeping (flock on ``var/loop/dvc-bookkeeping.lock``: held
+    until the holder lets go, released if it dies); every DVC command of a parallel retraining runs under it."""
+    import fcntl
+
+    path = cfg.root / "var" / "loop" / "dvc-bookkeeping.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _dvc_locked(cfg: LoopConfig, *args: str) -> None:
+    with dvc_lock(cfg):
+        done = _dvc(cfg, *args)
+    if done.returncode != 0:
+        raise LoopError(f"dvc {' '.join(args)} failed: {(done.stdout + done.stderr)[-3000:]}")
+
+
+def before_parallel_retrain(cfg: LoopConfig) -> None:
+    """Once, before the models' stages run at the same time: the label folders, the stages upstream of every
+    model (``dvc repro generate``: nothing runs when data/raw is up to date) and the MLflow store with its
+    experiment, which two first writers would otherwise both try to create."""
+    from models import tracking
+
+    _labelled_dirs(cfg)
+    if is_dvc_repo(cfg):
+        _dvc_locked(cfg, "repro", "generate")
+    tracking._experiment(tracking._mlflow(cfg.root), cfg.root)
+
+
+def _stage_outs(cfg: LoopConfig, stage: str) -> list[Path]:
+    import yaml
+
+    spec = yaml.safe_load((cfg.root / "dvc.yaml").read_text())["stages"][stage]
+    return [cfg.root / (next(iter(o)) if isinstance(o, dict) else o) for o in spec.get("outs") or []]
+
+
+def train_stages(cfg: LoopConfig, model: str, threads: int | None = None) -> dict[str, Any]:
+    """``model``'s share of ``dvc repro train_<model> evaluate``, for one worker of a parallel retraining:
+    ``python -m models.stages prepare|train|evaluate <model>`` (the commands dvc.yaml runs, on this model
+    only: they write its own files and its own MLflow run), then, in a DVC workspace, ``dvc commit`` of its
+    prepare and train stages under :func:`dvc_lock`. The shared evaluate stage is committed by
+    :func:`commit_evaluation` once every model is done. ``threads`` caps the BLAS/OpenMP threads of each stage
+    (its share of the cores). Returns each stage's start and end (epoch seconds) and CPU seconds, the worker's
+    pid, seconds, the stages' OMP_NUM_THREADS (None: not set)."""
+    env = _env(cfg)
+    if threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env.setdefault(var, str(threads))
+    dvc = is_dvc_repo(cfg)
+    if dvc:  # as `dvc repro` does before it runs a stage: its outputs go first
+        for out in _stage_outs(cfg, f"prepare_{model}") + _stage_outs(cfg, f"train_{model}"):
+            if out.is_dir():
+                shutil.rmtree(out)
+            elif out.exists():
+                out.unlink()
+    t = time.perf_counter()
+    windows: dict[str, list[float]] = {}
+    cpu: dict[str, float] = {}
+    for stage in ("prepare", "train", "evaluate"):
+        start, used = time.time(), _children_cpu_s()
+        done = subprocess.run([sys.executable, "-m", "models.stages", stage, model], cwd=cfg.root, env=env,
+                              capture_output=True, text=True, timeout=STAGE_TIMEOUT_S)
+        windows[stage], cpu[stage] = [start, time.time()], round(_children_cpu_s() - used, 1)
+        if done.returncode != 0:
+            raise LoopError(f"{model}: `python -m models.stages {stage} {model}` failed (exit {done.returncode}): "
+                            f"{(done.stdout + done.stderr)[-3000:]}")
+    if dvc:
+        _dvc_locked(cfg, "commit", "-f", "-q", f"prepare_{model}", f"train_{model}")
+    return {"model": model, "pid": os.getpid(), "stages": windows, "cpu_s": cpu,
+            "seconds": round(time.perf_counter() - t, 1), "omp_threads": env.get("OMP_NUM_THREADS")}
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def commit_evaluation(cfg: LoopConfig) -> None:
+    """``dvc commit evaluate`` (the stage shared by every model) once the models retrained at the same time
+    are all evaluated; the models not retrained keep their metrics, which are still those of their artifacts."""
+    if is_dvc_repo(cfg):
+        _dvc_locked(cfg, "commit", "-f", "-q", "evaluate")
 
 
 def gate(cfg: LoopConfig, model: str) -> dict[str, Any]:
