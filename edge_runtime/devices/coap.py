@@ -150,7 +150,7 @@ class CoapConnector:
                 if not first.code.is_successful():
                     raise RecordError(f"the device answered {first.code}")
                 d.observing = True
-                ok = self.take(device, first.payload, first.opt.content_format, source) is None
+                self.take(device, first.payload, first.opt.content_format, source)  # a refusal is its own dead letter
                 it = req.observation.__aiter__()
                 while True:
                     try:
@@ -163,7 +163,7 @@ class CoapConnector:
                         break
                     if not note.code.is_successful():
                         raise RecordError(f"the device answered {note.code}")
-                    ok = self.take(device, note.payload, note.opt.content_format, source) is None or ok
+                    self.take(device, note.payload, note.opt.content_format, source)
                 wait = 0.0
             except RecordError as exc:
                 d.observing = False
