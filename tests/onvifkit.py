@@ -15,8 +15,6 @@ import xml.etree.ElementTree as ET  # noqa: S405 - test traffic from our own cli
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from edge_runtime.broker import free_port
-
 NS = {"s": "http://www.w3.org/2003/05/soap-envelope", "tt": "http://www.onvif.org/ver10/schema",
       "wsse": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
       "wsu": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd",
@@ -33,8 +31,8 @@ class OnvifCamera:
     def __init__(self, stream: str, users: dict[str, str] | None = None) -> None:
         self.stream = stream
         self.users = users or {}
-        self.port = free_port()
-        self.discovery_port = free_port()
+        self.port = 0  # both ports are taken by binding port 0 in start(): no race with other tests
+        self.discovery_port = 0
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.http: ThreadingHTTPServer | None = None
         self.udp: socket.socket | None = None
@@ -61,10 +59,12 @@ class OnvifCamera:
                 pass
 
         self.http = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self.http.server_address[1]
         self.http.daemon_threads = True
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", self.discovery_port))
+        self.discovery_port = self.udp.getsockname()[1]
         threading.Thread(target=self._discovery, daemon=True).start()
         return self
 
