@@ -8,8 +8,8 @@ scikit-learn) and intrusion (image CNN, torch) a new labelled batch (``--rows`` 
 `dvc add`ed as harvest does), then times the retrain step of both four ways on those same labels (the loop
 state forgets the training before each; the best round is the figure, every round is kept):
 
-* ``sequential_dvc_repro``: today's default, ``dvc repro train_<model> evaluate`` for one model, then the
-  other (flows.steps.retrain); each evaluate stage re-evaluates all three models;
+* ``sequential_dvc_repro``: today's default, ``dvc repro train_<model>`` then ``dvc repro --single-item
+  evaluate`` for one model, then the other (flows.steps.retrain); each evaluate re-evaluates all three models;
 * ``sequential_stages``: the parallel path's work done one model after the other, without Dask
   (its prepare, train, evaluate stages, then dvc commit): what the overlap alone gains;
 * ``parallel_dask``: flows.loop.retrain_models, a LocalCluster of 2 worker processes (1 thread each),
@@ -233,13 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     write_results("parallel_retrain", {
         "data": "SYNTHETIC (models.synth): simulated pump telemetry and street-camera clips",
         "measured": "wall seconds of the loop's retrain step for two models with new labels (pump_anomaly, "
-                    "intrusion), from the same starting point each time: sequential `dvc repro train_<model> "
-                    "evaluate` (the default), the same per-model stages one after another, and both at once "
+                    "intrusion), from the same starting point each time: sequential `dvc repro train_<model>` and "
+                    "`dvc repro --single-item evaluate` (the default), the same per-model stages one after another, and both at once "
                     "on Prefect's Dask task runner (LocalCluster: 2 processes x 1 thread, its start and stop "
                     "included), without and with a cap of cores/models BLAS/OpenMP threads per stage",
-        "note": "sequential_dvc_repro.per_model_s: the first `dvc repro train_pump_anomaly evaluate` also re-runs "
-                "intrusion's stale stages (evaluate depends on every model), so the second call finds nothing "
-                "to do; torch CNN training pins 2 threads itself (models/vision.py) whatever the cap",
+        "note": "torch CNN training pins 2 threads itself (models/vision.py) whatever the cap",
         "params": "tests' TINY" if args.tiny else "params.yaml",
         "labelled_rows_per_model_and_round": args.rows,
         "rounds": args.rounds,

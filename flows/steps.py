@@ -374,9 +374,13 @@ def retrain(cfg: LoopConfig, model: str, harvested: dict[str, Any], state: LoopS
     t = time.perf_counter()
     _labelled_dirs(cfg)
     if is_dvc_repo(cfg):
-        done = _dvc(cfg, "repro", f"train_{model}", "evaluate")
-        if done.returncode != 0:
-            raise LoopError(f"dvc repro failed: {(done.stdout + done.stderr)[-3000:]}")
+        # Not `dvc repro train_<model> evaluate`: evaluate depends on every model, so that would also retrain
+        # each other model whose labels changed, below its min_labels. This model's stages, then evaluate alone
+        # (the other models' artifacts are unchanged; `dvc status` keeps showing their new labels as pending).
+        for args in (("repro", f"train_{model}"), ("repro", "--single-item", "evaluate")):
+            done = _dvc(cfg, *args)
+            if done.returncode != 0:
+                raise LoopError(f"dvc {' '.join(args)} failed: {(done.stdout + done.stderr)[-3000:]}")
     else:
         from models.common import load_params
 

@@ -112,8 +112,9 @@ def test_data_goes_to_the_local_remote_and_comes_back(ws: Path) -> None:
 
 def test_the_loops_labels_become_a_dvc_version_and_retrain_only_their_model(ws: Path) -> None:
     """The agile loop in a DVC workspace: a harvested batch is `dvc add`ed and pushed (a new data version,
-    its md5 tagged on the MLflow run), and retrain's `dvc repro train_pump_anomaly evaluate` re-runs the pump
-    model's preparation and training only; the CNNs are not touched."""
+    its md5 tagged on the MLflow run), and retrain re-runs the pump model's preparation and training only: the
+    CNNs are not touched, not even the intrusion model with new labels below min_labels, which `dvc status`
+    still shows as pending."""
     import numpy as np
 
     from flows import steps
@@ -132,6 +133,10 @@ def test_the_loops_labels_become_a_dvc_version_and_retrain_only_their_model(ws: 
     remote = ws / "var" / "dvc-remote"
     assert any(version.removesuffix(".dir")[2:] in p.name for p in remote.rglob("*")), "the version was not pushed"
 
+    # two intrusion labels too, below min_labels: the pump's retraining must not retrain the CNN on them
+    frames = load_split(ws / "data" / "prepared" / "intrusion" / "train.npz")
+    np.savez_compressed(ws / "data" / "labelled" / "intrusion" / "batch-0001-1.npz", X=frames["X"][:2],
+                        y=frames["y"][:2], ids=np.array(["f0", "f1"]))
     cnn = {n: (ws / "artifacts" / f"{n}.run.json").read_text() for n in ("intrusion", "activity")}
     with cfg.state() as state:
         state.mark_harvested("pump_anomaly", "batch-0001-1",
@@ -142,5 +147,7 @@ def test_the_loops_labels_become_a_dvc_version_and_retrain_only_their_model(ws: 
     repeat = yaml.safe_load((ws / "params.yaml").read_text())["loop"]["labelled_repeat"]
     assert len(load_split(ws / "data" / "prepared" / "pump_anomaly" / "train.npz")["y"]) == rows + 12 * repeat
     assert {n: (ws / "artifacts" / f"{n}.run.json").read_text() for n in cnn} == cnn
+    pending = json.loads(steps._dvc(cfg, "status", "--json").stdout)
+    assert "prepare_intrusion" in pending and not [s for s in pending if "pump" in s or s == "evaluate"], pending
     run = json.loads((ws / "artifacts" / "pump_anomaly.run.json").read_text())
     assert tracking.version_info("pump_anomaly", got["candidate"], ws)["tags"]["labelled_data_version"] == version, run
