@@ -36,7 +36,7 @@ from typing import Any
 from . import jsonio
 from .devices.bus import DeadLetterSink, DeviceBus
 from .devices.fastpub import RawPublisher
-from .devices.model import Catalog, load_catalog
+from .devices.model import Catalog, load_catalog, substitute
 from .devices.mqtt import QUEUE_LIMIT, BrokerConfig, MqttConnector, MqttLink
 from .engine import Engine, Instance
 from .operators.base import SpecError, parse_duration
@@ -726,8 +726,6 @@ class Node:
     def _call_service(self, binding: Any, service: str, args: dict[str, Any], how: dict[str, Any] | None) -> None:
         """A product service through the device's protocol: an MQTT command, Modbus writes, an OPC UA method
         call, an HTTP or a CoAP request."""
-        from .devices.coap import substitute
-
         device, connector = binding.id, binding.connector
         if connector == "mqtt":
             topic = (how or {}).get("topic") or binding.options.get("command_topic") or binding.options["topic"] + "/cmd"

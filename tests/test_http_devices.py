@@ -144,7 +144,7 @@ def test_a_polled_device_is_read_and_its_garbage_errors_and_outage_are_counted(t
         wait_for(lambda: node.bus.records_in >= 3, 10, "three polled readings")
         st = lambda: node.http.poll_stats["p1"]  # noqa: E731
         dev.body = b"<html>not json</html>"
-        wait_for(lambda: st()["errors"] >= 1 and "not JSON" in (st()["last_error"] or ""), 10, "a garbage answer")
+        wait_for(lambda: st()["errors"] >= 1 and "malformed JSON" in (st()["last_error"] or ""), 10, "a garbage answer")
         dev.body, dev.status = b'{"p": 1}', 500
         wait_for(lambda: "answered 500" in (st()["last_error"] or ""), 10, "an error status")
         dev.stop()
@@ -157,7 +157,7 @@ def test_a_polled_device_is_read_and_its_garbage_errors_and_outage_are_counted(t
         assert node.http.poll_stats["p2"]["errors"] >= 1 and "unreachable" in node.http.poll_stats["p2"]["last_error"]
         node.dead_letters.flush()
         reasons = [d["reason"] for d in node.store.dead_letters(limit=1000)]
-        assert any("not JSON" in r for r in reasons) and any("answered 500" in r for r in reasons)
+        assert any("malformed JSON" in r for r in reasons) and any("answered 500" in r for r in reasons)
         rows = node.store.query(devices=["p1"])
     finally:
         node.stop()

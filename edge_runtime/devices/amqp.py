@@ -19,7 +19,6 @@ queue has its own connection).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 
 from ..records import RecordError
 from .model import Catalog
-from .mqtt import FieldBinding, reading
+from .mqtt import FieldBinding, json_records
 
 __all__ = ["AmqpConnector", "DEFAULT_URL"]
 
@@ -58,12 +57,7 @@ class _Consumer:
         try:
             if len(body) > self.max_payload:
                 raise RecordError(f"message of {len(body)} bytes, over the limit of {self.max_payload}")
-            try:
-                data = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise RecordError(f"malformed JSON: {exc}") from None
-            now = time.time()
-            records = [reading(fb, item, now) for item in (data if isinstance(data, list) else [data])]
+            records = json_records(fb, body, time.time())
             self._pending.extend(records)  # a message is taken whole or refused whole
         except RecordError as exc:
             self.refused += 1

@@ -38,11 +38,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..records import RecordError
-from .events import event_record
 from .model import Catalog
-from .mqtt import FieldBinding, reading
+from .mqtt import FieldBinding, json_records
 
-__all__ = ["CoapConfig", "CoapConnector", "substitute"]
+__all__ = ["CoapConfig", "CoapConnector"]
 
 log = logging.getLogger("edgeloop.coap")
 MAX_BACKOFF = 60.0
@@ -52,17 +51,6 @@ JSON_FORMATS = (None, 0, 50)  # absent, text/plain (a JSON text is fine), applic
 class CoapConfig:
     def __init__(self, host: str = "127.0.0.1", port: int = 5683, token: str | None = None) -> None:
         self.host, self.port, self.token = host, port, token
-
-
-def substitute(template: Any, args: dict[str, Any]) -> Any:
-    """``"$name"`` -> the service argument, through dicts and lists (services' payloads)."""
-    if isinstance(template, str) and template.startswith("$") and template[1:] in args:
-        return args[template[1:]]
-    if isinstance(template, dict):
-        return {k: substitute(v, args) for k, v in template.items()}
-    if isinstance(template, list):
-        return [substitute(v, args) for v in template]
-    return template
 
 
 class _Device:
@@ -105,21 +93,7 @@ class CoapConnector:
                 raise RecordError(f"payload of {len(payload)} bytes, over the limit of {self.max_payload}")
             if content_format not in JSON_FORMATS:
                 raise RecordError(f"content-format {content_format} is not JSON (50)")
-            try:
-                data = json.loads(payload)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise RecordError(f"malformed JSON: {exc}") from None
-            now = time.time()
-            items = data if isinstance(data, list) else [data]
-            if not items:
-                raise RecordError("an empty list: nothing to take")
-            records = []
-            for i, item in enumerate(items):
-                try:
-                    records.append(event_record(d.fb.product, device, item, now) if events
-                                   else reading(d.fb, item, now))
-                except RecordError as exc:
-                    raise RecordError((f"[{i}]: " if isinstance(data, list) else "") + exc.reason) from None
+            records = json_records(d.fb, payload, time.time(), events=events)
         except RecordError as exc:
             self._failed(d, source, exc.reason, payload)
             return exc.reason

@@ -31,9 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..records import RecordError
-from .events import event_record
 from .model import Catalog
-from .mqtt import FieldBinding, reading
+from .mqtt import FieldBinding, json_records
 
 __all__ = ["HttpConfig", "HttpConnector", "call_service"]
 
@@ -87,25 +86,11 @@ class HttpConnector:
         fb, _ = self.push[device]
         source = f"http:/devices/{device}/{kind}"
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.bus.dead(source, f"malformed JSON: {exc}", device=device, raw=body[:1024])
+            records = json_records(fb, body, time.time(), events=kind != "telemetry")
+        except RecordError as exc:
+            self.bus.dead(source, exc.reason, device=device, raw=body[:1024])
             self.refused += 1
-            return 422, {"detail": f"malformed JSON: {exc}"}
-        items = data if isinstance(data, list) else [data]
-        if not items:
-            return 422, {"detail": "an empty list: nothing to take"}
-        now = time.time()
-        records = []
-        for i, item in enumerate(items):
-            try:
-                records.append(reading(fb, item, now) if kind == "telemetry"
-                               else event_record(fb.product, device, item, now))
-            except RecordError as exc:
-                where = f"[{i}]: " if isinstance(data, list) else ""
-                self.bus.dead(source, where + exc.reason, device=device, raw=body[:1024])
-                self.refused += 1
-                return 422, {"detail": where + exc.reason}
+            return 422, {"detail": exc.reason}
         self.bus.submit(records)
         self.accepted += len(records)
         return 202, {"accepted": len(records)}
@@ -187,13 +172,7 @@ class HttpConnector:
                 body = resp.read(self.max_payload + 1)
             if len(body) > self.max_payload:
                 raise RecordError(f"answer over the limit of {self.max_payload} bytes")
-            try:
-                data = json.loads(body)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise RecordError(f"the answer is not JSON: {exc}") from None
-            items = data if isinstance(data, list) else [data]
-            now = time.time()
-            records = [reading(fb, item, now) for item in items]
+            records = json_records(fb, body, time.time(), empty_ok=True)
         except RecordError as exc:
             return self._poll_failed(device, source, exc.reason, locals().get("body"))
         except urllib.error.HTTPError as exc:

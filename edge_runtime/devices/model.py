@@ -375,6 +375,17 @@ def _check_events(events: Any, prod: Product, *, file: str | None, item: str, sp
             raise _err(str(exc), file=file, data=events, key=name, item=item, fld=f"events.{name}") from None
 
 
+def substitute(template: Any, args: dict[str, Any]) -> Any:
+    """``"$name"`` -> the service argument, through dicts and lists (services' payloads)."""
+    if isinstance(template, str) and template.startswith("$") and template[1:] in args:
+        return args[template[1:]]
+    if isinstance(template, dict):
+        return {k: substitute(v, args) for k, v in template.items()}
+    if isinstance(template, list):
+        return [substitute(v, args) for v in template]
+    return template
+
+
 def _check_service(connector: str, sname: str, how: Any, prod: Product, *, file: str | None, services: Any,
                    item: str) -> None:
     """A binding's way of carrying out a product service, checked against its connector."""

@@ -309,6 +309,28 @@ def reading(tb: FieldBinding, data: Any, arrived: float) -> dict[str, Any]:
     return {"device": tb.device, "product": tb.product.name, "ts": ts, "values": values}
 
 
+def json_records(tb: FieldBinding, body: bytes, arrived: float, events: bool = False,
+                 empty_ok: bool = False) -> list[dict[str, Any]]:
+    """A JSON body pushed or polled from a device (one object, or a list of them) -> its readings (or, with
+    ``events``, its own events), taken whole or refused whole: RecordError names the problem and, in a list,
+    the item (``[2]: ...``). An empty list is refused unless ``empty_ok`` (a polled device with nothing new).
+    HTTP, CoAP and AMQP share it."""
+    try:
+        data = jsonio.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError(f"malformed JSON: {exc}") from None
+    items = data if isinstance(data, list) else [data]
+    if not items and not empty_ok:
+        raise RecordError("an empty list: nothing to take")
+    records = []
+    for i, item in enumerate(items):
+        try:
+            records.append(event_record(tb.product, tb.device, item, arrived) if events else reading(tb, item, arrived))
+        except RecordError as exc:
+            raise RecordError((f"[{i}]: " if isinstance(data, list) else "") + exc.reason) from None
+    return records
+
+
 class FieldBinding:
     """A device's field mapping (property -> JSON path), event-time field and unit, ready to decode readings."""
 

@@ -39,7 +39,7 @@ import time
 from typing import Any
 
 from ..records import RecordError
-from .model import Catalog, Product
+from .model import Catalog, Product, substitute
 
 __all__ = ["OpcuaConnector"]
 
@@ -231,8 +231,6 @@ class OpcuaConnector:
 
     async def _call(self, device: str, service: str, args: dict[str, Any]) -> Any:
         from asyncua import ua
-
-        from .coap import substitute
 
         ep = self.device_endpoint[device]
         client = ep.client
