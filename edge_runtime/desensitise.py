@@ -73,7 +73,10 @@ class Desensitiser:
         return item
 
     def blur_image(self, img: np.ndarray, block: int = 16) -> np.ndarray:
-        """Pixelate each region (block means): irreversible, and cheap without OpenCV."""
+        """Pixelate each region (block means): irreversible, and cheap without OpenCV. A clip (frames, height,
+        width, channels) has each of its frames pixelated."""
+        if img.ndim == 4:
+            return np.stack([self.blur_image(f, block) for f in img])
         out = img.copy()
         h, w = img.shape[:2]
         for x, y, rw, rh in self.blur:

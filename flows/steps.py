@@ -277,10 +277,10 @@ def harvest(cfg: LoopConfig, state: LoopState, model: str, iteration: int) -> di
         usable = [r for r in rows if r["id"] in values and all(f in values[r["id"]] for f in features)]
         X = np.array([[float(values[r["id"]][f]) for f in features] for r in usable], dtype=np.float64)
         lacks = "the uploaded record lacks the model's features"
-    elif d.get("input") == "image":
+    elif d.get("input") in ("image", "clip"):
         usable, crops = [], []
         for r in rows:
-            crop = _labelled_image(cfg, values.get(r["id"], {}).get(MEDIA_FIELD), d["shape"])
+            crop = _labelled_image(cfg, values.get(r["id"], {}).get(MEDIA_FIELD), d["shape"], d["input"] == "clip")
             if crop is not None:
                 usable.append(r)
                 crops.append(crop)
@@ -304,9 +304,11 @@ def harvest(cfg: LoopConfig, state: LoopState, model: str, iteration: int) -> di
     return out
 
 
-def _labelled_image(cfg: LoopConfig, ref: str | None, shape: list[int]) -> np.ndarray | None:
+def _labelled_image(cfg: LoopConfig, ref: str | None, shape: list[int], clip: bool = False) -> np.ndarray | None:
     """The image a person labelled, from the hub, as the model's input (uint8, ``shape``, the node's channel
-    order: OpenCV decodes what OpenCV encoded at the node); None when it is gone or does not decode."""
+    order: OpenCV decodes what OpenCV encoded at the node); None when it is gone or does not decode. A clip
+    model's ``shape`` is (frames, height, width, channels) and its image the node's filmstrip (the frames
+    side by side, oldest first), cut back into its frames."""
     import cv2
 
     from edge_runtime.hubclient import HubError
@@ -321,10 +323,12 @@ def _labelled_image(cfg: LoopConfig, ref: str | None, shape: list[int]) -> np.nd
         if isinstance(data, (bytes, bytearray)) else None
     if img is None:
         return None
-    h, w = int(shape[0]), int(shape[1])
-    if img.shape[:2] != (h, w):
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-    return img.astype(np.uint8)
+    frames = np.array_split(img, int(shape[0]), axis=1) if clip else [img]
+    h, w = (int(shape[1]), int(shape[2])) if clip else (int(shape[0]), int(shape[1]))
+    if min(f.shape[1] for f in frames) == 0:
+        return None  # narrower than the clip has frames: not a filmstrip of this model
+    frames = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+    return (np.stack(frames) if clip else frames[0]).astype(np.uint8)
 
 
 def _version_data(cfg: LoopConfig) -> str | None:

@@ -1,8 +1,10 @@
-"""The agile loop for an image model, against a real hub process and a real Label Studio: decisions a node
-uploaded with their crop (JPEG media) are collected with their images, shown in Label Studio as images,
-labelled (a SIMULATED annotator), and harvested back into training crops of the model's input shape.
+"""The agile loop for an image model and a clip model, against a real hub process and a real Label Studio:
+decisions a node uploaded with their crop or clip (JPEG media; a clip as the node's filmstrip) are collected
+with their images, shown in Label Studio as images, labelled (a SIMULATED annotator), and harvested back into
+training crops or clips of the model's input shape.
 
-The crops are SYNTHETIC uniform colours (so that a pixel check after JPEG and resizing is exact enough)."""
+The crops are SYNTHETIC uniform colours (so that a pixel check after JPEG and resizing is exact enough); each
+frame of a clip has its own colour, so a clip cut back in the wrong place or order is seen."""
 
 from __future__ import annotations
 
@@ -24,20 +26,37 @@ pytestmark = [pytest.mark.labelstudio, pytest.mark.timeout(300)]
 LABELS = ["clear", "person"]
 
 
-def colour(i: int) -> tuple[int, int, int]:
-    return (10 * i, 255 - 10 * i, 128)
+FRAMES = 3
 
 
+def colour(i: int, frame: int = 0) -> tuple[int, int, int]:
+    return (10 * i, 255 - 10 * i, 40 + 70 * frame)
+
+
+def media(i: int, kind: str) -> bytes:
+    """What the node uploads: a 48x48 crop, or a clip of FRAMES of them as the upload operator encodes it."""
+    from edge_runtime.operators.structured import media_jpeg
+
+    class Ctx:
+        uplink = None
+
+    if kind == "image":
+        return media_jpeg(Ctx(), np.full((48, 48, 3), colour(i), np.uint8), 95, "test")
+    return media_jpeg(Ctx(), np.stack([np.full((48, 48, 3), colour(i, f), np.uint8) for f in range(FRAMES)]), 95, "test")
+
+
+@pytest.mark.parametrize("kind", ["image", "clip"])
 def test_image_decisions_go_to_label_studio_as_images_and_come_back_as_training_crops(
-        label_studio: Any, tmp_path: Path) -> None:
+        label_studio: Any, tmp_path: Path, kind: str) -> None:
     from flows import steps
     from flows.labelstudio import simulated_annotator
 
     ws = tmp_path / "ws"
-    art = ws / "artifacts" / "intrusion"
+    model = "intrusion" if kind == "image" else "activity"  # one Label Studio project each
+    art = ws / "artifacts" / model
     art.mkdir(parents=True)
-    write_descriptor(art, {"name": "intrusion", "kind": "torch-cnn", "input": "image", "shape": [32, 32, 3],
-                           "labels": LABELS})
+    shape = [32, 32, 3] if kind == "image" else [FRAMES, 32, 32, 3]
+    write_descriptor(art, {"name": model, "kind": "torch-cnn", "input": kind, "shape": shape, "labels": LABELS})
     hub = HubProcess(tmp_path / "hub").start()
     try:
         admin = hub.admin()
@@ -45,47 +64,48 @@ def test_image_decisions_go_to_label_studio_as_images_and_come_back_as_training_
         node = HubClient(hub.url, token)
         truth, items = {}, []
         for i in range(20):
-            ok, buf = cv2.imencode(".jpg", np.full((48, 48, 3), colour(i), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 95])
-            data = buf.tobytes()
+            data = media(i, kind)
             mid = f"record-{i}.jpg"
             assert node.put_media("c1", mid, data, sha256=hashlib.sha256(data).hexdigest(),
                                   content_type="image/jpeg", upload_id=f"c1-{i}") in (200, 201)
             truth[f"c1-{i}"] = LABELS[i % 3 == 0]
-            values = {"frame_index": i, "intrusion": "clear", "intrusion_confidence": 0.6,
-                      "intrusion_model": "intrusion:1", **({"select": "low_confidence"} if i % 2 else {})}
+            values = {"frame_index": i, model: "clear", f"{model}_confidence": 0.6,
+                      f"{model}_model": f"{model}:1", **({"select": "low_confidence"} if i % 2 else {})}
             items.append({"id": f"c1-{i}", "kind": "record", "device": "cam-1", "seq": i, "ts": 1.7e9 + i,
                           "image": {"content_type": "image/jpeg", "size": len(data), "media": mid},
                           "record": {"device": "cam-1", "ts": 1.7e9 + i, "values": values}})
         # a decision that lost its image cannot be labelled: it is counted out, not sent
         items.append({"id": "c1-x", "kind": "record", "device": "cam-1", "seq": 99, "ts": 1.7e9 + 99,
                       "record": {"device": "cam-1", "ts": 1.7e9 + 99, "values": {
-                          "frame_index": 99, "intrusion": "clear", "intrusion_model": "intrusion:1"}}})
+                          "frame_index": 99, model: "clear", f"{model}_model": f"{model}:1"}}})
         node.post("/api/v1/nodes/c1/uploads", {"items": items})
 
         cfg = steps.LoopConfig(workspace=str(ws), hub_url=hub.url, hub_token=ADMIN, label_studio_url=label_studio.url,
-                               label_studio_token=label_studio.token, models=["intrusion"], max_label_share=0.5,
+                               label_studio_token=label_studio.token, models=[model], max_label_share=0.5,
                                min_labels=1)
         with cfg.state() as state:
-            got = steps.collect(cfg, state, "intrusion")
+            got = steps.collect(cfg, state, model)
             assert got["uploads"] == 20 and got["without_image"] == 1 and len(got["items"]) == 10 and got["hard"] == 5 and got["random"] == 5
             for it in got["items"]:
                 i = int(it["id"].split("-")[1])
                 img = cv2.imdecode(np.frombuffer(it["image"], np.uint8), cv2.IMREAD_COLOR)
-                assert np.abs(img.reshape(-1, 3).mean(0) - colour(i)).max() < 4  # its own crop, from the hub
-            sent = steps.label(cfg, state, "intrusion", got)
+                assert img.shape[:2] == ((48, 48) if kind == "image" else (48, 48 * FRAMES))
+                assert np.abs(img[:, :48].reshape(-1, 3).mean(0) - colour(i)).max() < 4  # its own, from the hub
+            sent = steps.label(cfg, state, model, got)
         assert sent["sent"] == 10
         labelling = cfg.labelling()
         tasks = list(labelling.tasks(sent["project"]))
         assert len(tasks) == 10 and all(str(t["data"]["image"]).startswith("data:image/jpeg;base64,") for t in tasks)
         assert simulated_annotator(labelling, sent["project"], lambda d: truth[d["edgeloop_id"]]) == 10
         with cfg.state() as state:
-            h = steps.harvest(cfg, state, "intrusion", 1)
+            h = steps.harvest(cfg, state, model, 1)
         assert h["new_labels"] == 10 and h["problems"] == []
-        batch = load_split(ws / "data" / "labelled" / "intrusion" / f"{h['batch']}.npz")
+        batch = load_split(ws / "data" / "labelled" / model / f"{h['batch']}.npz")
         X, y, ids = batch["X"], batch["y"], [str(x) for x in batch["ids"]]
-        assert X.shape == (10, 32, 32, 3) and X.dtype == np.uint8  # the model's input shape
+        assert X.shape == (10, *shape) and X.dtype == np.uint8  # the model's input shape
         for x, label, uid in zip(X, y, ids):
             assert LABELS[int(label)] == truth[uid]
-            assert np.abs(x.reshape(-1, 3).mean(0) - colour(int(uid.split("-")[1]))).max() < 4
+            for f, frame in enumerate(x if kind == "clip" else [x]):  # each frame its own colour, in order
+                assert np.abs(frame.reshape(-1, 3).mean(0) - colour(int(uid.split("-")[1]), f)).max() < 4
     finally:
         hub.stop()

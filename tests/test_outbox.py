@@ -94,6 +94,9 @@ def test_desensitise_drop_hash_blur():
     assert (vals["frame"][:16, :16] == vals["frame"][0, 0]).all()  # the region is one flat block
     assert (vals["frame"][16:, 16:] == img[16:, 16:]).all()  # the rest untouched
     assert item["record"]["values"]["operator"] == "Ann"  # the pipeline's own record is not changed
+    clip = d.blur_image(np.stack([img, img[::-1]]))  # a clip (frames, h, w, c): every frame has the region blurred
+    assert clip.shape == (2, 32, 32, 3) and (clip[1][:16, :16] == clip[1][0, 0]).all()
+    assert (clip[0] == vals["frame"]).all() and (clip[1][16:, 16:] == img[::-1][16:, 16:]).all()
 
 
 def test_uplink_spec_in_pipeline_yaml_and_builder():

@@ -447,14 +447,18 @@ class Alert(_Messaging):
 
 
 def media_jpeg(ctx: Any, value: Any, quality: int, what: str) -> bytes | None:
-    """``value`` (a frame or crop, or JPEG bytes) as JPEG with the pipeline's uplink blur applied, encoded
-    once; None when there is nothing to send (bytes that cannot be blurred are never sent)."""
+    """``value`` (a frame or crop, a clip, or JPEG bytes) as JPEG with the pipeline's uplink blur applied,
+    encoded once; None when there is nothing to send (bytes that cannot be blurred are never sent). A clip
+    (frames, height, width, channels: ``stack``'s output) becomes one filmstrip, its frames side by side
+    oldest first: what a person labels, and what the agile loop cuts back into the clip."""
     uplink = ctx.uplink
     if isinstance(value, np.ndarray):
         from .media import jpeg
 
         if uplink is not None and uplink.blur:
             value = uplink.blur_image(value)
+        if value.ndim == 4:
+            value = np.concatenate(list(value), axis=1)
         return jpeg(value, quality, optimize=True)  # rare, and it crosses the uplink
     if isinstance(value, (bytes, bytearray)):
         try:
@@ -488,7 +492,7 @@ class Upload(Operator):
     name = "upload"
     params = {"every": "upload one record in this many (default 1: all)",
               "when": "upload only records that have this field, e.g. the 'select' mark of apply_model",
-              "image": "field holding a frame or crop to attach as a JPEG",
+              "image": "field holding a frame, crop or clip to attach as a JPEG (a clip: a filmstrip)",
               "quality": "JPEG quality (default 90)"}
 
     def configure(self, every: Any = 1, when: Any = None, image: Any = None, quality: Any = 90) -> None:
