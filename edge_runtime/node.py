@@ -379,6 +379,7 @@ class Node:
         self.instances: dict[str, Instance] = {}
         self.desensitisers: dict[str, Any] = {}
         self.managed: dict[str, str] = {}  # hub-assigned instance -> fingerprint of what runs
+        self.managed_versions: dict[str, Any] = {}  # hub-assigned instance -> the hub's pipeline version it runs
         self.reconcile_errors: list[dict[str, Any]] = []
         self.lock = threading.RLock()
         self.outbox: Outbox | None = None
@@ -573,18 +574,21 @@ class Node:
                         raise SpecError(f"device {d!r} is a {b.product}, the pipeline needs a {plan.product}")
                 fp = jsonio.dumps([entry.get("pipeline"), entry.get("version"), entry["spec"], sorted(devices)]).decode()
                 wanted[name] = (fp, InstanceConfig(name, plan, list(devices)), entry.get("version"))
-            except (SpecError, KeyError, TypeError) as exc:
-                errors.append({"instance": name, "error": str(exc)})
+            except (SpecError, KeyError, TypeError) as exc:  # named with the version: a rollout's canary check
+                errors.append({"instance": name, "pipeline": entry.get("pipeline"), "version": entry.get("version"),
+                               "error": str(exc)})
         with self.lock:
             for name in list(self.managed):
                 if name not in wanted or wanted[name][0] != self.managed[name]:
                     self.remove_instance(name)
                     del self.managed[name]
+                    self.managed_versions.pop(name, None)
                     log.info("pipeline instance %s stopped", name)
             for name, (fp, ic, version) in wanted.items():
                 if name not in self.managed:
                     self.add_instance(ic)
                     self.managed[name] = fp
+                    self.managed_versions[name] = version
                     log.info("pipeline instance %s started (%s v%s)", name, ic.plan.name, version)
             self.reconcile_errors = errors
         for e in errors:
@@ -596,6 +600,7 @@ class Node:
         with self.lock:
             stats = {s["instance"]: s for s in self.engine.stats()}
             instances = [{"instance": name, "pipeline": inst.plan.name, "source": "hub" if name in self.managed else "local",
+                          **({"version": self.managed_versions.get(name)} if name in self.managed else {}),
                           "outputs": inst.outputs, "queue": stats.get(name, {}).get("queue", 0),
                           "processed": stats.get(name, {}).get("processed", 0)}
                          for name, inst in self.instances.items()]

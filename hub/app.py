@@ -122,8 +122,9 @@ class AssignmentPut(BaseModel):
 
 
 class RolloutCreate(BaseModel):
-    model: str = Field(pattern=NAME, description="a model in the warehouse")
-    version: str = Field(pattern=NAME, description="the version to roll out (in the warehouse)")
+    model: str | None = Field(None, pattern=NAME, description="a model in the warehouse (or name a pipeline)")
+    pipeline: str | None = Field(None, pattern=NAME, description="a pipeline at the hub (or name a model)")
+    version: str = Field(pattern=NAME, description="the version to roll out (in the warehouse, or the pipeline's)")
     group: str = Field(pattern=NAME, description="the node group to roll out to")
     canary: int = Field(1, ge=1, le=10000, description="how many nodes of the group get the version first")
     watch_s: float = Field(60.0, ge=0, le=7 * 86400,
@@ -503,22 +504,26 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
             raise HTTPException(404, f"no media {media_id!r} from node {node!r}")
         return FileResponse(m.path, media_type=m.content_type)
 
-    # -- model rollouts (admin): canaries, promotion, automatic rollback (hub/rollouts.py) ------------------
+    # -- model and pipeline rollouts (admin): canaries, promotion, automatic rollback (hub/rollouts.py) -----
     @app.post("/api/v1/rollouts", status_code=201, tags=["rollouts"])
     def start_rollout(body: RolloutCreate, s: Db, _: Admin) -> dict[str, Any]:
-        """Roll ``model:version`` out to a group: ``canary`` nodes first (online ones first, by name), the
-        whole group after ``watch_s`` seconds of passing checks; rolled back when a canary refuses it, its
-        dead letters grow or its confidence drops (see ``checks``)."""
-        return rollouts.create(s, model=body.model, version=body.version, group=body.group, canary=body.canary,
-                               watch_s=body.watch_s, checks=body.checks)
+        """Roll ``model:version`` (or ``pipeline`` and its ``version``: the group's instances of it must be
+        pinned to a version) out to a group: ``canary`` nodes first (online ones first, by name), the whole
+        group after ``watch_s`` seconds of passing checks; rolled back when a canary refuses it, its dead
+        letters grow or (models) its confidence drops (see ``checks``)."""
+        return rollouts.create(s, model=body.model, pipeline=body.pipeline, version=body.version, group=body.group,
+                               canary=body.canary, watch_s=body.watch_s, checks=body.checks)
 
     @app.get("/api/v1/rollouts", tags=["rollouts"])
     def list_rollouts(s: Db, _: Admin, model: Annotated[str | None, Query(max_length=64)] = None,
+                      pipeline: Annotated[str | None, Query(max_length=64)] = None,
                       limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[dict[str, Any]]:
-        """Rollouts, newest first."""
+        """Rollouts, newest first (``model`` or ``pipeline``: only that one's)."""
         q = sa.select(Rollout).order_by(Rollout.id.desc()).limit(limit)
         if model:
-            q = q.where(Rollout.model == model)
+            q = q.where(Rollout.model == model, Rollout.kind == "model")
+        if pipeline:
+            q = q.where(Rollout.model == pipeline, Rollout.kind == "pipeline")
         return [rollout_view(r) for r in s.scalars(q)]
 
     @app.get("/api/v1/rollouts/{rollout_id}", tags=["rollouts"])

@@ -161,7 +161,8 @@ def set_deployment(s: Any, target: str, model: str, version: str | None) -> None
 
 
 class Rollout(Base):
-    """A model rollout to a group: canary nodes first, then the whole group; rolled back on bad signals.
+    """A model or pipeline rollout to a group: canary nodes first, then the whole group; rolled back on bad
+    signals. ``model`` holds the name of what is rolled out, ``kind`` says which (``model``, ``pipeline``).
 
     The controller (:mod:`hub.rollouts`) keeps everything it needs here, so a hub restart resumes it:
     ``state`` (canary, rolling, done_with_offline, done, rolled_back, superseded), the canary nodes, what
@@ -172,7 +173,8 @@ class Rollout(Base):
 
     __tablename__ = "rollouts"
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    model: Mapped[str] = mapped_column(sa.String(64), index=True)
+    model: Mapped[str] = mapped_column(sa.String(64), index=True)  # the model's or the pipeline's name
+    kind: Mapped[str] = mapped_column(sa.String(16), default="model", server_default="model")
     version: Mapped[str] = mapped_column(sa.String(64))
     group: Mapped[str] = mapped_column(sa.String(64))
     previous: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)  # the group's version before

@@ -94,7 +94,8 @@ def hub_metrics(hub: Any, requests: RequestStats) -> str:
         nodes = [hub.node_view(n, now) for n in s.scalars(sa.select(Node))]
         uploads = s.execute(sa.select(Upload.kind, sa.func.count()).group_by(Upload.kind)).all()
         media = s.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(Media.size), 0))).one()
-        states = s.execute(sa.select(Rollout.state, sa.func.count()).group_by(Rollout.state)).all()
+        states = s.execute(sa.select(Rollout.kind, Rollout.state, sa.func.count())
+                           .group_by(Rollout.kind, Rollout.state)).all()
     online = sum(1 for n in nodes if n["online"])
     fams.append(Family("edgeloop_hub_nodes", "gauge", "Nodes, by state.").add(online, state="online")
                 .add(len(nodes) - online, state="offline"))
@@ -104,9 +105,9 @@ def hub_metrics(hub: Any, requests: RequestStats) -> str:
     fams.append(up)
     fams.append(Family("edgeloop_hub_media_files", "gauge", "Media files stored (alert JPEGs...).").add(media[0]))
     fams.append(Family("edgeloop_hub_media_bytes", "gauge", "Bytes of media stored.").add(media[1]))
-    ro = Family("edgeloop_hub_rollouts", "gauge", "Model rollouts, by state.")
-    for state, n in states:
-        ro.add(n, state=state)
+    ro = Family("edgeloop_hub_rollouts", "gauge", "Model and pipeline rollouts, by kind and state.")
+    for kind, state, n in states:
+        ro.add(n, kind=kind, state=state)
     fams.append(ro)
     per: dict[str, Family] = {}
     for key, help_ in (("records", "Records into the node's Device Bus"), ("dead_letters", "Dead letters"),

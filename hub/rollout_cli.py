@@ -1,4 +1,5 @@
-"""``edgeloop rollout``: canary model rollouts with automatic rollback (start, status, promote, rollback, history).
+"""``edgeloop rollout``: canary model and pipeline rollouts with automatic rollback (start, status, promote,
+rollback, history).
 
 The hub's rollout controller does the work (:mod:`hub.rollouts`); these commands talk to its API with the
 admin token. Only typer is imported at start-up; the commands import the rest.
@@ -13,7 +14,7 @@ from typing import Any, NoReturn, Optional
 
 import typer
 
-rollout_app = typer.Typer(help="Model rollouts: canary nodes first, then the group; automatic rollback.",
+rollout_app = typer.Typer(help="Model and pipeline rollouts: canary nodes first, then the group; automatic rollback.",
                           no_args_is_help=True)
 
 HubUrl = typer.Option("http://127.0.0.1:8080", "--hub", envvar="EDGELOOP_HUB_URL", help="the hub's URL")
@@ -62,6 +63,12 @@ def _call(fn: Any, *args: Any, **kw: Any) -> Any:
         _die(f"hub unreachable: {exc}", 1)
 
 
+def _what(r: dict[str, Any]) -> str:
+    """``model`` or ``pipeline name``: what a rollout moves."""
+    name = r.get("name") or r.get("model") or r.get("pipeline")
+    return f"pipeline {name}" if r.get("kind") == "pipeline" else str(name)
+
+
 def _state(state: str) -> str:
     c = _COLOURS.get(state)
     return f"[{c}]{state}[/{c}]" if c else state
@@ -72,7 +79,7 @@ def _print_rollout(r: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    t = Table(title=f"rollout {r['id']}: {r['model']}:{r['version']} to group {r['group']} "
+    t = Table(title=f"rollout {r['id']}: {_what(r)}:{r['version']} to group {r['group']} "
                     f"(previous {r['previous'] or 'none'}) - {_state(r['state'])}")
     for c in ("node", "canary", "status", "reason"):
         t.add_column(c)
@@ -97,7 +104,7 @@ def _wait(client: Any, r: dict[str, Any], timeout: float) -> dict[str, Any]:
         def update(now: dict[str, Any]) -> None:
             serving = sum(1 for n in now["nodes"] if n.get("status") == "serving")
             prog.update(task, total=max(1, len(now["nodes"])), completed=serving,
-                        description=f"rollout {now['id']} {now['model']}:{now['version']}: {now['state']}")
+                        description=f"rollout {now['id']} {_what(now)}:{now['version']}: {now['state']}")
 
         try:
             return _call(wait_rollout, client, r["id"], timeout, on_update=update)
@@ -112,18 +119,23 @@ def _finish(r: dict[str, Any]) -> None:
 
 
 @rollout_app.command("start")
-def start(ref: str = typer.Argument(..., help="MODEL:VERSION (in the warehouse)"),
+def start(ref: str = typer.Argument(..., help="MODEL:VERSION (in the warehouse), or with --pipeline PIPELINE:VERSION"),
           to: str = typer.Option(..., "--to", help="the node group (GROUP or group:GROUP)"),
+          pipeline: bool = typer.Option(False, "--pipeline", help="REF is a pipeline at the hub (its instances in the "
+                                                                  "group must be pinned to a version)"),
           canary: int = typer.Option(1, "--canary", min=1, help="nodes that get the version first"),
           watch: str = typer.Option("60s", "--watch", help="how long the canaries must pass their checks (60s, 2m)"),
           wait: bool = typer.Option(False, "--wait", help="follow it until done or rolled back"),
           timeout: float = Timeout, hub: str = HubUrl, token: Optional[str] = Token) -> None:
-    """Roll a warehouse version out to a group: canaries first, the group after --watch of passing checks."""
+    """Roll a warehouse version (or a pipeline version) out to a group: canaries first, the group after --watch
+    of passing checks."""
     from hub.rollouts import start_rollout
 
     model, sep, version = ref.partition(":")
     if not sep or not model or not version:
-        _die(f"expected MODEL:VERSION, got {ref!r}")
+        _die(f"expected {'PIPELINE' if pipeline else 'MODEL'}:VERSION, got {ref!r}")
+    if pipeline and not version.isdigit():
+        _die(f"{ref!r}: pipeline versions are whole numbers")
     group = to.removeprefix("group:")
     if not group or ":" in group:
         _die(f"--to {to!r}: expected a group name (or group:<name>)")
@@ -132,8 +144,9 @@ def start(ref: str = typer.Argument(..., help="MODEL:VERSION (in the warehouse)"
     except ValueError as exc:
         _die(str(exc))
     client = _client(hub, token)
-    r = _call(start_rollout, client, model, version, group, canary=canary, watch_s=watch_s)
-    typer.echo(f"rollout {r['id']}: {model}:{version} to group {group}, canaries {', '.join(r['canaries'])} "
+    r = _call(start_rollout, client, model, version, group, canary=canary, watch_s=watch_s,
+              kind="pipeline" if pipeline else "model")
+    typer.echo(f"rollout {r['id']}: {_what(r)}:{r['version']} to group {group}, canaries {', '.join(r['canaries'])} "
                f"(previous {r['previous'] or 'none'})")
     if wait:
         _finish(_wait(client, r, timeout))
@@ -162,18 +175,19 @@ def status(rollout_id: Optional[int] = typer.Argument(None, help="rollout id (de
 def promote(rollout_id: int = typer.Argument(...), hub: str = HubUrl, token: Optional[str] = Token) -> None:
     """Give the whole group the version now, without waiting for the canaries' watch window."""
     r = _call(_client(hub, token).post, f"/api/v1/rollouts/{rollout_id}/promote")
-    typer.echo(f"rollout {r['id']}: {r['state']} ({r['model']}:{r['version']} to group {r['group']})")
+    typer.echo(f"rollout {r['id']}: {r['state']} ({_what(r)}:{r['version']} to group {r['group']})")
 
 
 @rollout_app.command("rollback")
 def rollback(rollout_id: int = typer.Argument(...), hub: str = HubUrl, token: Optional[str] = Token) -> None:
     """Put the canaries (and, once rolling, the group) back on the previous version."""
     r = _call(_client(hub, token).post, f"/api/v1/rollouts/{rollout_id}/rollback")
-    typer.echo(f"rollout {r['id']}: {r['state']} (group {r['group']} back to {r['model']}:{r['previous'] or 'none'})")
+    typer.echo(f"rollout {r['id']}: {r['state']} (group {r['group']} back to {_what(r)}:{r['previous'] or 'none'})")
 
 
 @rollout_app.command("history")
 def history(model: Optional[str] = typer.Option(None, "--model", help="only this model's rollouts"),
+            pipeline: Optional[str] = typer.Option(None, "--pipeline", help="only this pipeline's rollouts"),
             limit: int = typer.Option(50, "--limit", min=1, max=10000), hub: str = HubUrl,
             token: Optional[str] = Token) -> None:
     """Rollouts, newest first."""
@@ -183,13 +197,14 @@ def history(model: Optional[str] = typer.Option(None, "--model", help="only this
     from rich.console import Console
     from rich.table import Table
 
-    query = urlencode({"limit": limit, **({"model": model} if model else {})})
+    query = urlencode({"limit": limit, **({"model": model} if model else {}),
+                       **({"pipeline": pipeline} if pipeline else {})})
     rows = _call(_client(hub, token).get, f"/api/v1/rollouts?{query}")
-    t = Table(title="rollouts" + (f" of {model}" if model else ""))
+    t = Table(title="rollouts" + (f" of {model}" if model else "") + (f" of pipeline {pipeline}" if pipeline else ""))
     for c in ("id", "model", "version", "group", "previous", "canaries", "state", "started", "reason"):
         t.add_column(c)
     for r in rows:
         started = dt.datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
-        t.add_row(str(r["id"]), r["model"], r["version"], r["group"], r["previous"] or "-", ", ".join(r["canaries"]),
+        t.add_row(str(r["id"]), _what(r), r["version"], r["group"], r["previous"] or "-", ", ".join(r["canaries"]),
                   _state(r["state"]), started, r.get("reason") or "")
     Console().print(t)

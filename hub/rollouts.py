@@ -1,6 +1,8 @@
-"""Model rollouts: canary nodes first, then the whole group, rolled back automatically on bad signals.
+"""Model and pipeline rollouts: canary nodes first, then the whole group, rolled back automatically on bad
+signals.
 
-A rollout (``POST /api/v1/rollouts``, ``edgeloop rollout start MODEL:VERSION --to GROUP``) moves through
+A rollout (``POST /api/v1/rollouts``, ``edgeloop rollout start MODEL:VERSION --to GROUP``, or with
+``--pipeline`` for PIPELINE:VERSION) moves through
 
 ``canary``
     The first ``canary`` nodes of the group (sorted by name, online nodes first) get a node-level
@@ -34,6 +36,13 @@ A rollout (``POST /api/v1/rollouts``, ``edgeloop rollout start MODEL:VERSION --t
 active rollout every ``interval`` seconds, and writes deployments and the rollout's state, all in the hub's
 database, so a restarted hub carries on where it stopped. :func:`start_rollout` and :func:`wait_rollout`
 are the client side (the Prefect loop's rollout step).
+
+Pipelines roll out the same way. The group's assignments of the pipeline (its instances) must name a
+version: an unpinned one follows the newest version, so a new version would reach every node at once. The
+canaries get node-level assignments of the new version (same instances, same devices); promotion moves the
+group's assignments to it; a rollback restores them. A canary fails when its node cannot start an instance
+of the version (its heartbeat's errors name the pipeline and version), or on the dead-letter rate; there is
+no confidence check (a pipeline has no confidence of its own).
 """
 
 from __future__ import annotations
@@ -50,13 +59,14 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .db import ModelVersion, Node, Rollout, Upload, deployed_version, set_deployment
+from .db import Assignment, ModelVersion, Node, PipelineVersion, Rollout, Upload, deployed_version, set_deployment
 
-__all__ = ["Checks", "NodeObs", "Decision", "decide", "tally_confidence", "select_canaries", "RolloutController",
+__all__ = ["KINDS", "Checks", "NodeObs", "Decision", "decide", "tally_confidence", "select_canaries", "RolloutController",
            "RolloutError", "start_rollout", "wait_rollout", "ACTIVE", "SETTLED", "STATES"]
 
 log = logging.getLogger("edgeloop.hub.rollouts")
 
+KINDS = ("model", "pipeline")
 STATES = ("canary", "rolling", "done_with_offline", "done", "rolled_back", "superseded")
 ACTIVE = ("canary", "rolling", "done_with_offline")  # the controller evaluates these
 SETTLED = ("done", "done_with_offline", "rolled_back", "superseded")  # what waiting stops at
@@ -267,13 +277,29 @@ def _observe(view: Mapping[str, Any], model: str) -> NodeObs:
                    dead_letters=int(dead) if isinstance(dead, (int, float)) and not isinstance(dead, bool) else 0)
 
 
+def _observe_pipeline(view: Mapping[str, Any], pipeline: str) -> NodeObs:
+    """A node's hub-assigned instances of ``pipeline``: the version they run (several while it swaps them:
+    not the rollout's) and its reconcile error about the pipeline, tagged ``pipeline:version`` as
+    :func:`decide` matches it."""
+    running = sorted({str(i.get("version")) for i in view.get("instances") or []
+                      if isinstance(i, Mapping) and i.get("pipeline") == pipeline and i.get("source") == "hub"})
+    errors = [e for e in view.get("errors") or [] if isinstance(e, Mapping) and e.get("pipeline") == pipeline]
+    error = (f"{pipeline}:{errors[0].get('version')} instance {errors[0].get('instance')}: {errors[0].get('error')}"
+             if errors else None)
+    obs = _observe({**view, "models": {}}, pipeline)
+    return NodeObs(name=obs.name, online=obs.online, active=",".join(running) or None, error=error,
+                   heartbeats=obs.heartbeats, dead_letters=obs.dead_letters)
+
+
 def view(r: Rollout) -> dict[str, Any]:
-    """A rollout as the API shows it."""
+    """A rollout as the API shows it (``name`` is the model's or the pipeline's, as ``kind`` says)."""
     stats = r.stats or {}
     conf = {k: (None if not v or not v[1] else {"mean": round(v[0] / v[1], 6), "records": int(v[1])})
             for k, v in (("canary", stats.get("canary_conf")), ("previous", stats.get("previous_conf")))}
     nodes = [{"node": k, **v} for k, v in sorted((r.nodes or {}).items())]
-    return {"id": r.id, "model": r.model, "version": r.version, "group": r.group, "previous": r.previous,
+    kind = r.kind or "model"
+    return {"id": r.id, "kind": kind, "name": r.model, "model": r.model if kind == "model" else None,
+            "pipeline": r.model if kind == "pipeline" else None, "version": r.version, "group": r.group, "previous": r.previous,
             "canary": r.canary, "watch_s": r.watch_s, "checks": r.checks, "state": r.state, "canaries": r.canaries,
             "nodes": nodes, "waiting": [n["node"] for n in nodes if n.get("status") == "offline"],
             "healthy_since": r.healthy_since, "reason": r.reason, "confidence": conf, "created_at": r.created_at,
@@ -334,10 +360,30 @@ class RolloutController:
             q = q.with_for_update()
         return s.scalars(q).first()
 
-    def _group(self, s: Session, group: str, model: str) -> dict[str, NodeObs]:
+    def _group(self, s: Session, group: str, name: str, kind: str = "model") -> dict[str, NodeObs]:
         now = time.time()
-        return {n.name: _observe(self.hub.node_view(n, now), model)
+        observe = _observe_pipeline if kind == "pipeline" else _observe
+        return {n.name: observe(self.hub.node_view(n, now), name)
                 for n in s.scalars(sa.select(Node).where(Node.group == group).order_by(Node.name))}
+
+    @staticmethod
+    def _instances(s: Session, group: str, pipeline: str) -> list[Assignment]:
+        """The group's assignments (instances) of ``pipeline``."""
+        return list(s.scalars(sa.select(Assignment).where(Assignment.target == f"group:{group}",
+                                                          Assignment.pipeline == pipeline)
+                              .order_by(Assignment.instance)))
+
+    @staticmethod
+    def _assign(s: Session, target: str, instance: str, spec: Mapping[str, Any] | None) -> None:
+        """Set (``spec``: pipeline, version, devices) or remove (None) ``target``'s assignment ``instance``."""
+        a = s.scalars(sa.select(Assignment).where(Assignment.target == target, Assignment.instance == instance)).first()
+        if spec is None:
+            if a is not None:
+                s.delete(a)
+            return
+        if a is None:
+            s.add(a := Assignment(target=target, instance=instance, pipeline=spec["pipeline"]))
+        a.pipeline, a.version, a.devices = spec["pipeline"], spec["version"], spec["devices"]
 
     def _scan(self, s: Session, r: Rollout, stats: dict[str, Any], nodes: Iterable[str]) -> None:
         """Tally the confidences of records uploaded since the last scan."""
@@ -357,9 +403,10 @@ class RolloutController:
 
     def _evaluate(self, s: Session, r: Rollout, *, now: float | None = None) -> Decision:
         now = now or time.time()
-        nodes = self._group(s, r.group, r.model)
+        nodes = self._group(s, r.group, r.model, r.kind or "model")
         stats = dict(r.stats or {})
-        self._scan(s, r, stats, nodes)
+        if r.kind != "pipeline":
+            self._scan(s, r, stats, nodes)
         d = decide(model=r.model, version=r.version, state=r.state, canaries=r.canaries, nodes=nodes,
                    watch_s=r.watch_s, checks=Checks.from_dict(r.checks), now=now, healthy_since=r.healthy_since,
                    baselines=stats.get("baselines"), canary_confidence=stats.get("canary_conf"),
@@ -381,68 +428,134 @@ class RolloutController:
         return d
 
     def _promote(self, s: Session, r: Rollout) -> None:
-        set_deployment(s, f"group:{r.group}", r.model, r.version)
-        for c in r.canaries:  # the canaries follow the group again
-            set_deployment(s, f"node:{c}", r.model, None)
+        if r.kind == "pipeline":
+            for a in self._instances(s, r.group, r.model):
+                a.version = int(r.version)
+                for c in r.canaries:  # the canaries follow the group again
+                    self._assign(s, f"node:{c}", a.instance, None)
+        else:
+            set_deployment(s, f"group:{r.group}", r.model, r.version)
+            for c in r.canaries:  # the canaries follow the group again
+                set_deployment(s, f"node:{c}", r.model, None)
         self.hub.bump(s)
 
     def _roll_back(self, s: Session, r: Rollout) -> None:
-        if r.state != "canary":  # the group had the version: back to the previous one
-            set_deployment(s, f"group:{r.group}", r.model, r.previous)
-        for c in r.canaries:
-            if s.get(Node, c) is not None:
-                set_deployment(s, f"node:{c}", r.model, (r.saved or {}).get(c))
+        if r.kind == "pipeline":
+            if r.state != "canary" and r.previous is not None:  # the group had the version: back to the previous
+                for a in self._instances(s, r.group, r.model):
+                    a.version = int(r.previous)
+            for c in r.canaries:
+                if s.get(Node, c) is not None:
+                    for instance, before in ((r.saved or {}).get(c) or {}).items():
+                        self._assign(s, f"node:{c}", instance, before)
+        else:
+            if r.state != "canary":  # the group had the version: back to the previous one
+                set_deployment(s, f"group:{r.group}", r.model, r.previous)
+            for c in r.canaries:
+                if s.get(Node, c) is not None:
+                    set_deployment(s, f"node:{c}", r.model, (r.saved or {}).get(c))
         self.hub.bump(s)
 
     # -- what the API calls
-    def create(self, s: Session, *, model: str, version: str, group: str, canary: int = 1, watch_s: float = 60.0,
-               checks: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Start a rollout (RolloutError with the HTTP status when it cannot)."""
+    def create(self, s: Session, *, model: str | None = None, version: str, group: str, canary: int = 1,
+               watch_s: float = 60.0, checks: Mapping[str, Any] | None = None,
+               pipeline: str | None = None) -> dict[str, Any]:
+        """Start a rollout of ``model`` (a warehouse version) or of ``pipeline`` (a hub pipeline version) to
+        ``group``: RolloutError with the HTTP status when it cannot."""
+        if (model is None) == (pipeline is None):
+            raise RolloutError(422, "name either a model or a pipeline to roll out")
+        kind, name = ("model", model) if model is not None else ("pipeline", pipeline)
+        assert name is not None
         try:
             chk = Checks.from_dict(checks)
         except ValueError as exc:
             raise RolloutError(422, str(exc)) from None
-        if s.scalars(sa.select(ModelVersion.id).where(ModelVersion.name == model,
-                                                      ModelVersion.version == version)).first() is None:
-            raise RolloutError(404, f"no model {model!r} version {version!r} in the warehouse: upload it first "
+        if kind == "model" and s.scalars(sa.select(ModelVersion.id).where(
+                ModelVersion.name == name, ModelVersion.version == version)).first() is None:
+            raise RolloutError(404, f"no model {name!r} version {version!r} in the warehouse: upload it first "
                                     "(edgeloop model package)")
+        if kind == "pipeline":
+            if not version.isdigit():
+                raise RolloutError(422, f"pipeline versions are whole numbers, got {version!r}")
+            version = str(int(version))
+            if s.scalars(sa.select(PipelineVersion.id).where(PipelineVersion.name == name,
+                                                             PipelineVersion.version == int(version))).first() is None:
+                raise RolloutError(404, f"no pipeline {name!r} version {version} at the hub: put it first "
+                                        "(POST /api/v1/pipelines)")
         with self.lock:
-            nodes = self._group(s, group, model)
+            nodes = self._group(s, group, name, kind)
             if canary > len(nodes):
                 raise RolloutError(422, f"canary {canary} is more than the {len(nodes)} node(s) of group {group!r}")
-            busy = s.scalars(sa.select(Rollout).where(Rollout.model == model, Rollout.group == group,
+            busy = s.scalars(sa.select(Rollout).where(Rollout.model == name, Rollout.kind == kind,
+                                                      Rollout.group == group,
                                                       Rollout.state.in_(("canary", "rolling")))).first()
             if busy is not None:
-                raise RolloutError(409, f"rollout {busy.id} of {model}:{busy.version} to group {group!r} is "
+                raise RolloutError(409, f"rollout {busy.id} of {kind} {name}:{busy.version} to group {group!r} is "
                                         f"{busy.state}: promote or roll it back first")
-            previous = deployed_version(s, f"group:{group}", model)
-            if previous == version:
-                raise RolloutError(409, f"group {group!r} is already deployed {model}:{version}")
             canaries = select_canaries(nodes.values(), canary)
-            saved = {}
-            for c in canaries:
-                saved[c] = deployed_version(s, f"node:{c}", model)
-                set_deployment(s, f"node:{c}", model, version)
+            saved: dict[str, Any] = {}
+            if kind == "model":
+                previous = deployed_version(s, f"group:{group}", name)
+                if previous == version:
+                    raise RolloutError(409, f"group {group!r} is already deployed {name}:{version}")
+                for c in canaries:
+                    saved[c] = deployed_version(s, f"node:{c}", name)
+                    set_deployment(s, f"node:{c}", name, version)
+            else:
+                previous = self._pipeline_previous(s, group, name, version)
+                instances = self._instances(s, group, name)
+                for c in canaries:
+                    saved[c] = {}
+                    for a in instances:
+                        before = s.scalars(sa.select(Assignment).where(Assignment.target == f"node:{c}",
+                                                                       Assignment.instance == a.instance)).first()
+                        saved[c][a.instance] = None if before is None else {
+                            "pipeline": before.pipeline, "version": before.version, "devices": before.devices}
+                        self._assign(s, f"node:{c}", a.instance,
+                                     {"pipeline": name, "version": int(version), "devices": a.devices})
             self.hub.bump(s)
-            r = Rollout(model=model, version=version, group=group, previous=previous, canary=canary,
+            r = Rollout(model=name, kind=kind, version=version, group=group, previous=previous, canary=canary,
                         watch_s=float(watch_s), checks=chk.to_dict(), state="canary", canaries=canaries, saved=saved,
                         stats={"cursor": 0}, nodes={}, created_at=time.time(), updated_at=time.time())
             s.add(r)
             s.flush()
-            for old in s.scalars(sa.select(Rollout).where(Rollout.model == model, Rollout.group == group,
+            for old in s.scalars(sa.select(Rollout).where(Rollout.model == name, Rollout.kind == kind,
+                                                          Rollout.group == group,
                                                           Rollout.state == "done_with_offline")):
                 old.state, old.reason, old.finished_at = "superseded", f"superseded by rollout {r.id}", time.time()
             stats: dict[str, Any] = {"cursor": s.scalar(sa.select(sa.func.max(Upload.pk))) or 0}
-            if previous is not None and nodes:  # the previous version's recent confidence: the baseline
+            if kind == "model" and previous is not None and nodes:  # the previous version's recent confidence
                 rows = s.execute(sa.select(Upload.body).where(Upload.kind == "record", Upload.node.in_(list(nodes)))
                                  .order_by(Upload.pk.desc()).limit(_RECORD_SCAN)).all()
-                prev = tally_confidence((item for _row, item in _items(rows)), model).get(previous)
+                prev = tally_confidence((item for _row, item in _items(rows)), name).get(previous)
                 if prev:
                     stats["previous_conf"] = prev
             r.stats = stats
             self._evaluate(s, r)
             s.commit()
             return view(r)
+
+    def _pipeline_previous(self, s: Session, group: str, pipeline: str, version: str) -> str:
+        """The version the group's instances of ``pipeline`` are pinned to; RolloutError when there is none,
+        one is unpinned (it follows the newest version: nothing to roll out) or they differ."""
+        instances = self._instances(s, group, pipeline)
+        where = f"group {group!r}"
+        if not instances:
+            raise RolloutError(404, f"{where} runs no instance of pipeline {pipeline!r}: assign one first "
+                                    f"(PUT /api/v1/assignments/group:{group}/<instance>)")
+        unpinned = [a.instance for a in instances if a.version is None]
+        if unpinned:
+            raise RolloutError(409, f"{where} runs pipeline {pipeline!r} unpinned (instance {', '.join(unpinned)} "
+                                    "follows the newest version, so a new version reaches every node at once): pin "
+                                    f"it (PUT /api/v1/assignments/group:{group}/{unpinned[0]} with a version) to roll "
+                                    "out versions")
+        pinned = sorted({int(a.version) for a in instances if a.version is not None})
+        if len(pinned) > 1:
+            raise RolloutError(409, f"{where}'s instances of pipeline {pipeline!r} are pinned to different versions "
+                                    f"({', '.join(map(str, pinned))}): pin them to one first")
+        if str(pinned[0]) == version:
+            raise RolloutError(409, f"{where} already runs {pipeline}:{version}")
+        return str(pinned[0])
 
     def promote(self, s: Session, rid: int) -> dict[str, Any]:
         """Promote a canary rollout to the whole group now (without waiting for ``watch_s``)."""
@@ -467,8 +580,8 @@ class RolloutController:
             if r.state not in (*ACTIVE, "done"):
                 raise RolloutError(409, f"rollout {rid} is {r.state}: nothing to roll back")
             if r.state == "done":
-                newer = s.scalars(sa.select(Rollout.id).where(Rollout.model == r.model, Rollout.group == r.group,
-                                                              Rollout.id > r.id)).first()
+                newer = s.scalars(sa.select(Rollout.id).where(Rollout.model == r.model, Rollout.kind == r.kind,
+                                                              Rollout.group == r.group, Rollout.id > r.id)).first()
                 if newer is not None:
                     raise RolloutError(409, f"rollout {newer} came after rollout {rid}: roll that one back")
             self._roll_back(s, r)
@@ -480,10 +593,13 @@ class RolloutController:
 
 # -- the client side (the CLI and the Prefect loop's rollout step) ------------------------------------
 def start_rollout(client: Any, model: str, version: str, group: str, canary: int = 1, watch_s: float = 60,
-                  checks: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Start a rollout through the hub's API (``client``: an admin :class:`edge_runtime.hubclient.HubClient`);
+                  checks: Mapping[str, Any] | None = None, kind: str = "model") -> dict[str, Any]:
+    """Start a rollout through the hub's API (``client``: an admin :class:`edge_runtime.hubclient.HubClient`)
+    of a model version, or with ``kind="pipeline"`` of a pipeline version (``model`` then names the pipeline);
     returns the rollout (its ``id``, ``state``, ``canaries``...). HubError carries the hub's refusal."""
-    body: dict[str, Any] = {"model": model, "version": version, "group": group, "canary": canary, "watch_s": watch_s}
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
+    body: dict[str, Any] = {kind: model, "version": version, "group": group, "canary": canary, "watch_s": watch_s}
     if checks:
         body["checks"] = dict(checks)
     return client.post("/api/v1/rollouts", body)

@@ -46,7 +46,8 @@ def test_agent_reconciles_without_disturbing_others(tmp_path, mosquitto, modbus_
 
         admin.put("/api/v1/assignments/node:edge-r/bad", {"pipeline": "cold", "devices": ["pump-9"]})
         errors = wait_for(lambda: admin.get("/api/v1/nodes/edge-r")["errors"], 15, "the bad instance reported")
-        assert errors == [{"instance": "bad", "error": "device 'pump-9' is not bound on this node"}]
+        assert errors == [{"instance": "bad", "pipeline": "cold", "version": 1,
+                           "error": "device 'pump-9' is not bound on this node"}]
         assert "bad" not in node.instances
 
         admin.delete("/api/v1/assignments/group:line-1/cold")
@@ -54,6 +55,7 @@ def test_agent_reconciles_without_disturbing_others(tmp_path, mosquitto, modbus_
         view = wait_for(lambda: (v := admin.get("/api/v1/nodes/edge-r"))["online"] and
                         {i["instance"] for i in v["instances"]} == {"all", "hot"} and v, 15, "the hub to see it")
         assert {i["instance"]: i["source"] for i in view["instances"]} == {"all": "local", "hot": "hub"}
+        assert {i["instance"]: i.get("version") for i in view["instances"]} == {"all": None, "hot": 2}
         before = local.outputs
         wait_for(lambda: local.outputs > before + 5, 10, "the local instance to keep running")
 

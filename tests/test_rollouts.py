@@ -234,6 +234,29 @@ def test_the_api_refuses_what_it_cannot_do(fleet: dict[str, Any]) -> None:
     with pytest.raises(HubError) as err:
         admin.post(f"/api/v1/rollouts/{r['id']}/promote")
     assert err.value.status == 409
+    # pipelines: a version at the hub, and the group's instances of it pinned to one other version
+    pipe = {"pipeline": "flt", "version": "2", "group": "g5"}
+    assert refused({**pipe, "model": MODEL}) == refused({"version": "2", "group": "g5"}) == (
+        422, "name either a model or a pipeline to roll out")
+    assert refused({**pipe, "version": "two"}) == (422, "pipeline versions are whole numbers, got 'two'")
+    assert refused(pipe) == (404, "no pipeline 'flt' version 2 at the hub: put it first (POST /api/v1/pipelines)")
+    spec = {"name": "flt", "product": "pump", "steps": [{"device_input": {}}, {"filter": "temperature > 1"}]}
+    admin.post("/api/v1/pipelines", spec)
+    admin.post("/api/v1/pipelines", {**spec, "steps": [{"device_input": {}}, {"filter": "temperature > 2"}]})
+    assert refused(pipe) == (404, "group 'g5' runs no instance of pipeline 'flt': assign one first "
+                                  "(PUT /api/v1/assignments/group:g5/<instance>)")
+    admin.put("/api/v1/assignments/group:g5/f1", {"pipeline": "flt", "version": 1})
+    admin.put("/api/v1/assignments/group:g5/f2", {"pipeline": "flt", "version": 2})
+    assert refused(pipe) == (409, "group 'g5''s instances of pipeline 'flt' are pinned to different versions (1, 2): "
+                                  "pin them to one first")
+    admin.put("/api/v1/assignments/group:g5/f1", {"pipeline": "flt", "version": 2})
+    assert refused(pipe) == (409, "group 'g5' already runs flt:2")
+    assert refused({**pipe, "version": "1", "canary": 3})[0] == 422
+    for inst in ("f1", "f2"):
+        admin.delete(f"/api/v1/assignments/group:g5/{inst}")
+    res = CliRunner().invoke(rollout_app, ["start", "--pipeline", "flt:v2", "--to", "g5", "--token", ADMIN,
+                                           "--hub", hub.url])
+    assert res.exit_code == 2 and "'flt:v2': pipeline versions are whole numbers" in res.output, res.output
     res = CliRunner().invoke(rollout_app, ["start", "nocolon", "--to", "g5", "--token", ADMIN, "--hub", hub.url])
     assert res.exit_code == 2 and "expected MODEL:VERSION" in res.output
     res = CliRunner().invoke(rollout_app, ["start", f"{MODEL}:2", "--to", "g5", "--watch", "soon",
