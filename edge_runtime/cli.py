@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -61,14 +61,35 @@ def _fail_spec(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+ParamOpt = typer.Option(None, "--param", "-p", help="NAME=VALUE for one of the pipeline's params (repeat it); "
+                                                    "VALUE is read as YAML: 90, WARN, [a, b]")
+
+
+def _params(items: Optional[list[str]]) -> Optional[dict[str, Any]]:
+    """``--param NAME=VALUE`` options -> values (typed as YAML reads them); exit 2 on a malformed one."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            _fail_spec(ValueError(f"--param {item!r}: expected NAME=VALUE"))
+        try:
+            out[name.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            _fail_spec(ValueError(f"--param {item!r}: the value is not YAML: {exc}"))
+    return out or None
+
+
 @pipeline_app.command("validate")
-def pipeline_validate(spec: Path = typer.Argument(..., help="pipeline YAML/JSON file")) -> None:
-    """Check a pipeline file; print its plan."""
+def pipeline_validate(spec: Path = typer.Argument(..., help="pipeline YAML/JSON file"),
+                      param: Optional[list[str]] = ParamOpt) -> None:
+    """Check a pipeline file (with an instance's --param values); print its plan."""
     from .operators.base import SpecError
     from .pipeline import load_pipeline
 
     try:
-        plan = load_pipeline(spec)
+        plan = load_pipeline(spec, _params(param))
     except SpecError as exc:
         _fail_spec(exc)
     typer.echo(f"ok: {plan.name} ({len(plan.steps)} steps: {' -> '.join(s.op for s in plan.steps)})")
@@ -82,6 +103,7 @@ def pipeline_run(
     dead_letters: Optional[Path] = typer.Option(None, help="write dead letters here (JSONL)"),
     alerts: Optional[Path] = typer.Option(None, help="write alerts and notifications here (JSONL)"),
     max_line_bytes: int = typer.Option(1 << 20, help="longer input lines are dead letters"),
+    param: Optional[list[str]] = ParamOpt,
 ) -> None:
     """Replay a pipeline offline over Record lines, in event time."""
     from . import jsonio
@@ -90,7 +112,7 @@ def pipeline_run(
     from .replay import replay
 
     try:
-        plan = load_pipeline(spec)
+        plan = load_pipeline(spec, _params(param))
     except SpecError as exc:
         _fail_spec(exc)
     try:
@@ -387,9 +409,10 @@ def pipeline_apply(
     instance: Optional[str] = typer.Option(None, help="instance name (default: the pipeline's name)"),
     devices: Optional[str] = typer.Option(None, help="comma-separated device ids (default: all of the product)"),
     pin: bool = typer.Option(False, help="pin this version (default: follow the newest)"),
+    param: Optional[list[str]] = ParamOpt,
     hub: str = HubUrl, token: Optional[str] = AdminToken,
 ) -> None:
-    """Publish a pipeline version to the hub and (with --to) assign an instance of it."""
+    """Publish a pipeline version to the hub and (with --to) assign an instance of it (with --param values)."""
     import re
     from urllib.parse import quote
 
@@ -397,8 +420,9 @@ def pipeline_apply(
     from .pipeline import load_pipeline
     from .yamlspec import load_yaml
 
+    values = _params(param)
     try:
-        plan = load_pipeline(file)
+        plan = load_pipeline(file, values)
     except SpecError as exc:
         _fail_spec(exc)
     c = _client(hub, token)
@@ -408,7 +432,7 @@ def pipeline_apply(
         target = to if to.startswith(("node:", "group:")) else f"node:{to}"
         name = instance or re.sub(r"[^A-Za-z0-9_.\-]", "-", plan.name)
         body = {"pipeline": r["name"], "version": r["version"] if pin else None,
-                "devices": devices.split(",") if devices else None}
+                "devices": devices.split(",") if devices else None, "params": values}
         a = _call(c.put, f"/api/v1/assignments/{quote(target)}/{quote(name)}", body)
         typer.echo(f"instance {a['instance']} -> {a['target']} (v{a['version']}"
                    f"{', pinned' if pin else ''}; devices: {', '.join(a['devices']) if a['devices'] else 'all'})")

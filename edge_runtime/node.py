@@ -9,6 +9,7 @@
     devices: [devices.yaml]
     pipelines:
       - {instance: overheat, pipeline: pipelines/overheat.yaml, devices: [pump-1, pump-2]}
+      - {instance: overheat-strict, pipeline: pipelines/overheat.yaml, params: {hot_c: 70}}  # its own values
     limits: {max_payload: 65536}
     publish_telemetry: true
     hub: {url: http://hub:8080, token_file: edge-1.token}   # or token: ...; optional
@@ -146,8 +147,15 @@ def load_node_config(path: str | Path) -> NodeConfig:
     for i, entry in enumerate(data.get("pipelines") or []):
         line = line_of(data.get("pipelines"), i)
         if not isinstance(entry, dict) or "pipeline" not in entry:
-            raise SpecError("expected {instance, pipeline, devices}", file=file, line=line, field=f"pipelines[{i}]")
-        plan = load_pipeline(base / entry["pipeline"])
+            raise SpecError("expected {instance, pipeline, devices, params}", file=file, line=line,
+                            field=f"pipelines[{i}]")
+        try:
+            plan = load_pipeline(base / entry["pipeline"], params=entry.get("params"))
+        except SpecError as exc:
+            if not (exc.field or "").startswith("params"):  # the pipeline's own problem, located in its file
+                raise
+            raise SpecError(exc.problem, file=file, line=line_of(entry, "params") or line,
+                            field=f"pipelines[{i}].{exc.field}", hint=exc.hint) from None
         name = entry.get("instance", plan.name)
         if name in names:
             raise SpecError(f"instance name {name!r} is used twice", file=file, line=line,
@@ -562,7 +570,8 @@ class Node:
             try:
                 if name in local:
                     raise SpecError(f"instance {name!r} is defined in the node's own config; rename one")
-                plan = parse_pipeline(entry["spec"], file=f"hub:{entry.get('pipeline')}@v{entry.get('version')}")
+                plan = parse_pipeline(entry["spec"], file=f"hub:{entry.get('pipeline')}@v{entry.get('version')}",
+                                      params=entry.get("params"))
                 devices = entry.get("devices")
                 if devices is None:
                     devices = self.cfg.catalog.devices_of(plan.product) if plan.product else list(self.cfg.catalog.devices)
@@ -572,7 +581,8 @@ class Node:
                         raise SpecError(f"device {d!r} is not bound on this node")
                     if plan.product and b.product != plan.product:
                         raise SpecError(f"device {d!r} is a {b.product}, the pipeline needs a {plan.product}")
-                fp = jsonio.dumps([entry.get("pipeline"), entry.get("version"), entry["spec"], sorted(devices)]).decode()
+                fp = jsonio.dumps([entry.get("pipeline"), entry.get("version"), entry["spec"], sorted(devices),
+                                   entry.get("params")]).decode()
                 wanted[name] = (fp, InstanceConfig(name, plan, list(devices)), entry.get("version"))
             except (SpecError, KeyError, TypeError) as exc:  # named with the version: a rollout's canary check
                 errors.append({"instance": name, "pipeline": entry.get("pipeline"), "version": entry.get("version"),

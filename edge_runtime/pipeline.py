@@ -19,11 +19,32 @@ Python::
 Validation happens when the plan is built: unknown operators, bad parameters, a
 missing input step, an aggregate without a window, duplicate step ids: each is a
 :class:`SpecError` naming file, line, step and field.
+
+A pipeline is a template: ``params`` declares parameters with their defaults, and step parameters (and
+``uplink``) use them as ``${name}``. Many instances run one pipeline with their own values (node.yaml's
+``params:`` of an instance, a hub assignment's ``params``, ``--param`` on the command line)::
+
+    name: overheat
+    product: pump
+    params: {limit: 80, level: WARN}
+    steps:
+      - device_input: {}
+      - filter: "temperature > ${limit}"
+      - alert: {level: "${level}", message: "{device} over ${limit} degC"}
+
+A value that is exactly ``${name}`` becomes the parameter's value with its type (a number, a list...);
+inside longer text it is written in as text (strings as they are: quote them in an expression, e.g.
+``device == "${pump}"``). ``$${`` is a literal ``${``. Every parameter has a default, so the pipeline
+runs and validates as it is; an instance's value must be of its default's kind (a number for a number...)
+and is checked like the defaults; an unknown parameter or reference is a :class:`SpecError`. Substitution is text and typed values only: nothing
+is evaluated.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +54,7 @@ from .operators import StepContext, lookup
 from .operators.base import SpecError
 from .yamlspec import line_of, load_yaml
 
-__all__ = ["Plan", "Step", "Pipeline", "load_pipeline", "parse_pipeline"]
+__all__ = ["Plan", "Step", "Pipeline", "load_pipeline", "parse_pipeline", "substitute_params"]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_. ")
 
@@ -55,21 +76,35 @@ class Plan:
     steps: list[Step]
     file: str | None = field(default=None, compare=False)
     uplink: dict[str, Any] | None = None  # desensitisation before upload (see desensitise.py)
+    params: dict[str, Any] | None = None  # the values ``${name}`` were replaced by (defaults, then the instance's)
+    template: dict[str, Any] | None = field(default=None, compare=False)  # the spec before substitution
 
     def to_dict(self) -> dict[str, Any]:
-        steps = []
-        for s in self.steps:
-            entry: dict[str, Any] = {s.op: _plain(s.params)}
-            if s.id != _default_id(s.op, self.steps.index(s)):
-                entry["id"] = s.id
-            steps.append(entry)
+        """The spec (as a template: ``${name}`` references and the declared defaults, when it has params)."""
+        if self.template is not None:  # parsed: the spec as written (${name}, $${), not as substituted
+            steps = [{op: _plain(params), **({"id": sid} if sid != _default_id(op, i) else {})}
+                     for i, (op, params, sid) in enumerate(_raw_steps(self.template["steps"]))]
+            uplink, params = self.template.get("uplink"), self.template.get("params")
+        else:
+            steps = [{s.op: _plain(s.params), **({"id": s.id} if s.id != _default_id(s.op, i) else {})}
+                     for i, s in enumerate(self.steps)]
+            uplink, params = self.uplink, None
         out: dict[str, Any] = {"name": self.name}
         if self.product is not None:
             out["product"] = self.product
+        if params:
+            out["params"] = _plain(params)
         out["steps"] = steps
-        if self.uplink:
-            out["uplink"] = _plain(self.uplink)
+        if uplink:
+            out["uplink"] = _plain(uplink)
         return out
+
+    def bind(self, params: dict[str, Any] | None) -> Plan:
+        """This pipeline with an instance's parameter values (validated); itself when there are none."""
+        if not params:
+            return self
+        return parse_pipeline(self.template if self.template is not None else self.to_dict(), file=self.file,
+                              params=params)
 
     def instantiate(self, make_ctx: Callable[[Step], StepContext]) -> list[Any]:
         """Fresh operator objects for one pipeline instance."""
@@ -88,12 +123,103 @@ def _default_id(op: str, index: int) -> str:
     return f"{index + 1}:{op}"
 
 
-def parse_pipeline(data: Any, *, file: str | None = None) -> Plan:
-    """Validate a decoded spec (from YAML or JSON) into a Plan."""
+def _raw_steps(steps: list[Any]) -> list[tuple[str, Any, str]]:
+    """(operator, parameters, id) of a checked spec's steps."""
+    out = []
+    for i, raw in enumerate(steps):
+        op = next(k for k in raw if k != "id")
+        out.append((str(op), raw[op], raw.get("id", _default_id(str(op), i))))
+    return out
+
+
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+_WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def _param_values(data: dict[str, Any], given: dict[str, Any] | None, file: str | None) -> dict[str, Any] | None:
+    """The declared parameters' values: defaults, then ``given`` (an instance's); SpecError names the problem."""
+    declared = data.get("params")
+    if declared is None:
+        if given:
+            raise SpecError(f"unknown parameter(s) {', '.join(map(repr, given))}: the pipeline declares none",
+                            file=file, field="params", hint="declare them under params: with their defaults")
+        return None
+    if not isinstance(declared, dict):
+        raise SpecError("expected a mapping of parameter names to their defaults", file=file,
+                        line=line_of(data, "params"), field="params")
+    for k, v in declared.items():
+        if not isinstance(k, str) or not _PARAM_NAME.match(k):
+            raise SpecError(f"parameter {k!r}: expected a name of letters, digits and _", file=file,
+                            line=line_of(declared, k), field=f"params.{k}")
+        if v is None:
+            raise SpecError(f"parameter {k!r} needs a default: the pipeline must run as it is", file=file,
+                            line=line_of(declared, k), field=f"params.{k}")
+    if given is not None and not isinstance(given, dict):
+        raise SpecError("expected a mapping of parameter values", field="params")
+    values = dict(declared)
+    for k, v in (given or {}).items():
+        if k not in declared:
+            raise SpecError(f"unknown parameter {k!r}", file=file, field=f"params.{k}",
+                            hint="the pipeline declares: " + ", ".join(sorted(declared)))
+        if v is None:
+            raise SpecError(f"parameter {k!r}: no value given", file=file, field=f"params.{k}")
+        if _kind(v) != _kind(declared[k]):
+            raise SpecError(f"parameter {k!r}: expected {_kind(declared[k])} like its default {declared[k]!r}, "
+                            f"got {v!r}", file=file, field=f"params.{k}")
+        values[k] = v
+    return values
+
+
+def _kind(value: Any) -> str:
+    """A parameter value's kind: an instance's value must be of its default's."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a text"
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else type(value).__name__
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def substitute_params(value: Any, values: dict[str, Any]) -> Any:
+    """``value`` (a step's parameters) with ``${name}`` references replaced; SpecError on an unknown one."""
+    if isinstance(value, dict):
+        return {k: substitute_params(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_params(v, values) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    whole = _WHOLE.match(value)
+    if whole and whole.group(1) in values:
+        return copy.deepcopy(values[whole.group(1)])
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$${":
+            return "${"
+        name = m.group(1)
+        if name not in values:
+            raise SpecError(f"${{{name}}} is not a declared parameter",
+                            hint=f"declare it under params: with a default (declared: {', '.join(sorted(values)) or 'none'})")
+        return _text(values[name])
+    return _REF.sub(one, value)
+
+
+def parse_pipeline(data: Any, *, file: str | None = None, params: dict[str, Any] | None = None) -> Plan:
+    """Validate a decoded spec (from YAML or JSON) into a Plan; ``params``: an instance's parameter values
+    (over the declared defaults)."""
     if not isinstance(data, dict):
         raise SpecError(f"a pipeline must be a mapping with name and steps, got {type(data).__name__}",
                         file=file, line=line_of(data))
-    known = {"name", "product", "steps", "description", "version", "uplink"}
+    known = {"name", "product", "steps", "description", "version", "uplink", "params"}
     for key in data:
         if key not in known:
             raise SpecError(f"unknown key {key!r}", file=file, line=line_of(data, key), field=str(key),
@@ -124,11 +250,24 @@ def parse_pipeline(data: Any, *, file: str | None = None) -> Plan:
         if not isinstance(step_id, str) or not step_id:
             raise SpecError("expected a text id", file=file, line=line, step=label, field="id")
         steps.append(Step(str(op), raw[op], step_id, line_of(raw, op) or line))
+    values = _param_values(data, params, file)
+    resolved = []  # without params too: a ${name} there is a mistake, named here rather than left in the text
+    for i, st in enumerate(steps):
+        try:
+            resolved.append(Step(st.op, substitute_params(st.params, values or {}), st.id, st.line))
+        except SpecError as exc:
+            raise exc.located(file=file, line=st.line, step=f"#{i + 1} {st.op}") from None
+    steps = resolved
     try:
-        uplink = check_uplink_spec(data.get("uplink"))
+        uplink_raw = substitute_params(data.get("uplink"), values or {})
+    except SpecError as exc:
+        raise exc.located(file=file, line=line_of(data, "uplink"), field="uplink") from None
+    try:
+        uplink = check_uplink_spec(uplink_raw)
     except SpecError as exc:
         raise exc.located(file=file, line=line_of(data, "uplink")) from None
-    plan = Plan(name.strip(), product, steps, file, uplink or None)
+    template = {k: copy.deepcopy(data[k]) for k in ("name", "product", "params", "steps", "uplink") if k in data}
+    plan = Plan(name.strip(), product, steps, file, uplink or None, values, template)
     validate(plan)
     return plan
 
@@ -158,10 +297,10 @@ def validate(plan: Plan) -> None:
             raise exc.located(file=plan.file, line=s.line, step=label) from None
 
 
-def load_pipeline(path: str | Path) -> Plan:
-    """Load and validate a pipeline file (YAML or JSON)."""
+def load_pipeline(path: str | Path, params: dict[str, Any] | None = None) -> Plan:
+    """Load and validate a pipeline file (YAML or JSON), with an instance's ``params`` values."""
     data = load_yaml(path)
-    return parse_pipeline(data, file=str(path))
+    return parse_pipeline(data, file=str(path), params=params)
 
 
 class Pipeline:
@@ -177,6 +316,7 @@ class Pipeline:
         self._product: str | None = None
         self._steps: list[dict[str, Any]] = []
         self._uplink: dict[str, Any] | None = None
+        self._params: dict[str, Any] | None = None
 
     @classmethod
     def name(cls, name: str) -> Pipeline:  # noqa: D102 - the paper's Code 1 spelling
@@ -184,6 +324,11 @@ class Pipeline:
 
     def product(self, product: str) -> Pipeline:
         self._product = product
+        return self
+
+    def params(self, **defaults: Any) -> Pipeline:
+        """Declare parameters with their defaults, used in steps as ``"${name}"``."""
+        self._params = {**(self._params or {}), **defaults}
         return self
 
     def uplink(self, **spec: Any) -> Pipeline:
@@ -209,8 +354,9 @@ class Pipeline:
             entry["id"] = id
         self._steps.append(entry)
         try:  # check this step now, in place, so the error points at this call
-            parse_pipeline({"name": self._name, "product": self._product, "steps": self._steps}
-                           if self._product else {"name": self._name, "steps": self._steps})
+            parse_pipeline({"name": self._name, "steps": self._steps, **({"product": self._product} if self._product
+                                                                         else {}),
+                            **({"params": self._params} if self._params is not None else {})})
         except SpecError as exc:
             if exc.step and exc.step.startswith(f"#{len(self._steps)} "):
                 self._steps.pop()
@@ -230,10 +376,13 @@ class Pipeline:
         out: dict[str, Any] = {"name": self._name}
         if self._product is not None:
             out["product"] = self._product
+        if self._params is not None:
+            out["params"] = copy.deepcopy(self._params)
         out["steps"] = copy.deepcopy(self._steps)
         if self._uplink:
             out["uplink"] = copy.deepcopy(self._uplink)
         return out
 
-    def build(self) -> Plan:
-        return parse_pipeline(self.spec())
+    def build(self, **params: Any) -> Plan:
+        """The validated plan; keywords are an instance's parameter values."""
+        return parse_pipeline(self.spec(), params=params or None)

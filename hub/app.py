@@ -119,6 +119,8 @@ class AssignmentPut(BaseModel):
     version: int | None = Field(None, ge=1, le=BIGINT, description="a pipeline version; none: always the newest")
     devices: list[Annotated[str, Field(max_length=100)]] | None = Field(
         None, max_length=10000, description="bound devices; none: every device of the pipeline's product")
+    params: dict[str, Any] | None = Field(
+        None, max_length=200, description="values of the pipeline's declared params (none: its defaults)")
 
 
 class RolloutCreate(BaseModel):
@@ -448,20 +450,22 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         pv = hub.pipeline_version(s, body.pipeline, body.version)
         if pv is None:
             raise HTTPException(404, f"no pipeline {body.pipeline!r}" + (f" version {body.version}" if body.version else ""))
+        if body.params:
+            hub.check_params(pv, body.params)
         a = s.scalars(sa.select(Assignment).where(Assignment.target == target,
                                                   Assignment.instance == instance)).first()
         if a is None:
             s.add(a := Assignment(target=target, instance=instance, pipeline=pv.name))
-        a.pipeline, a.version, a.devices = pv.name, body.version, body.devices
+        a.pipeline, a.version, a.devices, a.params = pv.name, body.version, body.devices, body.params or None
         hub.bump(s)
         s.commit()
         return {"target": target, "instance": instance, "pipeline": pv.name, "version": body.version or pv.version,
-                "devices": body.devices}
+                "devices": body.devices, "params": body.params or None}
 
     @app.get("/api/v1/assignments", tags=["assignments"])
     def list_assignments(s: Db, _: Admin) -> list[dict[str, Any]]:
         return [{"target": a.target, "instance": a.instance, "pipeline": a.pipeline, "version": a.version,
-                 "devices": a.devices} for a in s.scalars(sa.select(Assignment).order_by(Assignment.id))]
+                 "devices": a.devices, "params": a.params} for a in s.scalars(sa.select(Assignment).order_by(Assignment.id))]
 
     @app.delete("/api/v1/assignments/{target}/{instance}", tags=["assignments"])
     def delete_assignment(target: str, instance: str, s: Db, _: Admin) -> dict[str, Any]:

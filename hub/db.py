@@ -83,6 +83,7 @@ class Assignment(Base):
     pipeline: Mapped[str] = mapped_column(sa.String(100))
     version: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)  # None: the newest
     devices: Mapped[list[str] | None] = mapped_column(sa.JSON, nullable=True)  # None: all of the product
+    params: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)  # None: the pipeline's defaults
     created_at: Mapped[float] = mapped_column(sa.Float, default=_now)
 
 

@@ -375,7 +375,7 @@ class RolloutController:
 
     @staticmethod
     def _assign(s: Session, target: str, instance: str, spec: Mapping[str, Any] | None) -> None:
-        """Set (``spec``: pipeline, version, devices) or remove (None) ``target``'s assignment ``instance``."""
+        """Set (``spec``: pipeline, version, devices, params) or remove (None) ``target``'s assignment ``instance``."""
         a = s.scalars(sa.select(Assignment).where(Assignment.target == target, Assignment.instance == instance)).first()
         if spec is None:
             if a is not None:
@@ -383,7 +383,7 @@ class RolloutController:
             return
         if a is None:
             s.add(a := Assignment(target=target, instance=instance, pipeline=spec["pipeline"]))
-        a.pipeline, a.version, a.devices = spec["pipeline"], spec["version"], spec["devices"]
+        a.pipeline, a.version, a.devices, a.params = spec["pipeline"], spec["version"], spec["devices"], spec.get("params")
 
     def _scan(self, s: Session, r: Rollout, stats: dict[str, Any], nodes: Iterable[str]) -> None:
         """Tally the confidences of records uploaded since the last scan."""
@@ -510,9 +510,10 @@ class RolloutController:
                         before = s.scalars(sa.select(Assignment).where(Assignment.target == f"node:{c}",
                                                                        Assignment.instance == a.instance)).first()
                         saved[c][a.instance] = None if before is None else {
-                            "pipeline": before.pipeline, "version": before.version, "devices": before.devices}
-                        self._assign(s, f"node:{c}", a.instance,
-                                     {"pipeline": name, "version": int(version), "devices": a.devices})
+                            "pipeline": before.pipeline, "version": before.version, "devices": before.devices,
+                            "params": before.params}
+                        self._assign(s, f"node:{c}", a.instance, {"pipeline": name, "version": int(version),
+                                                                   "devices": a.devices, "params": a.params})
             self.hub.bump(s)
             r = Rollout(model=name, kind=kind, version=version, group=group, previous=previous, canary=canary,
                         watch_s=float(watch_s), checks=chk.to_dict(), state="canary", canaries=canaries, saved=saved,

@@ -246,6 +246,18 @@ class Hub:
         s.flush()
         return row, True
 
+    @staticmethod
+    def check_params(pv: PipelineVersion, params: dict[str, Any]) -> None:
+        """An instance's parameter values against ``pv`` (declared, of their defaults' kind, valid in its
+        steps); SpecRejected with the pipeline's own message."""
+        from edge_runtime.operators.base import SpecError
+        from edge_runtime.pipeline import parse_pipeline
+
+        try:
+            parse_pipeline(pv.spec, file=f"pipeline {pv.name} v{pv.version}", params=params)
+        except SpecError as exc:
+            raise SpecRejected(str(exc)) from None
+
     def pipeline_version(self, s: Session, name: str, version: int | None) -> PipelineVersion | None:
         q = sa.select(PipelineVersion).where(PipelineVersion.name == name)
         q = q.where(PipelineVersion.version == version) if version else q.order_by(PipelineVersion.version.desc())
@@ -269,7 +281,7 @@ class Hub:
             if pv.spec.get("product"):
                 products.add(pv.spec["product"])
             instances.append({"instance": name, "pipeline": pv.name, "version": pv.version, "spec": pv.spec,
-                              "devices": a.devices})
+                              "devices": a.devices, **({"params": a.params} if a.params else {})})
         prods = [{"name": p.name, "version": p.version, "spec": p.spec}
                  for p in s.scalars(sa.select(Product).where(Product.name.in_(sorted(products)))).all()]
         deployed: dict[str, ModelDeployment] = {}

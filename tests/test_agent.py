@@ -6,6 +6,7 @@ import pytest
 from hubkit import HubProcess, wait_for
 from test_uplink_outage import write_node
 
+from edge_runtime.hubclient import HubError
 from edge_runtime.node import Node, load_node_config
 
 HOT = {"name": "hot", "product": "pump", "steps": [{"device_input": {}}, {"filter": "temperature > 20"}]}
@@ -49,6 +50,22 @@ def test_agent_reconciles_without_disturbing_others(tmp_path, mosquitto, modbus_
         assert errors == [{"instance": "bad", "pipeline": "cold", "version": 1,
                            "error": "device 'pump-9' is not bound on this node"}]
         assert "bad" not in node.instances
+
+        # one template, two instances with their own values; a value of the wrong kind is refused by the hub
+        admin.post("/api/v1/pipelines", {"name": "limit", "product": "pump", "params": {"limit": 20},
+                                         "steps": [{"device_input": {}}, {"filter": "temperature > ${limit}"}]})
+        with pytest.raises(HubError) as err:
+            admin.put("/api/v1/assignments/node:edge-r/warm", {"pipeline": "limit", "params": {"limit": "warm"}})
+        assert err.value.status == 422 and "parameter 'limit': expected a number like its default 20, got 'warm'" \
+            in err.value.detail, err.value.detail
+        admin.put("/api/v1/assignments/node:edge-r/warm", {"pipeline": "limit", "params": {"limit": 30}})
+        admin.put("/api/v1/assignments/node:edge-r/cool", {"pipeline": "limit", "params": {"limit": 24.5}})
+        wait_for(lambda: {"warm", "cool"} <= set(node.instances), 15, "two instances of one template")
+        assert node.instances["warm"].plan.steps[1].params == "temperature > 30"
+        wait_for(lambda: node.instances["cool"].outputs > 5, 10, "cool (over 24.5) to pass the 25.0 degC readings")
+        assert node.instances["warm"].outputs == 0  # 25.0 is not over 30
+        for inst in ("warm", "cool"):
+            admin.delete(f"/api/v1/assignments/node:edge-r/{inst}")
 
         admin.delete("/api/v1/assignments/group:line-1/cold")
         wait_for(lambda: "cold" not in node.instances, 15, "cold to stop")

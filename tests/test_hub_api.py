@@ -563,7 +563,7 @@ def test_assignments_resolve_into_desired_state_with_etags(api: HubUnderTest) ->
     # to a group: every node of the group
     body = api.ok(api.put("/api/v1/assignments/group:line-1/watch", json={"pipeline": "pump-overheat"}))
     assert body == {"target": "group:line-1", "instance": "watch", "pipeline": "pump-overheat", "version": 1,
-                    "devices": None}
+                    "devices": None, "params": None}
     for node in ("n1", "n2"):
         doc = desired(api, node).json()
         assert doc["instances"] == [{"instance": "watch", "pipeline": "pump-overheat", "version": 1, "spec": OVERHEAT,
@@ -602,8 +602,10 @@ def test_assignments_resolve_into_desired_state_with_etags(api: HubUnderTest) ->
     assert api.ok(hb) == {"desired_etag": r.json()["etag"], "changed": True}
 
     assert api.ok(api.get("/api/v1/assignments")) == [
-        {"target": "group:line-1", "instance": "watch", "pipeline": "pump-overheat", "version": None, "devices": None},
-        {"target": "node:n1", "instance": "watch", "pipeline": "pump-stop", "version": None, "devices": ["p1"]}]
+        {"target": "group:line-1", "instance": "watch", "pipeline": "pump-overheat", "version": None, "devices": None,
+         "params": None},
+        {"target": "node:n1", "instance": "watch", "pipeline": "pump-stop", "version": None, "devices": ["p1"],
+         "params": None}]
 
     # delete: the node falls back to its group's
     assert api.ok(api.delete("/api/v1/assignments/node:n1/watch")) == {"deleted": "node:n1/watch"}

@@ -62,9 +62,16 @@ def test_products_and_pipelines(hub):
     assert "(unchanged)" in again.stdout
     ls = cli(hub, "pipeline", "ls")
     assert ls.returncode == 0 and "pump-overheat" in ls.stdout and "node:edge-c2" in ls.stdout
+    strict = cli(hub, "pipeline", "apply", "-f", str(APP / "pipelines" / "overheat.yaml"), "--to", "edge-c2",
+                 "--instance", "overheat-strict", "--param", "hot_c=70")
+    assert strict.returncode == 0 and "(unchanged)" in strict.stdout, strict.stderr
     desired = hub.admin().get("/api/v1/nodes/edge-c2/desired")
-    assert [i["devices"] for i in desired["instances"]] == [["pump-1", "pump-2"]]
+    assert [(i["instance"], i["devices"], i.get("params")) for i in desired["instances"]] == [
+        ("overheat-strict", None, {"hot_c": 70}), ("pump-overheat", ["pump-1", "pump-2"], None)]
     assert [p["name"] for p in desired["products"]] == ["pump"]
+    wrong = cli(hub, "pipeline", "apply", "-f", str(APP / "pipelines" / "overheat.yaml"), "--to", "edge-c2",
+                "--param", "hot=70")
+    assert wrong.returncode == 2 and "unknown parameter 'hot'" in wrong.stderr, wrong.stderr
 
 
 def test_bad_spec_exits_2_with_location(hub, tmp_path):

@@ -196,6 +196,26 @@ def test_node_run_cli_stops_cleanly_on_sigterm(tmp_path, mosquitto):
         server.stop()
 
 
+def test_node_yaml_instances_of_one_template_bring_their_own_params(tmp_path):
+    from edge_runtime.operators.base import SpecError
+
+    cfg = write_config(tmp_path, 1883, 502)
+    data = yaml.safe_load(cfg.read_text())
+    data["pipelines"].append({"instance": "overheat-strict", "pipeline": "pipelines/overheat.yaml",
+                              "params": {"hot_c": 70, "vibration_mm_s": 3}})
+    cfg.write_text(yaml.safe_dump(data))
+    plans = {i.name: i.plan for i in load_node_config(cfg).instances}
+    assert plans["overheat"].steps[1].params == "temperature > 80"  # the pipeline's defaults
+    assert plans["overheat-strict"].steps[1].params == "temperature > 70"
+    assert plans["overheat-strict"].steps[5].params == "vibration_max > 3 and count >= 3"
+    data["pipelines"][-1]["params"] = {"hot_c": 70, "vibration": 3}
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as err:
+        load_node_config(cfg)
+    assert str(err.value).startswith(f"{cfg}:") and "field 'pipelines[2].params.vibration': unknown parameter" \
+        in str(err.value), str(err.value)
+
+
 def test_bad_node_config_exits_2_naming_file_line_and_field(tmp_path):
     bad = tmp_path / "node.yaml"
     bad.write_text("node: edge-x\nbroker: {port: 1883}\nproducts: [p.yaml]\n")

@@ -148,3 +148,81 @@ def test_parse_rejects_non_mapping_and_bad_names():
         parse_pipeline(["not", "a", "mapping"])
     with pytest.raises(SpecError, match="field 'name'"):
         parse_pipeline({"name": "bad/name", "steps": [{"device_input": {}}]})
+
+
+# -- templates: declared params, an instance's values -------------------------------------------------------
+TEMPLATE = """\
+name: overheat
+product: pump
+params: {limit: 80, level: WARN, keep: [temperature]}
+steps:
+  - device_input: {properties: "${keep}"}
+  - filter: "temperature > ${limit}"
+  - alert: {level: "${level}", message: "{device} over ${limit} degC, costs $${budget}"}
+"""
+
+
+def test_a_pipeline_is_a_template_whose_instances_bring_their_own_values(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text(TEMPLATE)
+    plain = load_pipeline(f)
+    assert plain.params == {"limit": 80, "level": "WARN", "keep": ["temperature"]}
+    assert [s.params for s in plain.steps] == [
+        {"properties": ["temperature"]},  # a whole "${keep}" is the value, typed
+        "temperature > 80",  # inside text: written in
+        {"level": "WARN", "message": "{device} over 80 degC, costs ${budget}"}]  # $${ is a literal ${
+    hot = load_pipeline(f, params={"limit": 92.5, "level": "ERROR"})
+    assert hot.steps[1].params == "temperature > 92.5" and hot.steps[2].params["level"] == "ERROR"
+    assert hot != plain and plain.bind({"limit": 92.5, "level": "ERROR"}) == hot and plain.bind(None) is plain
+    assert plain.to_dict() == hot.to_dict()  # the template, as the hub stores and digests it
+    built = (Pipeline.name("overheat").product("pump").params(limit=80, level="WARN", keep=["temperature"])
+             .device_input(properties="${keep}").filter("temperature > ${limit}")
+             .alert(level="${level}", message="{device} over ${limit} degC, costs $${budget}"))
+    assert built.build() == plain and built.build(limit=92.5, level="ERROR") == hot
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"limt": 1}, "field 'params.limt': unknown parameter 'limt' (hint: the pipeline declares: keep, level, limit)"),
+    ({"limit": "abc"}, "field 'params.limit': parameter 'limit': expected a number like its default 80, got 'abc'"),
+    ({"level": "LOUD"}, "t.yaml:7, step #3 alert, field 'level': expected one of INFO, WARN, ERROR, got 'LOUD'"),
+    ({"limit": None}, "field 'params.limit': parameter 'limit': no value given"),
+])
+def test_bad_instance_values_are_refused_naming_the_parameter(tmp_path, params, expected):
+    f = tmp_path / "t.yaml"
+    f.write_text(TEMPLATE)
+    with pytest.raises(SpecError) as err:
+        load_pipeline(f, params=params)
+    assert str(err.value).endswith(expected), str(err.value)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda t: t.replace("level: WARN,", "level: null,"), "field 'params.level': parameter 'level' needs a default"),
+    (lambda t: t.replace("limit: 80,", "1limit: 80,"), "field 'params.1limit': parameter '1limit': expected a name"),
+    (lambda t: t + "  - filter: \"vibration > ${vib}\"\n", "t.yaml:8, step #4 filter: ${vib} is not a declared parameter"),
+    (lambda t: t.replace("params: {limit: 80, level: WARN, keep: [temperature]}\n", ""), "is not a declared parameter"),
+])
+def test_bad_templates_are_refused_naming_where(tmp_path, change, expected):
+    f = tmp_path / "t.yaml"
+    f.write_text(change(TEMPLATE))
+    with pytest.raises(SpecError) as err:
+        load_pipeline(f)
+    assert expected in str(err.value), str(err.value)
+    with pytest.raises(SpecError, match="the pipeline declares none"):
+        parse_pipeline({"name": "p", "steps": [{"device_input": {}}]}, params={"limit": 1})
+
+
+def test_cli_runs_and_validates_a_template_with_param_values(tmp_path):
+    spec = tmp_path / "t.yaml"
+    spec.write_text(TEMPLATE)
+    recs = [{"device": "pump-1", "ts": float(i), "values": {"temperature": t}} for i, t in enumerate([79, 85, 91, 95])]
+    stdin = "".join(json.dumps(r) + "\n" for r in recs)
+    default = run_cli("pipeline", "run", str(spec), "-i", "-", "-o", "-", stdin=stdin)
+    hot = run_cli("pipeline", "run", str(spec), "-i", "-", "-o", "-", "--param", "limit=90", "-p", "level=ERROR",
+                  stdin=stdin)
+    assert default.returncode == hot.returncode == 0, default.stderr + hot.stderr
+    assert [json.loads(x)["values"]["temperature"] for x in default.stdout.splitlines()] == [85, 91, 95]
+    assert [json.loads(x)["values"]["temperature"] for x in hot.stdout.splitlines()] == [91, 95]
+    bad = run_cli("pipeline", "validate", str(spec), "--param", "limit=hot")
+    assert bad.returncode == 2 and "parameter 'limit': expected a number like its default 80, got 'hot'" in bad.stderr
+    malformed = run_cli("pipeline", "validate", str(spec), "--param", "limit")
+    assert malformed.returncode == 2 and "--param 'limit': expected NAME=VALUE" in malformed.stderr

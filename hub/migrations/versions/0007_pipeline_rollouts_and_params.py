@@ -1,4 +1,5 @@
-"""pipeline rollouts: a rollout's kind (model or pipeline); earlier rollouts are model rollouts
+"""pipeline rollouts and instance parameters: a rollout's kind (model or pipeline; earlier rollouts are model
+rollouts), an assignment's parameter values (none: the pipeline's defaults)
 
 Revision ID: 0007
 Revises: 0006
@@ -19,8 +20,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("rollouts") as batch:
         batch.add_column(sa.Column("kind", sa.String(length=16), nullable=False, server_default="model"))
+    with op.batch_alter_table("assignments") as batch:
+        batch.add_column(sa.Column("params", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("assignments") as batch:
+        batch.drop_column("params")
     with op.batch_alter_table("rollouts") as batch:
         batch.drop_column("kind")
