@@ -447,6 +447,7 @@ def pipeline_ls(hub: str = HubUrl, token: Optional[str] = AdminToken) -> None:
     _table("pipelines", ["pipeline", "latest", "versions", "instances"],
            [[p["name"], p["latest"], p["versions"],
              ", ".join(f"{a['instance']}@{a['target']}" + (f" v{a['version']}" if a["version"] else "")
+                       + (" " + " ".join(f"{k}={v}" for k, v in a["params"].items()) if a.get("params") else "")
                        for a in assigns if a["pipeline"] == p["name"])] for p in pipes])
 
 

@@ -65,6 +65,8 @@ def test_products_and_pipelines(hub):
     strict = cli(hub, "pipeline", "apply", "-f", str(APP / "pipelines" / "overheat.yaml"), "--to", "edge-c2",
                  "--instance", "overheat-strict", "--param", "hot_c=70")
     assert strict.returncode == 0 and "(unchanged)" in strict.stdout, strict.stderr
+    ls = cli(hub, "pipeline", "ls")
+    assert "hot_c=70" in ls.stdout, ls.stdout  # the instance's own value, beside it
     desired = hub.admin().get("/api/v1/nodes/edge-c2/desired")
     assert [(i["instance"], i["devices"], i.get("params")) for i in desired["instances"]] == [
         ("overheat-strict", None, {"hot_c": 70}), ("pump-overheat", ["pump-1", "pump-2"], None)]
