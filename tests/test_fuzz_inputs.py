@@ -130,7 +130,8 @@ def test_any_record_on_the_ingest_topic_is_a_record_or_one_dead_letter(connector
 OPS = sorted(REGISTRY)
 param_values = st.recursive(
     st.one_of(scalars, st.sampled_from(["10s", "500ms", "temperature > 70", "temperature", "mean", "max",
-                                        "x * 2", "1s", "count", "__import__('os')", "[0, 0, 10, 10]"])),
+                                        "x * 2", "1s", "count", "__import__('os')", "[0, 0, 10, 10]",
+                                        "${limit}", "temperature > ${limit}", "$${x}", "${", "${}", "${a b}"])),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(
         st.sampled_from(["size", "every", "interval", "set", "fields", "threshold", "model", "inputs", "output",
                          "message", "level", "temperature", "expr", "where", "regions", "fps", "width", "height",
@@ -142,19 +143,27 @@ specs = st.one_of(
     st.fixed_dictionaries({"name": st.one_of(st.just("p"), st.text(max_size=8), scalars),
                            "steps": st.one_of(steps, param_values)},
                           optional={"product": st.one_of(st.just("pump"), scalars),
-                                    "uplink": param_values, "extra": scalars}),
+                                    "uplink": param_values, "extra": scalars,
+                                    "params": st.one_of(st.dictionaries(st.sampled_from(["limit", "x", "1a", ""]),
+                                                                        param_values, max_size=3), param_values)}),
     json_values)
 
 
 @FUZZ
-@given(spec=specs)
-def test_any_pipeline_spec_is_a_plan_or_a_spec_error_that_says_where(spec: Any) -> None:
+@given(spec=specs, values=st.dictionaries(st.sampled_from(["limit", "x"]), param_values, max_size=2))
+def test_any_pipeline_spec_is_a_plan_or_a_spec_error_that_says_where(spec: Any, values: dict[str, Any]) -> None:
     try:
         plan = parse_pipeline(spec, file="fuzz.yaml")
     except SpecError as e:
         assert str(e).startswith("fuzz.yaml") and len(str(e)) > len("fuzz.yaml: "), str(e)
         return
     assert plan.steps and REGISTRY[plan.steps[0].op].source
+    try:  # an instance's values (of the declared params, or not): a plan or a spec error naming the field
+        bound = plan.bind(values)
+    except SpecError as e:
+        assert str(e).startswith("fuzz.yaml") and ("field" in str(e) or "step" in str(e)), str(e)
+        return
+    assert bound.name == plan.name and len(bound.steps) == len(plan.steps)
 
 
 @FUZZ
