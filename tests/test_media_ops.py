@@ -220,3 +220,22 @@ def test_upload_attaches_the_crop_as_a_blurred_jpeg_for_labelling(clip: Any) -> 
     with pytest.raises(SpecError) as err:
         parse_pipeline({"name": "t", "steps": [{"device_input": {}}, {"upload": {"image": 3}}]})
     assert err.value.field == "image"
+
+
+def test_upload_of_a_clip_sends_one_filmstrip_jpeg_oldest_frame_first(clip: Any) -> None:
+    """``upload: {image: clip}`` after ``frame_stack``: the clip goes as one JPEG, its frames side by side, the
+    oldest on the left (what a person labels and the agile loop cuts back into the clip)."""
+    frames, _ = clip
+    steps = [{"resolution": {"width": 64, "height": 48}}, {"frame_stack": {"frames": 3, "field": "frame", "output": "clip"}}]
+    picked = [(frames[i], k * 0.1) for k, i in enumerate((0, 19, 39))]  # far apart: frames that differ
+    _, out = run(steps, picked)
+    (want,) = [r["values"]["clip"] for r in out.to_records()]
+    sinks = MemorySinks()
+    plan = parse_pipeline({"name": "c", "steps": [{"device_input": {}}, *steps, {"upload": {"image": "clip", "quality": 95}}]})
+    Instance("c", plan, sinks=sinks).push(frames_batch("cam-1", None, picked))
+    (u,) = sinks.uploads
+    strip = cv2.imdecode(np.frombuffer(u["_image"], np.uint8), cv2.IMREAD_COLOR)
+    assert strip.shape == (48, 3 * 64, 3) and "clip" not in u["record"]["values"]
+    for k in range(3):  # each third is its own frame, in order
+        errs = [np.abs(strip[:, j * 64:(j + 1) * 64].astype(int) - want[k].astype(int)).mean() for j in range(3)]
+        assert int(np.argmin(errs)) == k and errs[k] < 4, (k, errs)
