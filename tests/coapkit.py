@@ -13,11 +13,12 @@ import socket
 import threading
 from typing import Any
 
+from edge_runtime.broker import free_port
+
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free UDP port below the ephemeral range (see edge_runtime.broker.free_port)."""
+    return free_port(socket.SOCK_DGRAM)
 
 
 class CoapDevice:
