@@ -421,6 +421,8 @@ def pipeline_apply(
     from .yamlspec import load_yaml
 
     values = _params(param)
+    if values and not to:
+        _fail_spec(ValueError("--param sets an instance's values: give --to (NODE or group:GROUP) as well"))
     try:
         plan = load_pipeline(file, values)
     except SpecError as exc:

@@ -41,7 +41,7 @@ from .devices.model import Catalog, load_catalog, substitute
 from .devices.mqtt import QUEUE_LIMIT, BrokerConfig, MqttConnector, MqttLink
 from .engine import Engine, Instance
 from .operators.base import SpecError, parse_duration
-from .pipeline import Plan, load_pipeline, parse_pipeline
+from .pipeline import INSTANCE_VALUES, Plan, load_pipeline, parse_pipeline
 from .records import Batch, RecordError, without_media
 from .store import LocalStore
 from .uplink import Outbox, OutboxFull, Uplink
@@ -149,13 +149,20 @@ def load_node_config(path: str | Path) -> NodeConfig:
         if not isinstance(entry, dict) or "pipeline" not in entry:
             raise SpecError("expected {instance, pipeline, devices, params}", file=file, line=line,
                             field=f"pipelines[{i}]")
-        try:
-            plan = load_pipeline(base / entry["pipeline"], params=entry.get("params"))
-        except SpecError as exc:
-            if not (exc.field or "").startswith("params"):  # the pipeline's own problem, located in its file
-                raise
-            raise SpecError(exc.problem, file=file, line=line_of(entry, "params") or line,
-                            field=f"pipelines[{i}].{exc.field}", hint=exc.hint) from None
+        plan = load_pipeline(base / entry["pipeline"])  # the pipeline's own problems: located in its file
+        if "params" in entry:  # the instance's values: located here, with what they broke there
+            where = {"file": file, "line": line_of(entry, "params") or line, "field": f"pipelines[{i}].params"}
+            if not isinstance(entry["params"], dict):
+                raise SpecError(f"expected a mapping of parameter values, got {type(entry['params']).__name__}",
+                                **where)
+            try:
+                plan = plan.bind(entry["params"])
+            except SpecError as exc:
+                hint = (exc.hint or "").removeprefix(INSTANCE_VALUES).removeprefix("; ") or None
+                if exc.field and exc.field.startswith("params"):  # a value refused as such
+                    raise SpecError(exc.problem, file=file, line=where["line"], field=f"pipelines[{i}].{exc.field}",
+                                    hint=hint) from None
+                raise SpecError(f"these values break the pipeline: {exc}", **where) from None  # where it broke
         name = entry.get("instance", plan.name)
         if name in names:
             raise SpecError(f"instance name {name!r} is used twice", file=file, line=line,
@@ -550,8 +557,9 @@ class Node:
     def reconcile(self, desired: dict[str, Any]) -> list[dict[str, Any]]:
         """Start, replace and stop hub-assigned instances to match ``desired``; others are not touched.
 
-        An instance that does not validate here (unknown device, product mismatch) is
-        not started and is reported in heartbeats; the rest go ahead.
+        An instance that does not validate here (unknown device, product mismatch, params) or fails to
+        start is not started and is reported in heartbeats (with its pipeline and version); if an earlier
+        version of it runs, that one keeps running. The rest go ahead.
         """
         errors: list[dict[str, Any]] = []
         if desired.get("models") and hasattr(self.models, "reconcile"):  # models first: pipelines need them
@@ -587,8 +595,11 @@ class Node:
             except (SpecError, KeyError, TypeError) as exc:  # named with the version: a rollout's canary check
                 errors.append({"instance": name, "pipeline": entry.get("pipeline"), "version": entry.get("version"),
                                "error": str(exc)})
+        refused = {e["instance"] for e in errors if "instance" in e}
         with self.lock:
             for name in list(self.managed):
+                if name in refused:  # a new version or binding that does not fit: what runs keeps running
+                    continue
                 if name not in wanted or wanted[name][0] != self.managed[name]:
                     self.remove_instance(name)
                     del self.managed[name]
@@ -596,7 +607,13 @@ class Node:
                     log.info("pipeline instance %s stopped", name)
             for name, (fp, ic, version) in wanted.items():
                 if name not in self.managed:
-                    self.add_instance(ic)
+                    try:
+                        self.add_instance(ic)
+                    except Exception as exc:  # an operator that fails to start: reported like a spec error
+                        self.remove_instance(name)
+                        errors.append({"instance": name, "pipeline": ic.plan.name, "version": version,
+                                       "error": f"failed to start: {exc}"})
+                        continue
                     self.managed[name] = fp
                     self.managed_versions[name] = version
                     log.info("pipeline instance %s started (%s v%s)", name, ic.plan.name, version)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,7 @@ def _raw_steps(steps: list[Any]) -> list[tuple[str, Any, str]]:
     return out
 
 
+INSTANCE_VALUES = "an instance's params values"  # the hint that tells them from the pipeline's own declaration
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -140,10 +142,13 @@ _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 def _param_values(data: dict[str, Any], given: dict[str, Any] | None, file: str | None) -> dict[str, Any] | None:
     """The declared parameters' values: defaults, then ``given`` (an instance's); SpecError names the problem."""
     declared = data.get("params")
+    if given is not None and not isinstance(given, dict):
+        raise SpecError(f"expected a mapping of parameter values, got {type(given).__name__}", file=file,
+                        field="params", hint=INSTANCE_VALUES)
     if declared is None:
         if given:
             raise SpecError(f"unknown parameter(s) {', '.join(map(repr, given))}: the pipeline declares none",
-                            file=file, field="params", hint="declare them under params: with their defaults")
+                            file=file, field="params", hint=INSTANCE_VALUES)
         return None
     if not isinstance(declared, dict):
         raise SpecError("expected a mapping of parameter names to their defaults", file=file,
@@ -155,20 +160,35 @@ def _param_values(data: dict[str, Any], given: dict[str, Any] | None, file: str 
         if v is None:
             raise SpecError(f"parameter {k!r} needs a default: the pipeline must run as it is", file=file,
                             line=line_of(declared, k), field=f"params.{k}")
-    if given is not None and not isinstance(given, dict):
-        raise SpecError("expected a mapping of parameter values", field="params")
+        if not _finite(v):
+            raise SpecError(f"parameter {k!r}: {v!r} is not a finite number", file=file,
+                            line=line_of(declared, k), field=f"params.{k}")
     values = dict(declared)
     for k, v in (given or {}).items():
         if k not in declared:
             raise SpecError(f"unknown parameter {k!r}", file=file, field=f"params.{k}",
-                            hint="the pipeline declares: " + ", ".join(sorted(declared)))
+                            hint=f"{INSTANCE_VALUES}; the pipeline declares: " + ", ".join(sorted(declared)))
         if v is None:
-            raise SpecError(f"parameter {k!r}: no value given", file=file, field=f"params.{k}")
+            raise SpecError(f"parameter {k!r}: no value given", file=file, field=f"params.{k}", hint=INSTANCE_VALUES)
         if _kind(v) != _kind(declared[k]):
             raise SpecError(f"parameter {k!r}: expected {_kind(declared[k])} like its default {declared[k]!r}, "
-                            f"got {v!r}", file=file, field=f"params.{k}")
+                            f"got {v!r}", file=file, field=f"params.{k}", hint=INSTANCE_VALUES)
+        if not _finite(v):
+            raise SpecError(f"parameter {k!r}: {v!r} is not a finite number", file=file, field=f"params.{k}",
+                            hint=INSTANCE_VALUES)
         values[k] = v
     return values
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a parameter value (they are not JSON, and not numbers an expression reads)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _kind(value: Any) -> str:
@@ -190,12 +210,13 @@ def _text(value: Any) -> str:
     return json.dumps(value)
 
 
-def substitute_params(value: Any, values: dict[str, Any]) -> Any:
-    """``value`` (a step's parameters) with ``${name}`` references replaced; SpecError on an unknown one."""
+def substitute_params(value: Any, values: dict[str, Any], where: str | None = None) -> Any:
+    """``value`` (a step's parameters) with ``${name}`` references replaced; SpecError on an unknown one, naming
+    the field (``where``: the path to ``value``)."""
     if isinstance(value, dict):
-        return {k: substitute_params(v, values) for k, v in value.items()}
+        return {k: substitute_params(v, values, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [substitute_params(v, values) for v in value]
+        return [substitute_params(v, values, f"{where}[{i}]" if where else f"[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
     whole = _WHOLE.match(value)
@@ -207,8 +228,9 @@ def substitute_params(value: Any, values: dict[str, Any]) -> Any:
             return "${"
         name = m.group(1)
         if name not in values:
-            raise SpecError(f"${{{name}}} is not a declared parameter",
-                            hint=f"declare it under params: with a default (declared: {', '.join(sorted(values)) or 'none'})")
+            raise SpecError(f"${{{name}}} is not a declared parameter", field=where,
+                            hint=f"declare it under params: with a default (declared: {', '.join(sorted(values)) or 'none'}"
+                                 "); a literal ${ is written $${")
         return _text(values[name])
     return _REF.sub(one, value)
 
@@ -261,7 +283,7 @@ def parse_pipeline(data: Any, *, file: str | None = None, params: dict[str, Any]
     try:
         uplink_raw = substitute_params(data.get("uplink"), values or {})
     except SpecError as exc:
-        raise exc.located(file=file, line=line_of(data, "uplink"), field="uplink") from None
+        raise exc.located(file=file, line=line_of(data, "uplink"), field_prefix="uplink") from None
     try:
         uplink = check_uplink_spec(uplink_raw)
     except SpecError as exc:
@@ -332,8 +354,9 @@ class Pipeline:
         return self
 
     def uplink(self, **spec: Any) -> Pipeline:
-        """Desensitisation before upload: ``.uplink(drop=[...], hash=[...], blur=[[x, y, w, h]])``."""
-        self._uplink = check_uplink_spec(spec) or None
+        """Desensitisation before upload: ``.uplink(drop=[...], hash=[...], blur=[[x, y, w, h]])`` (checked at once
+        unless it uses ``${params}``: then when the plan is built)."""
+        self._uplink = (spec if "${" in json.dumps(spec, default=str) else check_uplink_spec(spec)) or None
         return self
 
     def step(self, op: str, *args: Any, id: str | None = None, **kwargs: Any) -> Pipeline:  # noqa: A002

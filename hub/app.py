@@ -125,7 +125,8 @@ class AssignmentPut(BaseModel):
 
 class RolloutCreate(BaseModel):
     model: str | None = Field(None, pattern=NAME, description="a model in the warehouse (or name a pipeline)")
-    pipeline: str | None = Field(None, pattern=NAME, description="a pipeline at the hub (or name a model)")
+    pipeline: str | None = Field(None, pattern=r"^[A-Za-z0-9_. \-]{1,100}$",
+                                 description="a pipeline at the hub (or name a model)")
     version: str = Field(pattern=NAME, description="the version to roll out (in the warehouse, or the pipeline's)")
     group: str = Field(pattern=NAME, description="the node group to roll out to")
     canary: int = Field(1, ge=1, le=10000, description="how many nodes of the group get the version first")
@@ -520,7 +521,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
 
     @app.get("/api/v1/rollouts", tags=["rollouts"])
     def list_rollouts(s: Db, _: Admin, model: Annotated[str | None, Query(max_length=64)] = None,
-                      pipeline: Annotated[str | None, Query(max_length=64)] = None,
+                      pipeline: Annotated[str | None, Query(max_length=100)] = None,
                       limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[dict[str, Any]]:
         """Rollouts, newest first (``model`` or ``pipeline``: only that one's)."""
         q = sa.select(Rollout).order_by(Rollout.id.desc()).limit(limit)

@@ -174,7 +174,7 @@ class Rollout(Base):
 
     __tablename__ = "rollouts"
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    model: Mapped[str] = mapped_column(sa.String(64), index=True)  # the model's or the pipeline's name
+    model: Mapped[str] = mapped_column(sa.String(100), index=True)  # the model's or the pipeline's name
     kind: Mapped[str] = mapped_column(sa.String(16), default="model", server_default="model")
     version: Mapped[str] = mapped_column(sa.String(64))
     group: Mapped[str] = mapped_column(sa.String(64))

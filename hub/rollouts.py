@@ -277,15 +277,18 @@ def _observe(view: Mapping[str, Any], model: str) -> NodeObs:
                    dead_letters=int(dead) if isinstance(dead, (int, float)) and not isinstance(dead, bool) else 0)
 
 
-def _observe_pipeline(view: Mapping[str, Any], pipeline: str) -> NodeObs:
-    """A node's hub-assigned instances of ``pipeline``: the version they run (several while it swaps them:
-    not the rollout's) and its reconcile error about the pipeline, tagged ``pipeline:version`` as
-    :func:`decide` matches it."""
+def _observe_pipeline(view: Mapping[str, Any], pipeline: str, instances: Iterable[str]) -> NodeObs:
+    """A node's ``instances`` (the group's assignments of ``pipeline``): the version they run (several while it
+    swaps them: not the rollout's; absent from a node too old to say it) and its reconcile errors about them,
+    each tagged ``pipeline:version`` as :func:`decide` matches them."""
+    names = set(instances)
     running = sorted({str(i.get("version")) for i in view.get("instances") or []
-                      if isinstance(i, Mapping) and i.get("pipeline") == pipeline and i.get("source") == "hub"})
-    errors = [e for e in view.get("errors") or [] if isinstance(e, Mapping) and e.get("pipeline") == pipeline]
-    error = (f"{pipeline}:{errors[0].get('version')} instance {errors[0].get('instance')}: {errors[0].get('error')}"
-             if errors else None)
+                      if isinstance(i, Mapping) and i.get("instance") in names and i.get("pipeline") == pipeline
+                      and i.get("source") == "hub"})
+    errors = [e for e in view.get("errors") or [] if isinstance(e, Mapping) and e.get("pipeline") == pipeline
+              and e.get("instance") in names]
+    error = "; ".join(f"{pipeline}:{e.get('version')} instance {e.get('instance')}: {e.get('error')}"
+                      for e in errors) or None
     obs = _observe({**view, "models": {}}, pipeline)
     return NodeObs(name=obs.name, online=obs.online, active=",".join(running) or None, error=error,
                    heartbeats=obs.heartbeats, dead_letters=obs.dead_letters)
@@ -362,9 +365,11 @@ class RolloutController:
 
     def _group(self, s: Session, group: str, name: str, kind: str = "model") -> dict[str, NodeObs]:
         now = time.time()
-        observe = _observe_pipeline if kind == "pipeline" else _observe
-        return {n.name: observe(self.hub.node_view(n, now), name)
-                for n in s.scalars(sa.select(Node).where(Node.group == group).order_by(Node.name))}
+        nodes = s.scalars(sa.select(Node).where(Node.group == group).order_by(Node.name))
+        if kind == "pipeline":
+            instances = [a.instance for a in self._instances(s, group, name)]
+            return {n.name: _observe_pipeline(self.hub.node_view(n, now), name, instances) for n in nodes}
+        return {n.name: _observe(self.hub.node_view(n, now), name) for n in nodes}
 
     @staticmethod
     def _instances(s: Session, group: str, pipeline: str) -> list[Assignment]:
@@ -475,7 +480,7 @@ class RolloutController:
             raise RolloutError(404, f"no model {name!r} version {version!r} in the warehouse: upload it first "
                                     "(edgeloop model package)")
         if kind == "pipeline":
-            if not version.isdigit():
+            if not version.isdigit() or int(version) > 2**63 - 1:
                 raise RolloutError(422, f"pipeline versions are whole numbers, got {version!r}")
             version = str(int(version))
             if s.scalars(sa.select(PipelineVersion.id).where(PipelineVersion.name == name,
@@ -550,6 +555,15 @@ class RolloutController:
                                     "follows the newest version, so a new version reaches every node at once): pin "
                                     f"it (PUT /api/v1/assignments/group:{group}/{unpinned[0]} with a version) to roll "
                                     "out versions")
+        overridden = s.scalars(sa.select(Assignment).where(
+            Assignment.instance.in_([a.instance for a in instances]),
+            Assignment.target.in_(sa.select(sa.literal("node:") + Node.name).where(Node.group == group)))
+            .order_by(Assignment.target, Assignment.instance)).all()
+        if overridden:  # the node's own assignment wins over the group's: the rollout could not reach it
+            o = overridden[0]
+            raise RolloutError(409, f"node {o.target.removeprefix('node:')} of {where} has its own assignment of "
+                                    f"instance {o.instance!r} ({o.pipeline}), which the group's version does not "
+                                    f"reach: remove it (DELETE /api/v1/assignments/{o.target}/{o.instance}) first")
         pinned = sorted({int(a.version) for a in instances if a.version is not None})
         if len(pinned) > 1:
             raise RolloutError(409, f"{where}'s instances of pipeline {pipeline!r} are pinned to different versions "

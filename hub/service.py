@@ -240,11 +240,29 @@ class Hub:
                            .order_by(PipelineVersion.version.desc()).limit(1)).first()
         if latest is not None and latest.digest == digest:
             return latest, False
+        self._check_followers(s, plan.name, spec)
         row = PipelineVersion(name=plan.name, version=(latest.version + 1) if latest else 1, spec=spec, digest=digest)
         s.add(row)
         self.bump(s)
         s.flush()
         return row, True
+
+    @staticmethod
+    def _check_followers(s: Session, name: str, spec: dict[str, Any]) -> None:
+        """A new version of ``name`` must take the params of every assignment that follows the newest version:
+        those nodes would start it at once (SpecRejected naming the assignment otherwise)."""
+        from edge_runtime.operators.base import SpecError
+        from edge_runtime.pipeline import parse_pipeline
+
+        for a in s.scalars(sa.select(Assignment).where(Assignment.pipeline == name).order_by(Assignment.id)):
+            if a.version is not None or not a.params:
+                continue
+            try:
+                parse_pipeline(spec, file="<pipeline>", params=a.params)
+            except SpecError as exc:
+                raise SpecRejected(f"{exc} - for assignment {a.target}/{a.instance}, which follows the newest "
+                                   f"version with params {a.params}: pin it (with a version) or change its params "
+                                   "first") from None
 
     @staticmethod
     def check_params(pv: PipelineVersion, params: dict[str, Any]) -> None:
@@ -253,6 +271,9 @@ class Hub:
         from edge_runtime.operators.base import SpecError
         from edge_runtime.pipeline import parse_pipeline
 
+        problem = spec_problem({"params": params}, "<assignment>")
+        if problem:  # NaN, infinity, integers beyond 64 bits: nothing a desired state could carry
+            raise SpecRejected(problem)
         try:
             parse_pipeline(pv.spec, file=f"pipeline {pv.name} v{pv.version}", params=params)
         except SpecError as exc:

@@ -548,6 +548,32 @@ def desired(api: HubUnderTest, node: str, **headers: str) -> Any:
     return api.get(f"/api/v1/nodes/{node}/desired", headers=headers)
 
 
+def test_assignment_params_are_checked_and_a_new_version_must_take_its_followers_params(api: HubUnderTest) -> None:
+    api.node("n1", "line-1")
+    api.ok(api.put("/api/v1/products/pump", json=PUMP))
+    tmpl = {"name": "tmpl", "product": "pump", "params": {"limit": 80},
+            "steps": [{"device_input": {}}, {"filter": "temperature > ${limit}"}]}
+    api.ok(api.post("/api/v1/pipelines", json=tmpl), 201)
+    for params, detail in (({"limit": "hot"}, "parameter 'limit': expected a number like its default 80, got 'hot'"),
+                           ({"limt": 1}, "unknown parameter 'limt'"),
+                           ({"limit": 2**70}, "<assignment>, field 'params.limit': integer out of the 64-bit range")):
+        r = api.put("/api/v1/assignments/group:line-1/t", json={"pipeline": "tmpl", "params": params})
+        assert r.status_code == 422 and detail in r.json()["detail"], r.json()
+    r = api.put("/api/v1/assignments/group:line-1/t", content=b'{"pipeline": "tmpl", "params": {"limit": NaN}}',
+                headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "NaN and infinity are not JSON numbers" in r.json()["detail"], r.json()
+    api.ok(api.put("/api/v1/assignments/group:line-1/t", json={"pipeline": "tmpl", "params": {"limit": 90}}))
+    (inst,) = desired(api, "n1").json()["instances"]
+    assert (inst["version"], inst["params"]) == (1, {"limit": 90})
+    # the assignment follows the newest version: a version that no longer takes its params is refused
+    renamed = {**tmpl, "params": {"threshold": 80}, "steps": [{"device_input": {}}, {"filter": "temperature > ${threshold}"}]}
+    r = api.post("/api/v1/pipelines", json=renamed)
+    assert r.status_code == 422 and "unknown parameter 'limit'" in r.json()["detail"] and \
+        "for assignment group:line-1/t, which follows the newest version" in r.json()["detail"], r.json()
+    api.ok(api.put("/api/v1/assignments/group:line-1/t", json={"pipeline": "tmpl", "version": 1, "params": {"limit": 90}}))
+    api.ok(api.post("/api/v1/pipelines", json=renamed), 201)  # pinned: it waits for a rollout
+
+
 def test_assignments_resolve_into_desired_state_with_etags(api: HubUnderTest) -> None:
     t1 = api.node("n1", "line-1")
     api.node("n2", "line-1")

@@ -74,6 +74,8 @@ def test_products_and_pipelines(hub):
     wrong = cli(hub, "pipeline", "apply", "-f", str(APP / "pipelines" / "overheat.yaml"), "--to", "edge-c2",
                 "--param", "hot=70")
     assert wrong.returncode == 2 and "unknown parameter 'hot'" in wrong.stderr, wrong.stderr
+    nowhere = cli(hub, "pipeline", "apply", "-f", str(APP / "pipelines" / "overheat.yaml"), "--param", "hot_c=70")
+    assert nowhere.returncode == 2 and "give --to" in nowhere.stderr, nowhere.stderr
 
 
 def test_bad_spec_exits_2_with_location(hub, tmp_path):

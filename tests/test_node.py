@@ -213,7 +213,16 @@ def test_node_yaml_instances_of_one_template_bring_their_own_params(tmp_path):
     with pytest.raises(SpecError) as err:
         load_node_config(cfg)
     assert str(err.value).startswith(f"{cfg}:") and "field 'pipelines[2].params.vibration': unknown parameter" \
-        in str(err.value), str(err.value)
+        in str(err.value) and "the pipeline declares: hot_c, vibration_mm_s" in str(err.value), str(err.value)
+    data["pipelines"][-1]["params"] = {"hot_c": 70.5, "vibration_mm_s": [1]}  # a list where its default is a number
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"pipelines\[2\]\.params\.vibration_mm_s'?: parameter 'vibration_mm_s': "
+                                        r"expected a number like its default 4.5"):
+        load_node_config(cfg)
+    data["pipelines"][-1]["params"] = 70
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError, match=r"node.yaml:\d+, field 'pipelines\[2\]\.params': expected a mapping"):
+        load_node_config(cfg)
 
 
 def test_bad_node_config_exits_2_naming_file_line_and_field(tmp_path):

@@ -62,7 +62,7 @@ def test_pipeline_versions_roll_out_canary_first_and_a_bad_one_rolls_back(tmp_pa
 
         admin.put("/api/v1/assignments/group:line/hot", {"pipeline": "hot", "version": 1, "devices": ["pump-0"]})
         wait_for(lambda: runs(a) == runs(b) == 1, 20, "both nodes pinned to version 1")
-        b_instance = b.instances["hot"]
+        a_instance, b_instance = a.instances["hot"], b.instances["hot"]
 
         # version 3 names another product: the canary cannot start it, the group never gets it
         admin.post("/api/v1/pipelines", hot(22, product="meter"))
@@ -75,6 +75,7 @@ def test_pipeline_versions_roll_out_canary_first_and_a_bad_one_rolls_back(tmp_pa
         assert "canary node edge-a failed: hot:3 instance hot: device 'pump-0' is a pump, the pipeline needs a meter" \
             in back["reason"], back["reason"]
         wait_for(lambda: runs(a) == 1, 20, "the canary back on version 1")
+        assert a.instances["hot"] is a_instance  # the canary kept running version 1 while it refused 3
         assert b.instances["hot"] is b_instance  # edge-b was never touched
         assigned = [(x["target"], x["version"]) for x in admin.get("/api/v1/assignments")]
         assert assigned == [("group:line", 1)], assigned  # the canary's node-level assignment is gone

@@ -182,10 +182,15 @@ def test_a_pipeline_is_a_template_whose_instances_bring_their_own_values(tmp_pat
 
 
 @pytest.mark.parametrize(("params", "expected"), [
-    ({"limt": 1}, "field 'params.limt': unknown parameter 'limt' (hint: the pipeline declares: keep, level, limit)"),
-    ({"limit": "abc"}, "field 'params.limit': parameter 'limit': expected a number like its default 80, got 'abc'"),
+    ({"limt": 1}, "field 'params.limt': unknown parameter 'limt' (hint: an instance's params values; the pipeline "
+                  "declares: keep, level, limit)"),
+    ({"limit": "abc"}, "field 'params.limit': parameter 'limit': expected a number like its default 80, got 'abc' "
+                       "(hint: an instance's params values)"),
     ({"level": "LOUD"}, "t.yaml:7, step #3 alert, field 'level': expected one of INFO, WARN, ERROR, got 'LOUD'"),
-    ({"limit": None}, "field 'params.limit': parameter 'limit': no value given"),
+    ({"limit": None}, "field 'params.limit': parameter 'limit': no value given (hint: an instance's params values)"),
+    ({"limit": float("inf")}, "field 'params.limit': parameter 'limit': inf is not a finite number (hint: an "
+                              "instance's params values)"),
+    (5, "field 'params': expected a mapping of parameter values, got int (hint: an instance's params values)"),
 ])
 def test_bad_instance_values_are_refused_naming_the_parameter(tmp_path, params, expected):
     f = tmp_path / "t.yaml"
@@ -199,6 +204,11 @@ def test_bad_instance_values_are_refused_naming_the_parameter(tmp_path, params, 
     (lambda t: t.replace("level: WARN,", "level: null,"), "field 'params.level': parameter 'level' needs a default"),
     (lambda t: t.replace("limit: 80,", "1limit: 80,"), "field 'params.1limit': parameter '1limit': expected a name"),
     (lambda t: t + "  - filter: \"vibration > ${vib}\"\n", "t.yaml:8, step #4 filter: ${vib} is not a declared parameter"),
+    (lambda t: t.replace("{device} over", "{device} ${degC} over"),
+     "t.yaml:7, step #3 alert, field 'message': ${degC} is not a declared parameter"),
+    (lambda t: t + "uplink: {blur: [[0, 0, 10, 10]], drop: [x, \"${who}\"]}\n",
+     "t.yaml:8, field 'uplink.drop[1]': ${who} is not a declared parameter"),
+    (lambda t: t.replace("limit: 80,", "limit: .nan,"), "field 'params.limit': parameter 'limit': nan is not a finite"),
     (lambda t: t.replace("params: {limit: 80, level: WARN, keep: [temperature]}\n", ""), "is not a declared parameter"),
 ])
 def test_bad_templates_are_refused_naming_where(tmp_path, change, expected):

@@ -251,6 +251,12 @@ def test_the_api_refuses_what_it_cannot_do(fleet: dict[str, Any]) -> None:
                                   "pin them to one first")
     admin.put("/api/v1/assignments/group:g5/f1", {"pipeline": "flt", "version": 2})
     assert refused(pipe) == (409, "group 'g5' already runs flt:2")
+    admin.put("/api/v1/assignments/node:e2/f1", {"pipeline": "flt", "version": 1})  # e2's own: the group cannot reach it
+    assert refused({**pipe, "version": "1"}) == (
+        409, "node e2 of group 'g5' has its own assignment of instance 'f1' (flt), which the group's version does not "
+             "reach: remove it (DELETE /api/v1/assignments/node:e2/f1) first")
+    admin.delete("/api/v1/assignments/node:e2/f1")
+    assert refused({**pipe, "version": "99999999999999999999"})[0] == 422
     assert refused({**pipe, "version": "1", "canary": 3})[0] == 422
     for inst in ("f1", "f2"):
         admin.delete(f"/api/v1/assignments/group:g5/{inst}")

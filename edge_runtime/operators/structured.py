@@ -459,7 +459,11 @@ def media_jpeg(ctx: Any, value: Any, quality: int, what: str) -> bytes | None:
             value = uplink.blur_image(value)
         if value.ndim == 4:
             value = np.concatenate(list(value), axis=1)
-        return jpeg(value, quality, optimize=True)  # rare, and it crosses the uplink
+        try:
+            return jpeg(value, quality, optimize=True)  # rare, and it crosses the uplink
+        except Exception as exc:  # e.g. a filmstrip wider than JPEG's 65,500 px: the record goes without it
+            log.error("%s: image of shape %s left out: %s", what, value.shape, exc)
+            return None
     if isinstance(value, (bytes, bytearray)):
         try:
             return uplink.jpeg(bytes(value), quality) if uplink is not None else bytes(value)

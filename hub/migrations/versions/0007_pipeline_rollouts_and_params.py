@@ -20,6 +20,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("rollouts") as batch:
         batch.add_column(sa.Column("kind", sa.String(length=16), nullable=False, server_default="model"))
+        batch.alter_column("model", existing_type=sa.String(length=64), type_=sa.String(length=100),
+                           existing_nullable=False)  # pipeline names are up to 100 characters
     with op.batch_alter_table("assignments") as batch:
         batch.add_column(sa.Column("params", sa.JSON(), nullable=True))
 
@@ -27,5 +29,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("assignments") as batch:
         batch.drop_column("params")
+    with op.batch_alter_table("rollouts") as batch:
+        batch.alter_column("model", existing_type=sa.String(length=100), type_=sa.String(length=64),
+                           existing_nullable=False)
     with op.batch_alter_table("rollouts") as batch:
         batch.drop_column("kind")
