@@ -29,7 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from .db import Media, ModelDeployment, ModelVersion, Node, Rollout, Upload
+from .db import Assignment, Media, ModelDeployment, ModelVersion, Node, PipelineVersion, Rollout, Upload
 from .rollouts import ACTIVE, record_values
 from .rollouts import view as rollout_view
 
@@ -221,6 +221,43 @@ def add_dashboard(app: FastAPI, hub: Any, rollouts: Any) -> None:
             return FileResponse(m.path, media_type=ctype, headers=headers)
         return FileResponse(m.path, media_type="application/octet-stream", filename=media_id,
                             headers=headers)  # Content-Disposition: attachment
+
+    @app.get("/ui/pipelines", include_in_schema=False)
+    def pipelines_page(token: Token) -> HTMLResponse:
+        """Shared pipelines: versions (declared params), assignments (version or newest, devices, params), what
+        each node runs of them (from heartbeats), and pipeline rollouts."""
+        now = time.time()
+        with hub.sessions() as s:
+            versions = s.scalars(sa.select(PipelineVersion).order_by(PipelineVersion.name, PipelineVersion.version)).all()
+            assigns = s.scalars(sa.select(Assignment).order_by(Assignment.pipeline, Assignment.target,
+                                                               Assignment.instance)).all()
+            views = [hub.node_view(n, now) for n in s.scalars(sa.select(Node).order_by(Node.name))]
+            outs = [rollout_view(r) for r in s.scalars(sa.select(Rollout).where(Rollout.kind == "pipeline")
+                                                       .order_by(Rollout.id.desc()).limit(50))]
+            pipes: dict[str, dict[str, Any]] = {}
+            for v in versions:
+                e = pipes.setdefault(v.name, {"name": v.name, "versions": [], "assignments": [], "running": []})
+                e["versions"].append({"version": v.version, "created_at": v.created_at,
+                                      "params": v.spec.get("params") if isinstance(v.spec.get("params"), dict) else {},
+                                      "steps": len(v.spec.get("steps") or [])})
+            for a in assigns:
+                if a.pipeline in pipes:
+                    pipes[a.pipeline]["assignments"].append(
+                        {"target": a.target, "instance": a.instance, "version": a.version, "devices": a.devices,
+                         "params": a.params or {}})
+        for n in views:
+            for i in n["instances"]:
+                if isinstance(i, Mapping) and i.get("source") == "hub" and i.get("pipeline") in pipes:
+                    pipes[i["pipeline"]]["running"].append({"node": n["name"], "online": n["online"],
+                                                            "instance": i.get("instance"), "version": i.get("version"),
+                                                            "processed": i.get("processed")})
+            for e in n["errors"]:
+                if isinstance(e, Mapping) and e.get("pipeline") in pipes:
+                    pipes[e["pipeline"]]["running"].append({"node": n["name"], "online": n["online"],
+                                                            "instance": e.get("instance"), "version": e.get("version"),
+                                                            "error": e.get("error")})
+        return page("pipelines.html", token, active="pipelines", pipelines=list(pipes.values()), rollouts=outs,
+                    rollback_states=(*ACTIVE, "done"))
 
     @app.get("/ui/devices", include_in_schema=False)
     def devices_page(token: Token) -> HTMLResponse:

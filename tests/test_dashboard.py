@@ -132,6 +132,26 @@ def test_field_text_is_escaped_not_run(fleet: Fleet) -> None:
     assert "<b>x</b>" not in page
 
 
+def test_the_pipelines_page_shows_versions_assignments_and_what_nodes_run(fleet: Fleet) -> None:
+    spec = {"name": "overheat", "product": "pump", "params": {"limit": 80, "note": "ok"},
+            "steps": [{"device_input": {}}, {"filter": "temperature > ${limit}"}]}
+    fleet.admin.post("/api/v1/pipelines", spec)
+    fleet.admin.put("/api/v1/assignments/group:street/hot", {"pipeline": "overheat", "version": 1,
+                                                             "params": {"limit": 90, "note": "<i>x</i>"}})
+    fleet.node.post("/api/v1/nodes/cam-node/heartbeat", {"instances": [
+        {"instance": "hot", "pipeline": "overheat", "source": "hub", "version": 1, "processed": 42}], "errors": [
+        {"instance": "cold", "pipeline": "overheat", "version": 2, "error": "device 'p9' is not bound"}]})
+    with ui(fleet, cookies={COOKIE: ADMIN}) as c:
+        r = c.get("/ui/pipelines")
+    assert r.status_code == 200, r.text
+    page = r.text
+    section = page[page.index('data-pipeline="overheat"'):]
+    assert 'limit=80' in section and 'data-instance="group:street/hot"' in section and "limit=90" in section
+    assert "note=" in section and "<i>" not in section  # a param's text is escaped, never markup
+    assert 'data-running="cam-node/hot"' in section and "v1" in section and "42" in section
+    assert "v2 refused: device &#39;p9&#39; is not bound" in section
+
+
 def test_hub_metrics_need_a_token_and_a_metrics_token_reads_nothing_else(fleet: Fleet) -> None:
     with ui(fleet) as c:
         assert c.get("/metrics").status_code == 401
@@ -223,6 +243,10 @@ def test_the_dashboard_in_a_browser(fleet: Fleet, browser: Any) -> None:
             return b && b.textContent === '88.25'; }""", timeout=15000)
         fleet.record("pump-new", pressure=3.5)  # a device the page has not seen gets a row
         page.wait_for_selector('tr[data-key="cam-node/pump-new"]', timeout=15000)
+
+        page.goto(f"{fleet.hub.url}/ui/pipelines")
+        page.wait_for_selector("h1")
+        assert page.locator("h1").inner_text() == "Pipelines"
 
         page.goto(f"{fleet.hub.url}/ui/models")
         r_row = page.locator(f'tr[data-rollout="{rollout["id"]}"]')
