@@ -570,6 +570,15 @@ class RolloutController:
                                     f"({', '.join(map(str, pinned))}): pin them to one first")
         if str(pinned[0]) == version:
             raise RolloutError(409, f"{where} already runs {pipeline}:{version}")
+        pv = s.scalars(sa.select(PipelineVersion).where(PipelineVersion.name == pipeline,
+                                                        PipelineVersion.version == int(version))).first()
+        for a in instances:  # the instances' params must fit the new version: known before any node tries it
+            if a.params and pv is not None:
+                try:
+                    self.hub.check_params(pv, a.params)
+                except Exception as exc:
+                    raise RolloutError(422, f"instance {a.instance!r} of {where} has params {a.params} that "
+                                            f"{pipeline}:{version} does not take: {exc}") from None
         return str(pinned[0])
 
     def promote(self, s: Session, rid: int) -> dict[str, Any]:
