@@ -174,9 +174,11 @@ def test_an_offline_node_waits_and_is_never_counted_done_even_across_a_hub_resta
     res = CliRunner().invoke(rollout_app, ["status", "--hub", hub.url, "--token", ADMIN], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "waiting for offline node(s): c3" in res.output, res.output
     hub.stop()  # the state is in the database: a restarted hub's controller carries on
+    restarted = time.time()
     hub.start()
-    time.sleep(1.5)
-    assert admin.get(f"/api/v1/rollouts/{r['id']}")["state"] == "done_with_offline"  # not done while c3 is away
+    after = wait_for(lambda: (x := admin.get(f"/api/v1/rollouts/{r['id']}"))["updated_at"] > restarted + 0.5 and x,
+                     30, "the restarted hub's controller to evaluate the rollout")
+    assert after["state"] == "done_with_offline"  # not done while c3 is away
     nodes["c3"].start()
     done = until_state(admin, r["id"], ("done",))
     assert done["waiting"] == [] and nodes["c3"].serving() == "2"
