@@ -101,7 +101,8 @@ class Plan:
         return out
 
     def bind(self, params: dict[str, Any] | None) -> Plan:
-        """This pipeline with an instance's parameter values (validated); itself when there are none."""
+        """The pipeline with an instance's parameter values over its declared defaults (not over this plan's own
+        values), validated; this plan itself when ``params`` is empty."""
         if not params:
             return self
         return parse_pipeline(self.template if self.template is not None else self.to_dict(), file=self.file,
