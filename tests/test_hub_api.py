@@ -261,7 +261,7 @@ def test_every_dashboard_page_sends_a_visitor_without_a_session_to_sign_in(api: 
     open_ = {"/ui", "/ui/login", "/ui/static/{name}"}
     pages = {(m, r.path) for r in api.app.routes if isinstance(r, APIRoute) and r.path.startswith("/ui")
              for m in r.methods if r.path not in open_}
-    assert len(pages) == 9
+    assert len(pages) == 10
     before = api.snapshot()
     for method, path in pages:
         url = path.replace("{rollout_id}", "1").replace("{node}", "node-b").replace("{media_id}", "m0")
