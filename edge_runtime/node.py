@@ -41,7 +41,7 @@ from .devices.model import Catalog, load_catalog, substitute
 from .devices.mqtt import QUEUE_LIMIT, BrokerConfig, MqttConnector, MqttLink
 from .engine import Engine, Instance
 from .operators.base import SpecError, parse_duration
-from .pipeline import INSTANCE_VALUES, Plan, load_pipeline, parse_pipeline
+from .pipeline import ParamValueError, Plan, load_pipeline, parse_pipeline
 from .records import Batch, RecordError, without_media
 from .store import LocalStore
 from .uplink import Outbox, OutboxFull, Uplink
@@ -151,18 +151,15 @@ def load_node_config(path: str | Path) -> NodeConfig:
                             field=f"pipelines[{i}]")
         plan = load_pipeline(base / entry["pipeline"])  # the pipeline's own problems: located in its file
         if "params" in entry:  # the instance's values: located here, with what they broke there
-            where = {"file": file, "line": line_of(entry, "params") or line, "field": f"pipelines[{i}].params"}
-            if not isinstance(entry["params"], dict):
-                raise SpecError(f"expected a mapping of parameter values, got {type(entry['params']).__name__}",
-                                **where)
+            pline = line_of(entry, "params") or line
             try:
                 plan = plan.bind(entry["params"])
-            except SpecError as exc:
-                hint = (exc.hint or "").removeprefix(INSTANCE_VALUES).removeprefix("; ") or None
-                if exc.field and exc.field.startswith("params"):  # a value refused as such
-                    raise SpecError(exc.problem, file=file, line=where["line"], field=f"pipelines[{i}].{exc.field}",
-                                    hint=hint) from None
-                raise SpecError(f"these values break the pipeline: {exc}", **where) from None  # where it broke
+            except ParamValueError as exc:  # a value refused as such
+                raise SpecError(exc.problem, file=file, line=pline, field=f"pipelines[{i}].{exc.field}",
+                                hint=exc.hint) from None
+            except SpecError as exc:  # a value a step refuses: where it broke, in the pipeline's file
+                raise SpecError(f"these values break the pipeline: {exc}", file=file, line=pline,
+                                field=f"pipelines[{i}].params") from None
         name = entry.get("instance", plan.name)
         if name in names:
             raise SpecError(f"instance name {name!r} is used twice", file=file, line=line,

@@ -55,7 +55,7 @@ from .operators import StepContext, lookup
 from .operators.base import SpecError
 from .yamlspec import line_of, load_yaml
 
-__all__ = ["Plan", "Step", "Pipeline", "load_pipeline", "parse_pipeline", "substitute_params"]
+__all__ = ["ParamValueError", "Plan", "Step", "Pipeline", "load_pipeline", "parse_pipeline", "substitute_params"]
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_. ")
 
@@ -102,8 +102,8 @@ class Plan:
 
     def bind(self, params: dict[str, Any] | None) -> Plan:
         """The pipeline with an instance's parameter values over its declared defaults (not over this plan's own
-        values), validated; this plan itself when ``params`` is empty."""
-        if not params:
+        values), validated; this plan itself for None or ``{}``."""
+        if params is None or params == {}:
             return self
         return parse_pipeline(self.template if self.template is not None else self.to_dict(), file=self.file,
                               params=params)
@@ -134,49 +134,52 @@ def _raw_steps(steps: list[Any]) -> list[tuple[str, Any, str]]:
     return out
 
 
-INSTANCE_VALUES = "an instance's params values"  # the hint that tells them from the pipeline's own declaration
+class ParamValueError(SpecError):
+    """An instance's parameter values that the pipeline does not take (not the pipeline's own mistake): the
+    caller locates it where the values were given (a node.yaml instance, a hub assignment)."""
+
+
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
 def _param_values(data: dict[str, Any], given: dict[str, Any] | None, file: str | None) -> dict[str, Any] | None:
-    """The declared parameters' values: defaults, then ``given`` (an instance's); SpecError names the problem."""
+    """The declared parameters' values: defaults, then ``given`` (an instance's). SpecError names a problem of the
+    declaration, ParamValueError one of the given values."""
     declared = data.get("params")
     if given is not None and not isinstance(given, dict):
-        raise SpecError(f"expected a mapping of parameter values, got {type(given).__name__}", file=file,
-                        field="params", hint=INSTANCE_VALUES)
+        raise ParamValueError(f"expected a mapping of parameter values, got {type(given).__name__}", file=file,
+                              field="params")
     if declared is None:
         if given:
-            raise SpecError(f"unknown parameter(s) {', '.join(map(repr, given))}: the pipeline declares none",
-                            file=file, field="params", hint=INSTANCE_VALUES)
+            raise ParamValueError(f"unknown parameter(s) {', '.join(map(repr, given))}: the pipeline declares none",
+                                  file=file, field="params", hint="a pipeline declares its params: with defaults")
         return None
     if not isinstance(declared, dict):
         raise SpecError("expected a mapping of parameter names to their defaults", file=file,
                         line=line_of(data, "params"), field="params")
     for k, v in declared.items():
+        where = {"file": file, "line": line_of(declared, k), "field": f"params.{k}"}
         if not isinstance(k, str) or not _PARAM_NAME.match(k):
-            raise SpecError(f"parameter {k!r}: expected a name of letters, digits and _", file=file,
-                            line=line_of(declared, k), field=f"params.{k}")
+            raise SpecError(f"parameter {k!r}: expected a name of letters, digits and _", **where)
         if v is None:
-            raise SpecError(f"parameter {k!r} needs a default: the pipeline must run as it is", file=file,
-                            line=line_of(declared, k), field=f"params.{k}")
+            raise SpecError(f"parameter {k!r} needs a default: the pipeline must run as it is", **where)
         if not _finite(v):
-            raise SpecError(f"parameter {k!r}: {v!r} is not a finite number", file=file,
-                            line=line_of(declared, k), field=f"params.{k}")
+            raise SpecError(f"parameter {k!r}: {v!r} is not a finite number", **where)
     values = dict(declared)
     for k, v in (given or {}).items():
+        where = {"file": file, "field": f"params.{k}"}
         if k not in declared:
-            raise SpecError(f"unknown parameter {k!r}", file=file, field=f"params.{k}",
-                            hint=f"{INSTANCE_VALUES}; the pipeline declares: " + ", ".join(sorted(declared)))
+            raise ParamValueError(f"unknown parameter {k!r}", **where,
+                                  hint="the pipeline declares: " + ", ".join(sorted(declared)))
         if v is None:
-            raise SpecError(f"parameter {k!r}: no value given", file=file, field=f"params.{k}", hint=INSTANCE_VALUES)
+            raise ParamValueError(f"parameter {k!r}: no value given", **where)
         if _kind(v) != _kind(declared[k]):
-            raise SpecError(f"parameter {k!r}: expected {_kind(declared[k])} like its default {declared[k]!r}, "
-                            f"got {v!r}", file=file, field=f"params.{k}", hint=INSTANCE_VALUES)
+            raise ParamValueError(f"parameter {k!r}: expected {_kind(declared[k])} like its default "
+                                  f"{declared[k]!r}, got {v!r}", **where)
         if not _finite(v):
-            raise SpecError(f"parameter {k!r}: {v!r} is not a finite number", file=file, field=f"params.{k}",
-                            hint=INSTANCE_VALUES)
+            raise ParamValueError(f"parameter {k!r}: {v!r} is not a finite number", **where)
         values[k] = v
     return values
 

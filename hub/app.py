@@ -25,7 +25,7 @@ from edge_runtime.metrics import CONTENT_TYPE as METRICS_TYPE
 
 from . import auth
 from .dashboard import add_dashboard
-from .db import Assignment, Media, Node, PipelineVersion, Product, Rollout, Token, Upload
+from .db import Assignment, Media, Node, PipelineVersion, Product, Rollout, Token, Upload, set_assignment
 from .metrics import RequestMetrics, RequestStats, hub_metrics
 from .rollouts import RolloutController, RolloutError
 from .rollouts import view as rollout_view
@@ -452,12 +452,8 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         if pv is None:
             raise HTTPException(404, f"no pipeline {body.pipeline!r}" + (f" version {body.version}" if body.version else ""))
         if body.params:
-            hub.check_params(pv, body.params)
-        a = s.scalars(sa.select(Assignment).where(Assignment.target == target,
-                                                  Assignment.instance == instance)).first()
-        if a is None:
-            s.add(a := Assignment(target=target, instance=instance, pipeline=pv.name))
-        a.pipeline, a.version, a.devices, a.params = pv.name, body.version, body.devices, body.params or None
+            hub.check_params(pv.spec, body.params, f"pipeline {pv.name} v{pv.version}")
+        set_assignment(s, target, instance, pv.name, body.version, body.devices, body.params)
         hub.bump(s)
         s.commit()
         return {"target": target, "instance": instance, "pipeline": pv.name, "version": body.version or pv.version,

@@ -237,9 +237,8 @@ def add_dashboard(app: FastAPI, hub: Any, rollouts: Any) -> None:
             pipes: dict[str, dict[str, Any]] = {}
             for v in versions:
                 e = pipes.setdefault(v.name, {"name": v.name, "versions": [], "assignments": [], "running": []})
-                e["versions"].append({"version": v.version, "created_at": v.created_at,
-                                      "params": v.spec.get("params") if isinstance(v.spec.get("params"), dict) else {},
-                                      "steps": len(v.spec.get("steps") or [])})
+                e["versions"].append({"version": v.version,
+                                      "params": v.spec.get("params") if isinstance(v.spec.get("params"), dict) else {}})
             for a in assigns:
                 if a.pipeline in pipes:
                     pipes[a.pipeline]["assignments"].append(
@@ -256,8 +255,7 @@ def add_dashboard(app: FastAPI, hub: Any, rollouts: Any) -> None:
                     pipes[e["pipeline"]]["running"].append({"node": n["name"], "online": n["online"],
                                                             "instance": e.get("instance"), "version": e.get("version"),
                                                             "error": e.get("error")})
-        return page("pipelines.html", token, active="pipelines", pipelines=list(pipes.values()), rollouts=outs,
-                    rollback_states=(*ACTIVE, "done"))
+        return page("pipelines.html", token, active="pipelines", pipelines=list(pipes.values()), rollouts=outs)
 
     @app.get("/ui/devices", include_in_schema=False)
     def devices_page(token: Token) -> HTMLResponse:

@@ -161,6 +161,21 @@ def set_deployment(s: Any, target: str, model: str, version: str | None) -> None
         d.version = version
 
 
+def set_assignment(s: Any, target: str, instance: str, pipeline: str | None, version: int | None = None,
+                   devices: list[str] | None = None, params: dict[str, Any] | None = None) -> None:
+    """Assign ``instance`` of ``pipeline`` (at ``version``, None: the newest; its ``devices`` and ``params``) to
+    ``target``; ``pipeline=None`` removes the assignment. The caller bumps the desired-state revision and
+    commits."""
+    a = s.scalars(sa.select(Assignment).where(Assignment.target == target, Assignment.instance == instance)).first()
+    if pipeline is None:
+        if a is not None:
+            s.delete(a)
+        return
+    if a is None:
+        s.add(a := Assignment(target=target, instance=instance, pipeline=pipeline))
+    a.pipeline, a.version, a.devices, a.params = pipeline, version, devices, params or None
+
+
 class Rollout(Base):
     """A model or pipeline rollout to a group: canary nodes first, then the whole group; rolled back on bad
     signals. ``model`` holds the name of what is rolled out, ``kind`` says which (``model``, ``pipeline``).

@@ -59,7 +59,18 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .db import Assignment, ModelVersion, Node, PipelineVersion, Rollout, Upload, deployed_version, set_deployment
+from .db import (
+    Assignment,
+    ModelVersion,
+    Node,
+    PipelineVersion,
+    Rollout,
+    Upload,
+    deployed_version,
+    set_assignment,
+    set_deployment,
+)
+from .service import SpecRejected
 
 __all__ = ["KINDS", "Checks", "NodeObs", "Decision", "decide", "tally_confidence", "select_canaries", "RolloutController",
            "RolloutError", "start_rollout", "wait_rollout", "ACTIVE", "SETTLED", "STATES"]
@@ -265,16 +276,20 @@ def select_canaries(nodes: Iterable[NodeObs], n: int) -> list[str]:
 
 
 # -- I/O: the controller in the hub process -----------------------------------------------------------
+def _counters(view: Mapping[str, Any]) -> dict[str, Any]:
+    """A node's name, online state, heartbeats and dead letters: NodeObs fields whatever is rolled out."""
+    dead = (view.get("counters") or {}).get("dead_letters", 0)
+    dead = dead.get("total", 0) if isinstance(dead, Mapping) else dead
+    return {"name": view["name"], "online": bool(view.get("online")), "heartbeats": int(view.get("heartbeats") or 0),
+            "dead_letters": int(dead) if isinstance(dead, (int, float)) and not isinstance(dead, bool) else 0}
+
+
 def _observe(view: Mapping[str, Any], model: str) -> NodeObs:
     status = view.get("models") or {}
     per = (status.get("models") or {}).get(model) if isinstance(status, Mapping) else None
     per = per if isinstance(per, Mapping) else {}
-    dead = (view.get("counters") or {}).get("dead_letters", 0)
-    dead = dead.get("total", 0) if isinstance(dead, Mapping) else dead
-    return NodeObs(name=view["name"], online=bool(view.get("online")),
-                   active=str(per["active"]) if per.get("active") is not None else None,
-                   error=str(per["error"]) if per.get("error") else None, heartbeats=int(view.get("heartbeats") or 0),
-                   dead_letters=int(dead) if isinstance(dead, (int, float)) and not isinstance(dead, bool) else 0)
+    return NodeObs(active=str(per["active"]) if per.get("active") is not None else None,
+                   error=str(per["error"]) if per.get("error") else None, **_counters(view))
 
 
 def _observe_pipeline(view: Mapping[str, Any], pipeline: str, instances: Iterable[str]) -> NodeObs:
@@ -289,9 +304,7 @@ def _observe_pipeline(view: Mapping[str, Any], pipeline: str, instances: Iterabl
               and e.get("instance") in names]
     error = "; ".join(f"{pipeline}:{e.get('version')} instance {e.get('instance')}: {e.get('error')}"
                       for e in errors) or None
-    obs = _observe({**view, "models": {}}, pipeline)
-    return NodeObs(name=obs.name, online=obs.online, active=",".join(running) or None, error=error,
-                   heartbeats=obs.heartbeats, dead_letters=obs.dead_letters)
+    return NodeObs(active=",".join(running) or None, error=error, **_counters(view))
 
 
 def view(r: Rollout) -> dict[str, Any]:
@@ -378,18 +391,6 @@ class RolloutController:
                                                           Assignment.pipeline == pipeline)
                               .order_by(Assignment.instance)))
 
-    @staticmethod
-    def _assign(s: Session, target: str, instance: str, spec: Mapping[str, Any] | None) -> None:
-        """Set (``spec``: pipeline, version, devices, params) or remove (None) ``target``'s assignment ``instance``."""
-        a = s.scalars(sa.select(Assignment).where(Assignment.target == target, Assignment.instance == instance)).first()
-        if spec is None:
-            if a is not None:
-                s.delete(a)
-            return
-        if a is None:
-            s.add(a := Assignment(target=target, instance=instance, pipeline=spec["pipeline"]))
-        a.pipeline, a.version, a.devices, a.params = spec["pipeline"], spec["version"], spec["devices"], spec.get("params")
-
     def _scan(self, s: Session, r: Rollout, stats: dict[str, Any], nodes: Iterable[str]) -> None:
         """Tally the confidences of records uploaded since the last scan."""
         names = list(nodes)
@@ -436,8 +437,7 @@ class RolloutController:
         if r.kind == "pipeline":
             for a in self._instances(s, r.group, r.model):
                 a.version = int(r.version)
-                for c in r.canaries:  # the canaries follow the group again
-                    self._assign(s, f"node:{c}", a.instance, None)
+            self._release_canaries(s, r)
         else:
             set_deployment(s, f"group:{r.group}", r.model, r.version)
             for c in r.canaries:  # the canaries follow the group again
@@ -449,10 +449,7 @@ class RolloutController:
             if r.state != "canary" and r.previous is not None:  # the group had the version: back to the previous
                 for a in self._instances(s, r.group, r.model):
                     a.version = int(r.previous)
-            for c in r.canaries:
-                if s.get(Node, c) is not None:
-                    for instance, before in ((r.saved or {}).get(c) or {}).items():
-                        self._assign(s, f"node:{c}", instance, before)
+            self._release_canaries(s, r)
         else:
             if r.state != "canary":  # the group had the version: back to the previous one
                 set_deployment(s, f"group:{r.group}", r.model, r.previous)
@@ -460,6 +457,13 @@ class RolloutController:
                 if s.get(Node, c) is not None:
                     set_deployment(s, f"node:{c}", r.model, (r.saved or {}).get(c))
         self.hub.bump(s)
+
+    def _release_canaries(self, s: Session, r: Rollout) -> None:
+        """A pipeline rollout's canaries follow the group's assignments again (they had none of their own: a
+        rollout over a node's own assignment is refused)."""
+        for c in r.canaries:
+            for a in self._instances(s, r.group, r.model):
+                set_assignment(s, f"node:{c}", a.instance, None)
 
     # -- what the API calls
     def create(self, s: Session, *, model: str | None = None, version: str, group: str, canary: int = 1,
@@ -479,12 +483,14 @@ class RolloutController:
                 ModelVersion.name == name, ModelVersion.version == version)).first() is None:
             raise RolloutError(404, f"no model {name!r} version {version!r} in the warehouse: upload it first "
                                     "(edgeloop model package)")
+        pv = None
         if kind == "pipeline":
             if not version.isdigit() or int(version) > 2**63 - 1:
                 raise RolloutError(422, f"pipeline versions are whole numbers, got {version!r}")
             version = str(int(version))
-            if s.scalars(sa.select(PipelineVersion.id).where(PipelineVersion.name == name,
-                                                             PipelineVersion.version == int(version))).first() is None:
+            pv = s.scalars(sa.select(PipelineVersion).where(PipelineVersion.name == name,
+                                                            PipelineVersion.version == int(version))).first()
+            if pv is None:
                 raise RolloutError(404, f"no pipeline {name!r} version {version} at the hub: put it first "
                                         "(POST /api/v1/pipelines)")
         with self.lock:
@@ -507,18 +513,11 @@ class RolloutController:
                     saved[c] = deployed_version(s, f"node:{c}", name)
                     set_deployment(s, f"node:{c}", name, version)
             else:
-                previous = self._pipeline_previous(s, group, name, version)
-                instances = self._instances(s, group, name)
-                for c in canaries:
-                    saved[c] = {}
-                    for a in instances:
-                        before = s.scalars(sa.select(Assignment).where(Assignment.target == f"node:{c}",
-                                                                       Assignment.instance == a.instance)).first()
-                        saved[c][a.instance] = None if before is None else {
-                            "pipeline": before.pipeline, "version": before.version, "devices": before.devices,
-                            "params": before.params}
-                        self._assign(s, f"node:{c}", a.instance, {"pipeline": name, "version": int(version),
-                                                                   "devices": a.devices, "params": a.params})
+                assert pv is not None
+                previous = self._pipeline_previous(s, group, pv)
+                for c in canaries:  # node-level assignments of the new version (none were there: see above)
+                    for a in self._instances(s, group, name):
+                        set_assignment(s, f"node:{c}", a.instance, name, pv.version, a.devices, a.params)
             self.hub.bump(s)
             r = Rollout(model=name, kind=kind, version=version, group=group, previous=previous, canary=canary,
                         watch_s=float(watch_s), checks=chk.to_dict(), state="canary", canaries=canaries, saved=saved,
@@ -541,9 +540,11 @@ class RolloutController:
             s.commit()
             return view(r)
 
-    def _pipeline_previous(self, s: Session, group: str, pipeline: str, version: str) -> str:
-        """The version the group's instances of ``pipeline`` are pinned to; RolloutError when there is none,
-        one is unpinned (it follows the newest version: nothing to roll out) or they differ."""
+    def _pipeline_previous(self, s: Session, group: str, pv: PipelineVersion) -> str:
+        """The version the group's instances of ``pv``'s pipeline are pinned to; RolloutError when there is
+        none, one is unpinned (it follows the newest version: nothing to roll out), a node of the group has its
+        own assignment of one, they differ, or their params do not fit ``pv``."""
+        pipeline, version = pv.name, str(pv.version)
         instances = self._instances(s, group, pipeline)
         where = f"group {group!r}"
         if not instances:
@@ -570,13 +571,11 @@ class RolloutController:
                                     f"({', '.join(map(str, pinned))}): pin them to one first")
         if str(pinned[0]) == version:
             raise RolloutError(409, f"{where} already runs {pipeline}:{version}")
-        pv = s.scalars(sa.select(PipelineVersion).where(PipelineVersion.name == pipeline,
-                                                        PipelineVersion.version == int(version))).first()
         for a in instances:  # the instances' params must fit the new version: known before any node tries it
-            if a.params and pv is not None:
+            if a.params:
                 try:
-                    self.hub.check_params(pv, a.params)
-                except Exception as exc:
+                    self.hub.check_params(pv.spec, a.params, f"pipeline {pipeline} v{version}")
+                except SpecRejected as exc:
                     raise RolloutError(422, f"instance {a.instance!r} of {where} has params {a.params} that "
                                             f"{pipeline}:{version} does not take: {exc}") from None
         return str(pinned[0])

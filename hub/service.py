@@ -247,35 +247,32 @@ class Hub:
         s.flush()
         return row, True
 
-    @staticmethod
-    def _check_followers(s: Session, name: str, spec: dict[str, Any]) -> None:
+    @classmethod
+    def _check_followers(cls, s: Session, name: str, spec: dict[str, Any]) -> None:
         """A new version of ``name`` must take the params of every assignment that follows the newest version:
         those nodes would start it at once (SpecRejected naming the assignment otherwise)."""
-        from edge_runtime.operators.base import SpecError
-        from edge_runtime.pipeline import parse_pipeline
-
         for a in s.scalars(sa.select(Assignment).where(Assignment.pipeline == name).order_by(Assignment.id)):
             if a.version is not None or not a.params:
                 continue
             try:
-                parse_pipeline(spec, file="<pipeline>", params=a.params)
-            except SpecError as exc:
+                cls.check_params(spec, a.params, "<pipeline>")
+            except SpecRejected as exc:
                 raise SpecRejected(f"{exc} - for assignment {a.target}/{a.instance}, which follows the newest "
                                    f"version with params {a.params}: pin it (with a version) or change its params "
                                    "first") from None
 
     @staticmethod
-    def check_params(pv: PipelineVersion, params: dict[str, Any]) -> None:
-        """An instance's parameter values against ``pv`` (declared, of their defaults' kind, valid in its
-        steps); SpecRejected with the pipeline's own message."""
+    def check_params(spec: dict[str, Any], params: dict[str, Any], file: str) -> None:
+        """An instance's parameter values against a pipeline ``spec`` (declared, of their defaults' kind, valid
+        in its steps, nothing a desired state could not carry); SpecRejected with the pipeline's own message."""
         from edge_runtime.operators.base import SpecError
         from edge_runtime.pipeline import parse_pipeline
 
         problem = spec_problem({"params": params}, "<assignment>")
-        if problem:  # NaN, infinity, integers beyond 64 bits: nothing a desired state could carry
+        if problem:  # NaN, infinity, integers beyond 64 bits
             raise SpecRejected(problem)
         try:
-            parse_pipeline(pv.spec, file=f"pipeline {pv.name} v{pv.version}", params=params)
+            parse_pipeline(spec, file=file, params=params)
         except SpecError as exc:
             raise SpecRejected(str(exc)) from None
 

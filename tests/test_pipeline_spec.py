@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 from edge_runtime.operators.base import SpecError
-from edge_runtime.pipeline import Pipeline, load_pipeline, parse_pipeline
+from edge_runtime.pipeline import ParamValueError, Pipeline, load_pipeline, parse_pipeline
 
 OVERHEAT = """\
 name: pump-overheat
@@ -181,23 +181,24 @@ def test_a_pipeline_is_a_template_whose_instances_bring_their_own_values(tmp_pat
     assert built.build() == plain and built.build(limit=92.5, level="ERROR") == hot
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({"limt": 1}, "field 'params.limt': unknown parameter 'limt' (hint: an instance's params values; the pipeline "
-                  "declares: keep, level, limit)"),
-    ({"limit": "abc"}, "field 'params.limit': parameter 'limit': expected a number like its default 80, got 'abc' "
-                       "(hint: an instance's params values)"),
-    ({"level": "LOUD"}, "t.yaml:7, step #3 alert, field 'level': expected one of INFO, WARN, ERROR, got 'LOUD'"),
-    ({"limit": None}, "field 'params.limit': parameter 'limit': no value given (hint: an instance's params values)"),
-    ({"limit": float("inf")}, "field 'params.limit': parameter 'limit': inf is not a finite number (hint: an "
-                              "instance's params values)"),
-    (5, "field 'params': expected a mapping of parameter values, got int (hint: an instance's params values)"),
+@pytest.mark.parametrize(("params", "expected", "value_error"), [
+    ({"limt": 1}, "field 'params.limt': unknown parameter 'limt' (hint: the pipeline declares: keep, level, limit)",
+     True),
+    ({"limit": "abc"}, "field 'params.limit': parameter 'limit': expected a number like its default 80, got 'abc'",
+     True),
+    ({"level": "LOUD"}, "t.yaml:7, step #3 alert, field 'level': expected one of INFO, WARN, ERROR, got 'LOUD'",
+     False),  # valid as a value, refused by the step it lands in
+    ({"limit": None}, "field 'params.limit': parameter 'limit': no value given", True),
+    ({"limit": float("inf")}, "field 'params.limit': parameter 'limit': inf is not a finite number", True),
+    (5, "field 'params': expected a mapping of parameter values, got int", True),
 ])
-def test_bad_instance_values_are_refused_naming_the_parameter(tmp_path, params, expected):
+def test_bad_instance_values_are_refused_naming_the_parameter(tmp_path, params, expected, value_error):
     f = tmp_path / "t.yaml"
     f.write_text(TEMPLATE)
     with pytest.raises(SpecError) as err:
         load_pipeline(f, params=params)
     assert str(err.value).endswith(expected), str(err.value)
+    assert isinstance(err.value, ParamValueError) is value_error  # located where the values were given
 
 
 @pytest.mark.parametrize(("change", "expected"), [
