@@ -57,6 +57,7 @@ class LocalStore:
         self.write_behind = write_behind
         self._pending: list[tuple[Any, ...]] = []
         self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._closed = threading.Event()
         self._writer: threading.Thread | None = None
 
@@ -84,10 +85,13 @@ class LocalStore:
 
     def flush(self) -> None:
         """Write the records still pending (write-behind)."""
-        with self._pending_lock:
-            rows, self._pending = self._pending, []
-        if rows:
-            self._write(rows)
+        # one flush at a time: a reader's flush waits for the writer thread's batch in flight, so it
+        # never reads before rows that were taken from the pending list but not yet committed
+        with self._flush_lock:
+            with self._pending_lock:
+                rows, self._pending = self._pending, []
+            if rows:
+                self._write(rows)
 
     def _write_loop(self) -> None:
         while not self._closed.wait(self.write_behind):

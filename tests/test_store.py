@@ -61,3 +61,31 @@ def test_write_behind_readers_see_every_record_and_close_writes_the_rest(tmp_pat
     store.close()
     again = LocalStore(tmp_path / "s.db")
     assert again.count() == 101
+
+
+def test_a_read_waits_for_the_writer_batch_in_flight(tmp_path):
+    """The writer thread takes the pending rows, then commits them: a query in between must wait for that
+    commit, not read without them (CI saw a polled reading missing from a query right after it counted)."""
+    import threading
+
+    store = LocalStore(tmp_path / "s.db", write_behind=0.01)
+    taken, go = threading.Event(), threading.Event()
+    real_write = store._write
+
+    def slow_write(rows):  # the writer thread holds its batch here until the query has started
+        taken.set()
+        assert go.wait(10)
+        real_write(rows)
+
+    store._write = slow_write
+    store.add_records([{"device": "d", "ts": float(i), "values": {"v": i}} for i in range(10)])
+    assert taken.wait(10), "the writer thread took the batch"
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(store.query(devices=["d"])))
+    reader.start()
+    reader.join(0.3)  # a read that does not wait would be done by now, without the rows
+    go.set()
+    reader.join(10)
+    store._write = real_write
+    store.close()
+    assert [r["values"]["v"] for r in got] == list(range(10))

@@ -162,17 +162,20 @@ class DeviceBus:
             raised = self.events.scan(records)
             if raised:
                 records = records + raised
-        self.records_in += len(records)
         self.batches += 1
         self.per_device.update(r["device"] for r in records)
-        # the pipelines first: their workers run while this thread writes the store (latency to decisions)
-        if self.engine is not None:
-            self.engine.submit(Batch.from_records(records))
-        if self.telemetry is not None:
-            node, dumps = self.node, jsonio.dumps
-            self.telemetry.publish_many((telemetry_topic(node, r["device"]), dumps(r)) for r in records)
-        if self.store is not None:
-            self.store.add_records(records)
+        try:
+            # the pipelines first: their workers run while this thread writes the store (latency to decisions)
+            if self.engine is not None:
+                self.engine.submit(Batch.from_records(records))
+            if self.telemetry is not None:
+                node, dumps = self.node, jsonio.dumps
+                self.telemetry.publish_many((telemetry_topic(node, r["device"]), dumps(r)) for r in records)
+            if self.store is not None:
+                self.store.add_records(records)
+        finally:
+            # counted once handed to the store: a reader that sees the count sees the records in a query
+            self.records_in += len(records)
         for listener in self.listeners:
             listener(records)
         self.dead_letters.flush()
