@@ -32,6 +32,9 @@ def _listening(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # a child of this process that exited: reap it, it is gone
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
     try:
         os.kill(pid, 0)
         return True
@@ -58,40 +61,81 @@ class Stack:
         return bool(s and s.get("pid") and _alive(s["pid"]))
 
     def spawn(self, name: str, cmd: list[str], *, port: int | None, env: dict[str, str] | None = None,
-              url: str | None = None, timeout: float = 120.0) -> dict[str, Any]:
-        if self.running(name):
-            return self.state["services"][name]
-        log = self.dir / f"{name}.log"
-        proc = subprocess.Popen(cmd, cwd=self.root, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-                                stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                start_new_session=True)
-        deadline = time.monotonic() + timeout
+              url: str | None = None, timeout: float = 120.0, stage: int = 1) -> dict[str, Any]:
+        """Start one service and wait until it listens. ``down`` stops later stages first."""
+        opts = {"port": port, "env": env, "url": url, "timeout": timeout, "stage": stage}
+        return self.spawn_all([(name, cmd, opts)])[name]
+
+    def spawn_all(self, services: list[tuple[str, list[str], dict[str, Any]]],
+                  also: Any = None) -> dict[str, dict[str, Any]]:
+        """Start the services side by side, run ``also()`` meanwhile, then wait until each listens.
+
+        A service that does not come up is stopped and raises, naming its log; the others stay up (and
+        in stack.json), so ``up`` can be run again and ``down`` stops them."""
+        launched: dict[str, tuple[subprocess.Popen[bytes], dict[str, Any]]] = {}
+        for name, cmd, opts in services:
+            if self.running(name):
+                continue
+            log = self.dir / f"{name}.log"
+            with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+                proc = subprocess.Popen(cmd, cwd=self.root, env={**os.environ, **(opts.get("env") or {})},
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            launched[name] = (proc, opts)
+            self.state["services"][name] = {"pid": proc.pid, "port": opts.get("port"), "url": opts.get("url"),
+                                            "log": str(log), "stage": opts.get("stage", 1)}
+        self.save()
+        try:
+            if also is not None:
+                also()
+        finally:
+            failed = [self._ready(name, proc, opts) for name, (proc, opts) in launched.items()]
+        if any(failed):
+            raise RuntimeError("; ".join(f for f in failed if f))
+        return {name: self.state["services"][name] for name, _, _ in services}
+
+    def _ready(self, name: str, proc: subprocess.Popen[bytes], opts: dict[str, Any]) -> str | None:
+        """Wait until the service listens; else stop it, forget it and say why."""
+        port, log = opts.get("port"), self.state["services"][name]["log"]
+        deadline = time.monotonic() + opts.get("timeout", 120.0)
+        why = None
         while port is not None and not _listening(port):
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {log}")
+                why = f"{name} exited with code {proc.returncode}; see {log}"
+                break
             if time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGTERM)
-                raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f} s; see {log}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                why = f"{name} did not listen on port {port} within {opts.get('timeout', 120.0):.0f} s; see {log}"
+                break
             time.sleep(0.2)
-        entry = {"pid": proc.pid, "port": port, "url": url, "log": str(log)}
-        self.state["services"][name] = entry
-        self.save()
-        return entry
+        if why:
+            self.state["services"].pop(name, None)
+            self.save()
+        return why
 
     def stop_all(self, timeout: float = 20.0) -> list[str]:
+        """Stop the services, the later stages first (the loop worker pauses its schedules on the Prefect
+        server before that goes), each stage's at once: SIGTERM to each process group, SIGKILL to those still
+        alive after ``timeout``."""
         stopped = []
-        for name, s in reversed(list(self.state["services"].items())):
-            pid = s.get("pid")
-            if pid and _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGTERM)
-                deadline = time.monotonic() + timeout
-                while _alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.2)
+        services = self.state["services"]
+        for stage in sorted({s.get("stage", 1) for s in services.values()}, reverse=True):
+            pids = []
+            for name, s in reversed(list(services.items())):
+                pid = s.get("pid")
+                if s.get("stage", 1) == stage and pid and _alive(pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGTERM)
+                    stopped.append(name)
+                    pids.append(pid)
+            deadline = time.monotonic() + timeout
+            while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for pid in pids:
                 if _alive(pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
-                stopped.append(name)
         self.state["services"] = {}
         self.save()
         return stopped
@@ -129,21 +173,14 @@ def up(root: Path, *, say: Any = print) -> dict[str, Any]:
         conf = stack.dir / "mosquitto.conf"
         conf.write_text(CONFIG.format(port=PORTS["broker"], max_queued=1_000_000))
         exe = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else "mosquitto"
-        stack.spawn("broker", [exe, "-c", str(conf)], port=PORTS["broker"], url="mqtt://127.0.0.1:1883")
-    stack.spawn("hub", [py, "-m", "edge_runtime.cli", "hub", "serve", "--db", f"sqlite:///{stack.dir}/hub/hub.db",
-                        "--data", str(stack.dir / "hub"), "--port", str(port["hub"]), "--admin-token",
-                        tokens["hub"], "--broker", f"127.0.0.1:{PORTS['broker']}"],
-                port=port["hub"], url=f"http://127.0.0.1:{port['hub']}")
+        stack.spawn("broker", [exe, "-c", str(conf)], port=PORTS["broker"], url="mqtt://127.0.0.1:1883",
+                    stage=0)
     prefect_env = {"PREFECT_HOME": str(stack.dir / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    stack.spawn("prefect", [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                            str(port["prefect"])], port=port["prefect"], env=prefect_env,
-                url=f"http://127.0.0.1:{port['prefect']}", timeout=180)
     (root / "var" / "mlflow").mkdir(parents=True, exist_ok=True)
-    stack.spawn("mlflow", [str(bin_dir / "mlflow"), "server", "--backend-store-uri",
-                           f"sqlite:///{root.resolve()}/var/mlflow/mlflow.db", "--host", "127.0.0.1", "--port",
-                           str(port["mlflow"])], port=port["mlflow"], url=f"http://127.0.0.1:{port['mlflow']}",
-                timeout=180)
-    if not stack.running("label_studio"):
+
+    def label_studio() -> None:  # its own start (migrations, the admin user) runs while the others start
+        if stack.running("label_studio"):
+            return
         from flows.labelstudio import LabelStudioServer
 
         ls = LabelStudioServer(stack.dir / "label-studio", port["label_studio"], token=tokens["label_studio"],
@@ -151,14 +188,29 @@ def up(root: Path, *, say: Any = print) -> dict[str, Any]:
         say("label studio: starting (about 40 s the first time)")
         ls.start(timeout=300)
         s["label_studio"] = {"pid": ls.proc.pid if ls.proc else None, "port": ls.port, "url": ls.url,
-                             "log": str(ls.log)}
+                             "log": str(ls.log), "stage": 1}
         stack.save()
+
+    stack.spawn_all([
+        ("hub", [py, "-m", "edge_runtime.cli", "hub", "serve", "--db", f"sqlite:///{stack.dir}/hub/hub.db",
+                 "--data", str(stack.dir / "hub"), "--port", str(port["hub"]), "--admin-token", tokens["hub"],
+                 "--broker", f"127.0.0.1:{PORTS['broker']}"],
+         {"port": port["hub"], "url": f"http://127.0.0.1:{port['hub']}"}),
+        ("prefect", [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                     str(port["prefect"])],
+         {"port": port["prefect"], "env": prefect_env, "url": f"http://127.0.0.1:{port['prefect']}",
+          "timeout": 180}),
+        ("mlflow", [str(bin_dir / "mlflow"), "server", "--backend-store-uri",
+                    f"sqlite:///{root.resolve()}/var/mlflow/mlflow.db", "--host", "127.0.0.1", "--port",
+                    str(port["mlflow"])],
+         {"port": port["mlflow"], "url": f"http://127.0.0.1:{port['mlflow']}", "timeout": 180}),
+    ], also=label_studio)
     loop_env = {**prefect_env, "PREFECT_API_URL": f"http://127.0.0.1:{port['prefect']}/api",
                 "EDGELOOP_WORKSPACE": str(root.resolve()), "EDGELOOP_HUB_URL": f"http://127.0.0.1:{port['hub']}",
                 "EDGELOOP_HUB_TOKEN": tokens["hub"],
                 "EDGELOOP_LABEL_STUDIO_URL": f"http://127.0.0.1:{port['label_studio']}",
                 "EDGELOOP_LABEL_STUDIO_TOKEN": tokens["label_studio"]}
-    stack.spawn("loop-worker", [py, "-m", "flows.serve"], port=None, env=loop_env)
+    stack.spawn("loop-worker", [py, "-m", "flows.serve"], port=None, env=loop_env, stage=2)
     stack.state["env"] = loop_env
     stack.save()
     return stack.state
