@@ -210,19 +210,17 @@ def summarise(reps: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def upload_bytes(alerts: list[dict[str, Any]], desens: Desensitiser) -> dict[str, Any]:
-    """What the node would send for these alerts: the JPEG blurred and re-encoded + the item's JSON."""
-    raw = jpg = js = 0
+    """What the node sends for these alerts (edge_runtime.node Sinks.alert): the alert step's JPEG as it is
+    (the pipeline's uplink blur is applied before that single encode) + the desensitised item's JSON."""
+    jpg = js = 0
     for a in alerts:
         data = a.get("_image")
         item = {k: v for k, v in a.items() if k != "_image"}
         if data is not None:
-            raw += len(data)
-            blurred = desens.jpeg(data)
-            jpg += len(blurred)
-            item["image"] = {**item.get("image", {}), "media": "alert-" + "0" * 32 + ".jpg", "size": len(blurred)}
+            jpg += len(data)
+            item["image"] = {**item.get("image", {}), "media": "alert-" + "0" * 32 + ".jpg", "size": len(data)}
         js += len(json.dumps({**desens.item(item), "kind": "alert"}, default=to_jsonable).encode())
-    return {"alerts": len(alerts), "jpeg_bytes_as_raised": raw, "jpeg_bytes_uploaded": jpg, "json_bytes": js,
-            "uploaded_bytes": jpg + js}
+    return {"alerts": len(alerts), "jpeg_bytes_uploaded": jpg, "json_bytes": js, "uploaded_bytes": jpg + js}
 
 
 def step_times(files: dict[str, Path], regions: dict[str, Any], store: ModelStore, batch: int) -> dict[str, Any]:
@@ -383,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
                 "hand_written": "the same steps per frame: crop, INTER_AREA 128, intrusion CNN (Predictor.model, "
                                 "to_tensor, threshold), INTER_AREA 64, last 4 (reset after a 1 s gap), activity CNN, "
                                 "JPEG q85 of the frame once per act (until_quiet 3 s, as the app's alert)",
-                "upload": "alert JPEG as the node uploads it (Desensitiser.jpeg: shop fronts pixelated, "
-                          "re-encoded) + json.dumps of the desensitised alert item; over the videos' mp4 bytes",
+                "upload": "alert JPEG as the node uploads it (shop fronts pixelated by the alert step before "
+                          "its one encode) + json.dumps of the desensitised alert item; over the videos' mp4 "
+                          "bytes",
                 "reps": args.reps, "batches": batches,
                 "figures": "frames/s from the best wall time of the reps (warm-up run first, not timed)",
             },
