@@ -96,8 +96,6 @@ class Desensitiser:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise ValueError("not a decodable image: refusing to upload it unblurred")
-        ok, buf = cv2.imencode(".jpg", self.blur_image(img), [cv2.IMWRITE_JPEG_QUALITY, quality,
-                                                                 cv2.IMWRITE_JPEG_OPTIMIZE, 1])
-        if not ok:
-            raise ValueError("JPEG encoding failed")
-        return buf.tobytes()
+        from .operators.media import jpeg
+
+        return jpeg(self.blur_image(img), quality, optimize=True)

@@ -109,11 +109,13 @@ class _PerFrame(Operator):
 
 
 def jpeg(frame: np.ndarray, quality: int = 85, *, optimize: bool = False) -> bytes:
-    """JPEG bytes of a BGR frame. ``optimize``: optimal Huffman tables, the same pixels in about 30 % fewer
-    bytes for twice the encode time (0.5 -> 1 ms at 640x480): worth it for what crosses the uplink."""
+    """JPEG bytes of a BGR frame. ``optimize``, for what crosses the uplink: optimal Huffman tables and a
+    progressive scan, the same pixels in fewer bytes (at 640x480 q75 on the sewage app's street scenes:
+    optimal tables about 30 % fewer for 0.5 -> 1 ms of encode, progressive 3.4 % fewer again for 2 -> 5.7 ms)."""
     cv2 = _cv2()
     ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(quality),
-                                           cv2.IMWRITE_JPEG_OPTIMIZE, int(optimize)])
+                                           cv2.IMWRITE_JPEG_OPTIMIZE, int(optimize),
+                                           cv2.IMWRITE_JPEG_PROGRESSIVE, int(optimize)])
     if not ok:
         raise ValueError("JPEG encoding failed")
     return buf.tobytes()
@@ -153,7 +155,7 @@ class Encode(_PerFrame):
 
     name = "encode"
     params = {"field": "frame field (default: frame)", "format": "jpeg or png", "quality": "JPEG quality 1-100",
-              "optimize": "JPEG: optimal Huffman tables (~30% smaller, 2x encode time; default false)",
+              "optimize": "JPEG: optimal Huffman tables and a progressive scan (~1/3 smaller, 3x encode time; default false)",
               "output": "bytes field (default: <field>_<format>)"}
 
     def configure(self, field: Any = "frame", format: Any = "jpeg", quality: Any = 85,  # noqa: A002
