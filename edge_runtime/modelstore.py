@@ -88,6 +88,7 @@ class ModelStore:
         self._active: dict[str, Any] = {}
         self._previous: dict[str, Any] = {}
         self._loaded: dict[tuple[str, str], Predictor] = {}
+        self._pinned: dict[str, set[str]] = {}  # versions pipeline instances pin, beside the active one
         self._lock = threading.RLock()
         self.refused: Counter[str] = Counter()
         self.installs = 0
@@ -261,6 +262,31 @@ class ModelStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def pin(self, name: str, version: str) -> Predictor:
+        """Make ``name:version`` servable beside the active version, for pipeline instances that pin it
+        (``apply_model: {model: name:version}``): loaded when installed, else downloaded from the warehouse,
+        verified and installed first. It does not change the active version. Raises InstallError."""
+        with self._lock:
+            loaded = self._loaded.get((name, version))
+        if loaded is None:
+            loaded = self.install_from_hub(name, version, activate=False)
+        with self._lock:
+            self._pinned.setdefault(name, set()).add(version)
+        return loaded
+
+    def unpin(self, keep: set[tuple[str, str]]) -> None:
+        """Forget the pins not in ``keep`` (no instance pins them any more); the active and previous versions
+        stay loaded, the rest are dropped from memory (their bundles stay installed)."""
+        with self._lock:
+            for name in list(self._pinned):
+                self._pinned[name] = {v for v in self._pinned[name] if (name, v) in keep}
+                if not self._pinned[name]:
+                    del self._pinned[name]
+            serving = {(n, getattr(p, "version", None)) for d in (self._active, self._previous) for n, p in d.items()}
+            for key in list(self._loaded):
+                if key not in keep and key not in serving:
+                    del self._loaded[key]
+
     def reconcile(self, desired: Mapping[str, Any]) -> dict[str, str]:
         """Install and activate ``{name: version | {"version": v}}``; returns ``{name: error}`` for failures
         (the running version keeps serving). ``retry`` is set when a failure may pass (the hub away)."""
@@ -313,9 +339,11 @@ class ModelStore:
             prev = self._previous.get(name)
             models[name] = {"active": getattr(p, "version", None), "previous": getattr(prev, "version", None),
                             "installed": self.installed(name), "error": self.errors.get(name)}
-        for name, err in self.errors.items():
+        for name in set(self.errors) | set(self._pinned):
             models.setdefault(name, {"active": None, "previous": None, "installed": self.installed(name),
-                                     "error": err})
+                                     "error": self.errors.get(name)})
+        for name, versions in self._pinned.items():
+            models[name]["pinned"] = sorted(versions)
         return {"models": models, "refused": dict(self.refused), "installs": self.installs, "swaps": self.swaps,
                 "last_error": self.last_error}
 

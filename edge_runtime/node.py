@@ -41,7 +41,7 @@ from .devices.model import Catalog, load_catalog, substitute
 from .devices.mqtt import QUEUE_LIMIT, BrokerConfig, MqttConnector, MqttLink
 from .engine import Engine, Instance
 from .operators.base import SpecError, parse_duration
-from .pipeline import ParamValueError, Plan, load_pipeline, parse_pipeline
+from .pipeline import ParamValueError, Plan, load_pipeline, parse_pipeline, pinned_models
 from .records import Batch, RecordError, without_media
 from .store import LocalStore
 from .uplink import Outbox, OutboxFull, Uplink
@@ -463,6 +463,8 @@ class Node:
             for name, err in self.models.restore().items():
                 log.error("model %s: %s", name, err)
         for ic in self.cfg.instances:
+            for name, version, err in self._pin_models(ic.plan):  # its apply_model dead-letters with the reason
+                log.error("instance %s: model %s:%s cannot be served: %s", ic.name, name, version, err)
             self.add_instance(ic)
         if self.agent is not None:
             self.agent.apply_cached()
@@ -541,6 +543,20 @@ class Node:
             if inst.ops and isinstance(inst.ops[0], VideoInput):
                 self._start_source(inst)
 
+    def _pin_models(self, plan: Any) -> list[tuple[str, str, str]]:
+        """Install and load the model versions ``plan`` pins (``apply_model: {model: name:version}``), from
+        this node's store or the hub's warehouse; returns ``(name, version, error)`` for those that fail."""
+        failed = []
+        if hasattr(self.models, "pin"):
+            from .modelstore import InstallError
+
+            for name, version in pinned_models(plan):
+                try:
+                    self.models.pin(name, version)
+                except InstallError as exc:
+                    failed.append((name, version, str(exc)))
+        return failed
+
     def remove_instance(self, name: str) -> None:
         with self.lock:
             src = self.sources.pop(name, None)
@@ -559,6 +575,8 @@ class Node:
         version of it runs, that one keeps running. The rest go ahead.
         """
         errors: list[dict[str, Any]] = []
+        if hasattr(self.models, "retry"):
+            self.models.retry = False  # set again by an install below that may pass later (the hub away)
         if desired.get("models") and hasattr(self.models, "reconcile"):  # models first: pipelines need them
             errors += [{"model": n, "error": e} for n, e in self.models.reconcile(desired["models"]).items()]
         local = {ic.name for ic in self.cfg.instances}
@@ -588,6 +606,9 @@ class Node:
                         raise SpecError(f"device {d!r} is a {b.product}, the pipeline needs a {plan.product}")
                 fp = jsonio.dumps([entry.get("pipeline"), entry.get("version"), entry["spec"], sorted(devices),
                                    entry.get("params")]).decode()
+                unpinned = self._pin_models(plan) if self.managed.get(name) != fp else []
+                if unpinned:  # not started without its model: what runs keeps running, the hub hears why
+                    raise SpecError("; ".join(f"model {n}:{v} cannot be served here: {e}" for n, v, e in unpinned))
                 wanted[name] = (fp, InstanceConfig(name, plan, list(devices)), entry.get("version"))
             except (SpecError, KeyError, TypeError) as exc:  # named with the version: a rollout's canary check
                 errors.append({"instance": name, "pipeline": entry.get("pipeline"), "version": entry.get("version"),
@@ -615,6 +636,8 @@ class Node:
                     self.managed_versions[name] = version
                     log.info("pipeline instance %s started (%s v%s)", name, ic.plan.name, version)
             self.reconcile_errors = errors
+            if hasattr(self.models, "unpin"):  # versions no running instance pins any more leave memory
+                self.models.unpin({p for inst in self.instances.values() for p in pinned_models(inst.plan)})
         for e in errors:
             log.error("desired state: %s", e)
         return errors

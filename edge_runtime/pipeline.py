@@ -68,6 +68,19 @@ class Step:
     line: int | None = field(default=None, compare=False)
 
 
+def pinned_models(plan: Plan) -> list[tuple[str, str]]:
+    """The model versions the plan's ``apply_model`` steps pin (``model: name:version``), in step order:
+    what a node installs and loads before it starts the instance."""
+    out: list[tuple[str, str]] = []
+    for step in plan.steps:
+        ref = step.params.get("model") if step.op == "apply_model" and isinstance(step.params, dict) else None
+        if isinstance(ref, str) and ref.count(":") == 1:
+            name, version = ref.split(":")
+            if name and version and (name, version) not in out:
+                out.append((name, version))
+    return out
+
+
 @dataclass
 class Plan:
     """A validated pipeline: what the engine instantiates (once per pipeline instance)."""

@@ -15,7 +15,18 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import Assignment, ModelDeployment, Node, PipelineVersion, Product, Revision, Token, make_engine, migrate
+from .db import (
+    Assignment,
+    ModelDeployment,
+    ModelVersion,
+    Node,
+    PipelineVersion,
+    Product,
+    Revision,
+    Token,
+    make_engine,
+    migrate,
+)
 from .uploads import spec_problem
 
 __all__ = ["HubSettings", "Hub", "SpecRejected", "canonical"]
@@ -46,6 +57,10 @@ class HubSettings:
             if v is not None:
                 setattr(s, k, v)
         return s
+
+
+def _natural(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (1 << 62, version)
 
 
 class SpecRejected(ValueError):
@@ -275,6 +290,32 @@ class Hub:
             parse_pipeline(spec, file=file, params=params)
         except SpecError as exc:
             raise SpecRejected(str(exc)) from None
+
+    @staticmethod
+    def check_pinned_models(s: Session, spec: dict[str, Any], params: dict[str, Any] | None, file: str) -> None:
+        """A model version an instance pins (``apply_model: {model: name:version}``) must be in the warehouse
+        when the model is (SpecRejected naming the versions there). A model the warehouse does not know may be
+        one the nodes register themselves, and is left to them."""
+        from edge_runtime.pipeline import parse_pipeline, pinned_models
+
+        for name, version in pinned_models(parse_pipeline(spec, file=file, params=params)):
+            there = s.scalars(sa.select(ModelVersion.version).where(ModelVersion.name == name)).all()
+            if there and version not in there:
+                raise SpecRejected(f"{file}: apply_model pins model {name!r} version {version!r}, which the "
+                                   f"warehouse does not have (it has {', '.join(sorted(there, key=_natural))})")
+
+    def pinned_models(self, s: Session, node: Node) -> set[tuple[str, str]]:
+        """The model versions ``node``'s instances pin: what it may download beside the version it serves."""
+        from edge_runtime.operators.base import SpecError
+        from edge_runtime.pipeline import parse_pipeline, pinned_models
+
+        out: set[tuple[str, str]] = set()
+        for inst in self.desired(s, node)["instances"]:
+            try:
+                out.update(pinned_models(parse_pipeline(inst["spec"], file="<pipeline>", params=inst.get("params"))))
+            except SpecError:  # refused by the node too; it pins nothing
+                continue
+        return out
 
     def pipeline_version(self, s: Session, name: str, version: int | None) -> PipelineVersion | None:
         q = sa.select(PipelineVersion).where(PipelineVersion.name == name)

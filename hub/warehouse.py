@@ -131,7 +131,7 @@ def add_warehouse(app: FastAPI, hub: Any, *, principal: Any, admin: Any, db: Any
 
     def _readable(s: Session, p: Any, name: str, version: str) -> ModelVersion:
         """The version, if ``p`` may read it: the admin any; a node only the version deployed to it (to the
-        node itself, else to its group), the least it needs."""
+        node itself, else to its group) and those its pipeline instances pin, the least it needs."""
         m = _get(s, name, version)
         if p.admin:
             return m
@@ -139,10 +139,12 @@ def add_warehouse(app: FastAPI, hub: Any, *, principal: Any, admin: Any, db: Any
         served = None
         if node is not None:
             served = deployed_version(s, f"node:{node.name}", name) or deployed_version(s, f"group:{node.group}", name)
+            if served != version and (name, version) in hub.pinned_models(s, node):
+                return m
         if served != version:
             raise HTTPException(403, f"model {name!r} version {version!r} is not deployed to node {p.node!r} "
-                                     f"(it is to serve {served or 'no version'}): a node may download only what "
-                                     "it is to serve")
+                                     f"(it is to serve {served or 'no version'}) and none of its pipeline "
+                                     "instances pins it: a node may download only what it is to serve")
         return m
 
     @app.get("/api/v1/models/{name}/versions/{version}", tags=["models"])

@@ -631,8 +631,8 @@ class ApplyModel(Operator):
     def configure(self, model: Any, inputs: Any = None, image: Any = None, output: Any = "prediction",
                   confidence: Any = None, batch_size: Any = None, select: Any = None, mark: Any = "select",
                   annotate: Any = None) -> None:
-        if not isinstance(model, str) or not model or model.count(":") > 1:
-            raise SpecError("expected a model name (or name:version)", field="model")
+        if not isinstance(model, str) or not model or model.count(":") > 1 or "" in model.split(":"):
+            raise SpecError(f"expected a model name (or name:version), got {model!r}", field="model")
         self.model = model
         if (inputs is None) == (image is None):
             raise SpecError("give exactly one of 'inputs' (numeric fields) or 'image' (an array field)",
