@@ -262,17 +262,27 @@ class ModelStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def pin(self, name: str, version: str) -> Predictor:
+    def pin(self, name: str, version: str, *, download: bool = True) -> Any:
         """Make ``name:version`` servable beside the active version, for pipeline instances that pin it
-        (``apply_model: {model: name:version}``): loaded when installed, else downloaded from the warehouse,
-        verified and installed first. It does not change the active version. Raises InstallError."""
-        with self._lock:
-            loaded = self._loaded.get((name, version))
-        if loaded is None:
-            loaded = self.install_from_hub(name, version, activate=False)
+        (``apply_model: {model: name:version}``): a version already served or registered on the node as it
+        is; else loaded when installed, else (``download``) fetched from the warehouse, verified and installed. It
+        does not change the active version. Raises InstallError (the node reports it with the instance); the
+        model's ``errors`` stay the served version's, which a rollout watches."""
+        served = self.get(f"{name}:{version}")
+        if served is None and not download and not (self.root / "models" / name / version).is_dir():
+            raise InstallError(name, version, "load", "not installed on this node (yet)")
+        if served is None:
+            before = self.errors.get(name)
+            try:
+                served = self.install_from_hub(name, version, activate=False)
+            finally:
+                if before is None:
+                    self.errors.pop(name, None)
+                else:
+                    self.errors[name] = before
         with self._lock:
             self._pinned.setdefault(name, set()).add(version)
-        return loaded
+        return served
 
     def unpin(self, keep: set[tuple[str, str]]) -> None:
         """Forget the pins not in ``keep`` (no instance pins them any more); the active and previous versions
@@ -334,16 +344,19 @@ class ModelStore:
 
     def status(self) -> dict[str, Any]:
         """For heartbeats: per model the active and previous versions; refusals by reason; last error."""
+        with self._lock:  # pin/unpin run in the agent's thread, heartbeats in another
+            active, pinned = dict(self._active), {n: sorted(v) for n, v in self._pinned.items()}
+            errors = dict(self.errors)
         models = {}
-        for name, p in sorted(self._active.items()):
+        for name, p in sorted(active.items()):
             prev = self._previous.get(name)
             models[name] = {"active": getattr(p, "version", None), "previous": getattr(prev, "version", None),
-                            "installed": self.installed(name), "error": self.errors.get(name)}
-        for name in set(self.errors) | set(self._pinned):
+                            "installed": self.installed(name), "error": errors.get(name)}
+        for name in sorted(set(errors) | set(pinned)):
             models.setdefault(name, {"active": None, "previous": None, "installed": self.installed(name),
-                                     "error": self.errors.get(name)})
-        for name, versions in self._pinned.items():
-            models[name]["pinned"] = sorted(versions)
+                                     "error": errors.get(name)})
+        for name, versions in pinned.items():
+            models[name]["pinned"] = versions
         return {"models": models, "refused": dict(self.refused), "installs": self.installs, "swaps": self.swaps,
                 "last_error": self.last_error}
 

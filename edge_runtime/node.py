@@ -462,9 +462,9 @@ class Node:
         if hasattr(self.models, "restore"):
             for name, err in self.models.restore().items():
                 log.error("model %s: %s", name, err)
-        for ic in self.cfg.instances:
-            for name, version, err in self._pin_models(ic.plan):  # its apply_model dead-letters with the reason
-                log.error("instance %s: model %s:%s cannot be served: %s", ic.name, name, version, err)
+        for ic in self.cfg.instances:  # what is installed now; the agent's first reconcile downloads the rest
+            for name, version, err, _ in self._pin_models(ic.plan, download=self.agent is None):
+                log.warning("instance %s: model %s:%s is not served yet: %s", ic.name, name, version, err)
             self.add_instance(ic)
         if self.agent is not None:
             self.agent.apply_cached()
@@ -543,18 +543,22 @@ class Node:
             if inst.ops and isinstance(inst.ops[0], VideoInput):
                 self._start_source(inst)
 
-    def _pin_models(self, plan: Any) -> list[tuple[str, str, str]]:
+    def _pin_models(self, plan: Any, *, download: bool = True) -> list[tuple[str, str, str, bool]]:
         """Install and load the model versions ``plan`` pins (``apply_model: {model: name:version}``), from
-        this node's store or the hub's warehouse; returns ``(name, version, error)`` for those that fail."""
+        this node's store or (``download``) the hub's warehouse. Returns ``(name, version, error, retry)``
+        for those that fail; ``retry``: the failure may pass (the hub away), and the agent asks again."""
         failed = []
         if hasattr(self.models, "pin"):
             from .modelstore import InstallError
 
             for name, version in pinned_models(plan):
+                retry_before, self.models.retry = getattr(self.models, "retry", False), False
                 try:
-                    self.models.pin(name, version)
+                    self.models.pin(name, version, download=download)
                 except InstallError as exc:
-                    failed.append((name, version, str(exc)))
+                    failed.append((name, version, str(exc), bool(getattr(self.models, "retry", False))))
+                finally:
+                    self.models.retry = retry_before or getattr(self.models, "retry", False)
         return failed
 
     def remove_instance(self, name: str) -> None:
@@ -608,12 +612,20 @@ class Node:
                                    entry.get("params")]).decode()
                 unpinned = self._pin_models(plan) if self.managed.get(name) != fp else []
                 if unpinned:  # not started without its model: what runs keeps running, the hub hears why
-                    raise SpecError("; ".join(f"model {n}:{v} cannot be served here: {e}" for n, v, e in unpinned))
+                    errors.append({"instance": name, "pipeline": entry.get("pipeline"), "version": entry.get("version"),
+                                   "error": "; ".join(f"model {n}:{v} cannot be served here: {e}"
+                                                      for n, v, e, _ in unpinned),
+                                   # the hub away: pending, not a refusal (a rollout does not fail on it)
+                                   **({"retry": True} if all(r for *_, r in unpinned) else {})})
+                    continue
                 wanted[name] = (fp, InstanceConfig(name, plan, list(devices)), entry.get("version"))
             except (SpecError, KeyError, TypeError) as exc:  # named with the version: a rollout's canary check
                 errors.append({"instance": name, "pipeline": entry.get("pipeline"), "version": entry.get("version"),
                                "error": str(exc)})
-        refused = {e["instance"] for e in errors if "instance" in e}
+        for ic in self.cfg.instances:  # the node's own instances: pins not installed at start, downloaded now
+            for n, v, e, _ in self._pin_models(ic.plan):
+                errors.append({"instance": ic.name, "model": f"{n}:{v}", "error": f"cannot be served here: {e}"})
+        refused = {e["instance"] for e in errors if "instance" in e and "model" not in e}
         with self.lock:
             for name in list(self.managed):
                 if name in refused:  # a new version or binding that does not fit: what runs keeps running

@@ -120,11 +120,14 @@ class Stack:
         alive after ``timeout``."""
         stopped = []
         services = self.state["services"]
-        for stage in sorted({s.get("stage", 1) for s in services.values()}, reverse=True):
+        def stage_of(name: str) -> int:  # a stack.json from before stages: the worker was the last stage
+            return int(services[name].get("stage", 2 if name == "loop-worker" else 1))
+
+        for stage in sorted({stage_of(n) for n in services}, reverse=True):
             pids = []
             for name, s in reversed(list(services.items())):
                 pid = s.get("pid")
-                if s.get("stage", 1) == stage and pid and _alive(pid):
+                if stage_of(name) == stage and pid and _alive(pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGTERM)
                     stopped.append(name)

@@ -301,7 +301,7 @@ def _observe_pipeline(view: Mapping[str, Any], pipeline: str, instances: Iterabl
                       if isinstance(i, Mapping) and i.get("instance") in names and i.get("pipeline") == pipeline
                       and i.get("source") == "hub"})
     errors = [e for e in view.get("errors") or [] if isinstance(e, Mapping) and e.get("pipeline") == pipeline
-              and e.get("instance") in names]
+              and e.get("instance") in names and not e.get("retry")]  # retry: pending (a model download), not refused
     error = "; ".join(f"{pipeline}:{e.get('version')} instance {e.get('instance')}: {e.get('error')}"
                       for e in errors) or None
     return NodeObs(active=",".join(running) or None, error=error, **_counters(view))
@@ -571,13 +571,14 @@ class RolloutController:
                                     f"({', '.join(map(str, pinned))}): pin them to one first")
         if str(pinned[0]) == version:
             raise RolloutError(409, f"{where} already runs {pipeline}:{version}")
-        for a in instances:  # the instances' params must fit the new version: known before any node tries it
-            if a.params:
-                try:
+        for a in instances:  # the instances' params and pinned models must fit the new version: known up front
+            try:
+                if a.params:
                     self.hub.check_params(pv.spec, a.params, f"pipeline {pipeline} v{version}")
-                except SpecRejected as exc:
-                    raise RolloutError(422, f"instance {a.instance!r} of {where} has params {a.params} that "
-                                            f"{pipeline}:{version} does not take: {exc}") from None
+                self.hub.check_pinned_models(s, pv.spec, a.params, f"pipeline {pipeline} v{version}")
+            except SpecRejected as exc:
+                raise RolloutError(422, f"instance {a.instance!r} of {where} with params {a.params or {}} cannot "
+                                        f"run {pipeline}:{version}: {exc}") from None
         return str(pinned[0])
 
     def promote(self, s: Session, rid: int) -> dict[str, Any]:

@@ -264,17 +264,20 @@ class Hub:
 
     @classmethod
     def _check_followers(cls, s: Session, name: str, spec: dict[str, Any]) -> None:
-        """A new version of ``name`` must take the params of every assignment that follows the newest version:
-        those nodes would start it at once (SpecRejected naming the assignment otherwise)."""
+        """A new version of ``name`` must take the params of every assignment that follows the newest version,
+        and the model versions it pins with them must be in the warehouse: those nodes would start it at once
+        (SpecRejected naming the assignment otherwise)."""
         for a in s.scalars(sa.select(Assignment).where(Assignment.pipeline == name).order_by(Assignment.id)):
-            if a.version is not None or not a.params:
+            if a.version is not None:
                 continue
             try:
-                cls.check_params(spec, a.params, "<pipeline>")
+                if a.params:
+                    cls.check_params(spec, a.params, "<pipeline>")
+                cls.check_pinned_models(s, spec, a.params, "<pipeline>")
             except SpecRejected as exc:
                 raise SpecRejected(f"{exc} - for assignment {a.target}/{a.instance}, which follows the newest "
-                                   f"version with params {a.params}: pin it (with a version) or change its params "
-                                   "first") from None
+                                   f"version with params {a.params or {}}: pin it (with a version) or change "
+                                   "it first") from None
 
     @staticmethod
     def check_params(spec: dict[str, Any], params: dict[str, Any], file: str) -> None:

@@ -156,3 +156,31 @@ def test_deployments_reach_desired_states_node_over_group(hub):
     assert hub.delete("/api/v1/models/pump_anomaly/deployments/node:edge-2", headers=AUTH).status_code == 200
     assert desired("edge-2")["models"] == {"pump_anomaly": {"version": "3"}}
     assert hub.delete("/api/v1/models/pump_anomaly/deployments/node:edge-2", headers=AUTH).status_code == 404
+
+
+def test_pins_of_versions_the_warehouse_lacks_are_refused_where_they_would_reach_nodes(hub):
+    """An assignment pinning a missing version is refused (422, naming those there); so is a new pipeline
+    version that an assignment following the newest version would make pin one. A model the warehouse does
+    not know may be a node's own, and is allowed."""
+    assert put(hub, b"bundle-1", bundle_headers(b"bundle-1", version="1"), version="1").status_code == 201
+    assert put(hub, b"bundle-10", bundle_headers(b"bundle-10", version="10"), version="10").status_code == 201
+    spec = {"name": "score", "params": {"model": "pump_anomaly"},
+            "steps": [{"device_input": {}}, {"apply_model": {"model": "${model}", "inputs": ["x"]}}]}
+    assert hub.post("/api/v1/pipelines", json=spec, headers=AUTH).status_code == 201
+
+    def assign(instance: str, params: dict) -> object:
+        return hub.put(f"/api/v1/assignments/group:g/{instance}", json={"pipeline": "score", "params": params},
+                       headers=AUTH)
+
+    bad = assign("a", {"model": "pump_anomaly:2"})
+    assert bad.status_code == 422 and "pins model 'pump_anomaly' version '2'" in bad.json()["detail"]
+    assert "(it has 1, 10)" in bad.json()["detail"]
+    assert assign("a", {"model": "pump_anomaly:10"}).status_code == 200
+    assert assign("b", {"model": "own_model:3"}).status_code == 200  # not in the warehouse: the node's own
+    # a version 2 that also pins pump_anomaly:2 in a step of its own: the assignments following it would pin it
+    v2 = {**spec, "steps": [{"device_input": {}}, {"apply_model": {"model": "${model}", "inputs": ["x"]}},
+                            {"apply_model": {"model": "pump_anomaly:2", "inputs": ["x"], "output": "old"}}]}
+    refused = hub.post("/api/v1/pipelines", json=v2, headers=AUTH)
+    assert refused.status_code == 422, refused.text
+    assert "version '2'" in refused.json()["detail"] and "group:g/a" in refused.json()["detail"]
+    assert hub.get("/api/v1/pipelines/score", headers=AUTH).json()["version"] == 1

@@ -278,3 +278,27 @@ def test_the_node_store_is_a_bentoml_home(store: ModelStore, workspace: Any) -> 
     pred, conf = store.get("pump_anomaly")(X)
     assert out["model"] == "pump_anomaly:1" and out["predictions"] == pred.tolist()
     assert np.allclose(out["confidences"], conf, atol=1e-12)
+
+
+def test_a_pinned_version_serves_beside_the_active_one_and_leaves_memory_when_unpinned(
+        store: ModelStore, workspace: Any, bundles: dict[str, Path]) -> None:
+    """What a pipeline instance pinning ``pump_anomaly:2`` gets: version 2 loaded beside the active 1, which
+    stays what ``pump_anomaly`` serves; a pin that fails leaves the served version's error alone."""
+    with pytest.raises(InstallError, match="not installed on this node"):
+        store.pin("pump_anomaly", "2", download=False)
+    store.install_archive(bundles["pump2"], *signed(workspace, bundles["pump2"], "pump_anomaly", "2"),
+                          name="pump_anomaly", version="2", activate=False)
+    store.unpin(set())  # installed, loaded by the install, pinned by nothing: out of memory
+    assert store.get("pump_anomaly:2") is None
+    assert store.pin("pump_anomaly", "2", download=False).version == "2"
+    assert store.get("pump_anomaly:2").version == "2" and store.get("pump_anomaly").version == "1"
+    with pytest.raises(InstallError, match="no hub configured"):  # not installed, and nowhere to fetch it from
+        store.pin("pump_anomaly", "9")
+    status = store.status()["models"]["pump_anomaly"]
+    assert status["pinned"] == ["2"] and status["active"] == "1" and status["error"] is None
+    store.register("local_model", lambda X: (np.zeros(len(X)), None), version="7")  # the node's own model
+    assert store.pin("local_model", "7") is store.get("local_model")
+    store.unpin({("local_model", "7")})
+    assert store.get("pump_anomaly:2") is None and store.get("pump_anomaly").version == "1"
+    assert "pinned" not in store.status()["models"]["pump_anomaly"]
+    assert store.status()["models"]["local_model"]["pinned"] == ["7"]

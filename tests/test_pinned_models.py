@@ -113,6 +113,17 @@ def test_two_instances_of_one_template_serve_two_versions_of_a_model(workspace: 
         seen = wait_for(lambda: (s := status()) and s.get("pinned") == ["1"] and s, 30, "the pin in a heartbeat")
         assert seen["active"] == "2" and seen["error"] is None
 
+        # a version the node registered itself (not in the warehouse) is served as it is
+        node.models.register("local_model", lambda X: (X[:, 0] > 1, None), version="7")
+        admin.put("/api/v1/assignments/node:edge-p/score-local", {"pipeline": "score",
+                                                                   "params": {"model": "local_model:7"}})
+        wait_for(lambda: "score-local" in node.instances, 30, "the instance pinning the node's own model")
+        pub = publisher(mosquitto.port)
+        pub.publish("plant/pumps/1/window", json.dumps({"ts": 1_800_000_100.0, **dict.fromkeys(FEATURES, 0.5)}), qos=1)
+        pub.loop_stop()
+        wait_for(lambda: out.payloads("/score-local/out"), 30, "a prediction of the node's own model")
+        assert {p["values"]["anomaly_model"] for p in out.payloads("/score-local/out")} == {"local_model:7"}
+
         # the pinning instance goes: the pin is dropped (the bundle stays installed), the other runs on
         admin.delete("/api/v1/assignments/group:pumps/score-old")
         wait_for(lambda: "score-old" not in node.instances, 30, "the instance to stop")
