@@ -377,3 +377,20 @@ def test_checks_canaries_tallies_and_durations() -> None:
     assert [parse_duration(x) for x in ("60s", "2m", "90", "500ms", "1.5h")] == [60, 120, 90, 0.5, 5400]
     with pytest.raises(ValueError):
         parse_duration("1d")
+
+
+def test_a_pipeline_canary_waiting_on_a_model_download_is_pending_not_refused() -> None:
+    """A node that could not fetch an instance's pinned model because the hub was away says so with
+    ``retry``: the rollout waits for it; a refusal of the version is an error the rollout acts on."""
+    from hub.rollouts import _observe_pipeline
+
+    base = {"name": "n1", "online": True, "instances": [{"instance": "f1", "pipeline": "flt", "version": 1, "source": "hub"}],
+            "counters": {"dead_letters": 0}}
+    pending = {**base, "errors": [{"instance": "f1", "pipeline": "flt", "version": 2, "retry": True,
+                                   "error": "model m:3 cannot be served here: hub unreachable"}]}
+    refused = {**base, "errors": [{"instance": "f1", "pipeline": "flt", "version": 2,
+                                   "error": "model m:3 cannot be served here: signature refused"}]}
+    assert _observe_pipeline(pending, "flt", ["f1"]).error is None
+    assert _observe_pipeline(pending, "flt", ["f1"]).active == "1"
+    assert "flt:2 instance f1: model m:3 cannot be served here: signature refused" in \
+        _observe_pipeline(refused, "flt", ["f1"]).error
