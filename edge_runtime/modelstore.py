@@ -41,10 +41,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 class InstallError(Exception):
-    """A version could not be installed or activated: ``stage`` (download, verify, extract, load, health)."""
+    """A version could not be installed or activated: ``stage`` (download, verify, extract, load, health);
+    ``retry``: the cause may pass (the hub away or failing), it is not a refusal of the version."""
 
-    def __init__(self, name: str, version: str, stage: str, detail: str) -> None:
-        self.name, self.version, self.stage, self.detail = name, version, stage, detail
+    def __init__(self, name: str, version: str, stage: str, detail: str, *, retry: bool = False) -> None:
+        self.name, self.version, self.stage, self.detail, self.retry = name, version, stage, detail, retry
         super().__init__(f"model {name}:{version} not installed ({stage}): {detail}")
 
 
@@ -247,10 +248,12 @@ class ModelStore:
                 _, data, _ = self.client.request("GET", base + "/bundle", headers={"Accept": "*/*"})
             except HubUnreachable as exc:
                 self.retry = True  # not a refusal: the agent asks again
-                raise InstallError(name, version, "download", str(exc)) from None
+                raise InstallError(name, version, "download", str(exc), retry=True) from None
             except HubError as exc:
                 self.retry = self.retry or exc.status >= 500
-                raise self._refuse(name, version, "download", str(exc), "download failed") from None
+                err = self._refuse(name, version, "download", str(exc), "download failed")
+                err.retry = exc.status >= 500
+                raise err from None
             tmp.write_bytes(data if isinstance(data, (bytes, bytearray)) else jsonio.dumps(data))
             try:
                 manifest = jsonio.loads(base64.urlsafe_b64decode(meta["manifest"]))

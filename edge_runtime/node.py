@@ -552,13 +552,10 @@ class Node:
             from .modelstore import InstallError
 
             for name, version in pinned_models(plan):
-                retry_before, self.models.retry = getattr(self.models, "retry", False), False
                 try:
                     self.models.pin(name, version, download=download)
                 except InstallError as exc:
-                    failed.append((name, version, str(exc), bool(getattr(self.models, "retry", False))))
-                finally:
-                    self.models.retry = retry_before or getattr(self.models, "retry", False)
+                    failed.append((name, version, str(exc), exc.retry))
         return failed
 
     def remove_instance(self, name: str) -> None:

@@ -120,6 +120,7 @@ class Stack:
         alive after ``timeout``."""
         stopped = []
         services = self.state["services"]
+
         def stage_of(name: str) -> int:  # a stack.json from before stages: the worker was the last stage
             return int(services[name].get("stage", 2 if name == "loop-worker" else 1))
 
@@ -191,7 +192,7 @@ def up(root: Path, *, say: Any = print) -> dict[str, Any]:
         say("label studio: starting (about 40 s the first time)")
         ls.start(timeout=300)
         s["label_studio"] = {"pid": ls.proc.pid if ls.proc else None, "port": ls.port, "url": ls.url,
-                             "log": str(ls.log), "stage": 1}
+                             "log": str(ls.log)}
         stack.save()
 
     stack.spawn_all([

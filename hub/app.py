@@ -451,9 +451,7 @@ def create_app(settings: HubSettings | None = None, hub: Hub | None = None) -> F
         pv = hub.pipeline_version(s, body.pipeline, body.version)
         if pv is None:
             raise HTTPException(404, f"no pipeline {body.pipeline!r}" + (f" version {body.version}" if body.version else ""))
-        if body.params:
-            hub.check_params(pv.spec, body.params, f"pipeline {pv.name} v{pv.version}")
-        hub.check_pinned_models(s, pv.spec, body.params, f"pipeline {pv.name} v{pv.version}")
+        hub.check_instance(s, pv.spec, body.params, f"pipeline {pv.name} v{pv.version}")
         set_assignment(s, target, instance, pv.name, body.version, body.devices, body.params)
         hub.bump(s)
         s.commit()

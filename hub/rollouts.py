@@ -573,9 +573,7 @@ class RolloutController:
             raise RolloutError(409, f"{where} already runs {pipeline}:{version}")
         for a in instances:  # the instances' params and pinned models must fit the new version: known up front
             try:
-                if a.params:
-                    self.hub.check_params(pv.spec, a.params, f"pipeline {pipeline} v{version}")
-                self.hub.check_pinned_models(s, pv.spec, a.params, f"pipeline {pipeline} v{version}")
+                self.hub.check_instance(s, pv.spec, a.params, f"pipeline {pipeline} v{version}")
             except SpecRejected as exc:
                 raise RolloutError(422, f"instance {a.instance!r} of {where} with params {a.params or {}} cannot "
                                         f"run {pipeline}:{version}: {exc}") from None

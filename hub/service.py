@@ -271,37 +271,30 @@ class Hub:
             if a.version is not None:
                 continue
             try:
-                if a.params:
-                    cls.check_params(spec, a.params, "<pipeline>")
-                cls.check_pinned_models(s, spec, a.params, "<pipeline>")
+                cls.check_instance(s, spec, a.params, "<pipeline>")
             except SpecRejected as exc:
                 raise SpecRejected(f"{exc} - for assignment {a.target}/{a.instance}, which follows the newest "
                                    f"version with params {a.params or {}}: pin it (with a version) or change "
                                    "it first") from None
 
     @staticmethod
-    def check_params(spec: dict[str, Any], params: dict[str, Any], file: str) -> None:
-        """An instance's parameter values against a pipeline ``spec`` (declared, of their defaults' kind, valid
-        in its steps, nothing a desired state could not carry); SpecRejected with the pipeline's own message."""
+    def check_instance(s: Session, spec: dict[str, Any], params: dict[str, Any] | None, file: str) -> None:
+        """An instance of a pipeline ``spec`` with ``params`` (SpecRejected with the pipeline's own message
+        otherwise): values declared, of their defaults' kind, valid in its steps, nothing a desired state could
+        not carry; and each model version it pins (``apply_model: {model: name:version}``) in the warehouse
+        when the model is. A model the warehouse does not know may be one the nodes register themselves, and
+        is left to them."""
         from edge_runtime.operators.base import SpecError
-        from edge_runtime.pipeline import parse_pipeline
+        from edge_runtime.pipeline import parse_pipeline, pinned_models
 
-        problem = spec_problem({"params": params}, "<assignment>")
+        problem = spec_problem({"params": params}, "<assignment>") if params else None
         if problem:  # NaN, infinity, integers beyond 64 bits
             raise SpecRejected(problem)
         try:
-            parse_pipeline(spec, file=file, params=params)
+            plan = parse_pipeline(spec, file=file, params=params)
         except SpecError as exc:
             raise SpecRejected(str(exc)) from None
-
-    @staticmethod
-    def check_pinned_models(s: Session, spec: dict[str, Any], params: dict[str, Any] | None, file: str) -> None:
-        """A model version an instance pins (``apply_model: {model: name:version}``) must be in the warehouse
-        when the model is (SpecRejected naming the versions there). A model the warehouse does not know may be
-        one the nodes register themselves, and is left to them."""
-        from edge_runtime.pipeline import parse_pipeline, pinned_models
-
-        for name, version in pinned_models(parse_pipeline(spec, file=file, params=params)):
+        for name, version in pinned_models(plan):
             there = s.scalars(sa.select(ModelVersion.version).where(ModelVersion.name == name)).all()
             if there and version not in there:
                 raise SpecRejected(f"{file}: apply_model pins model {name!r} version {version!r}, which the "

@@ -129,8 +129,9 @@ def test_two_instances_of_one_template_serve_two_versions_of_a_model(workspace: 
         wait_for(lambda: "score-old" not in node.instances, 30, "the instance to stop")
         wait_for(lambda: (s := status()) and "pinned" not in s, 30, "the pin gone from a heartbeat")
         assert node.models.get("pump_anomaly:1") is None and node.models.get("pump_anomaly").version == "2"
-        with pytest.raises(HubError):
+        with pytest.raises(HubError) as gone:
             nodec.get("/api/v1/models/pump_anomaly/versions/1")
+        assert gone.value.status == 403
     finally:
         if node is not None:
             node.stop()
