@@ -33,7 +33,7 @@ $(LS_STAMP):
 label-studio: $(LS_STAMP)
 
 # System services the tests start themselves (mosquitto; a GStreamer RTSP server run by the system python3,
-# tests/rtsp_server.py) and Chromium for the dashboard's browser test; installed from Debian when missing and root.
+# tests/kit/rtsp_server.py) and Chromium for the dashboard's browser test; installed from Debian when missing and root.
 RTSP_PKGS := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly gstreamer1.0-rtsp
 deps:
@@ -64,8 +64,8 @@ bench: install deps
 # 2,000 fuzzed inputs per property, the 30 s outages, then a 10-minute soak at 5,000 records/s.
 chaos: install deps
 	EDGELOOP_CHAOS_FAULTS=40 EDGELOOP_CHAOS_RESULTS=1 EDGELOOP_FUZZ_EXAMPLES=2000 \
-	  $(BIN)/python -m pytest -s tests/test_chaos.py tests/test_fuzz_inputs.py tests/test_uplink_outage.py \
-	  tests/test_outbox.py $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest -s tests/e2e/test_chaos.py tests/edge/test_fuzz_inputs.py tests/e2e/test_uplink_outage.py \
+	  tests/edge/test_outbox.py $(PYTEST_ARGS)
 	$(BIN)/python -m bench.soak
 
 lint: install

@@ -31,7 +31,7 @@ from bench.pipeline_inproc import loadavg
 from bench.sewage import PARAMS, make_store
 from edge_runtime.broker import Mosquitto
 from edge_runtime.testing import wait_for
-from tests.hubkit import HubProcess, all_uploads
+from tests.kit.hub import HubProcess, all_uploads
 
 TARGET_P99_MS = 100.0
 

@@ -5,7 +5,7 @@
 
 SYNTHETIC agents (seeded; not real nodes).
 
-The hub is ``edgeloop hub serve`` as a subprocess (``tests.hubkit.HubProcess``: SQLite, the admin
+The hub is ``edgeloop hub serve`` as a subprocess (``tests.kit.hub.HubProcess``: SQLite, the admin
 token, heartbeat interval 5 s, no broker). The benchmark creates the nodes through the admin API
 (``POST /api/v1/nodes``), registers each with its own token (``POST .../register``, what the agent
 does first), and then plays the agents from one asyncio process on raw streams: one keep-alive
@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from bench.common import SEED, print_table, write_results
-from tests.hubkit import ADMIN, HubProcess
+from tests.kit.hub import ADMIN, HubProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_NOTE = "SYNTHETIC agents: seeded simulated heartbeats generated in bench/hub_fleet.py, not real nodes"
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         "data_note": DATA_NOTE,
         "setup": {"agents": args.nodes, "interval_s": args.interval, "jitter_s": args.jitter, "warmup_s": args.warmup,
                   "duration_s": args.duration, "request_timeout_s": args.request_timeout,
-                  "hub": "edgeloop hub serve subprocess (tests.hubkit.HubProcess), SQLite, uvicorn (h11, asyncio "
+                  "hub": "edgeloop hub serve subprocess (tests.kit.hub.HubProcess), SQLite, uvicorn (h11, asyncio "
                          "loop; no uvloop/httptools installed), no broker",
                   "generator": "this process: asyncio, one keep-alive HTTP/1.1 connection per agent on raw streams",
                   "latency": "client side: request written -> whole response read",

@@ -315,7 +315,7 @@ def make_database(kind: str, tmp: Path, n_nodes: int) -> tuple[str, Any]:
     if kind == "sqlite":
         url = f"sqlite:///{tmp}/hub.db"
     else:
-        from tests.hubkit import PgDatabase
+        from tests.kit.hub import PgDatabase
 
         pg = PgDatabase()
         url = pg.url
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     dbs = args.dbs.split(",") if args.dbs else (["sqlite"] if args.quick else ["sqlite", "postgres"])
     pg_note = None
     if "postgres" in dbs:
-        from tests.hubkit import pg_available
+        from tests.kit.hub import pg_available
 
         pg_note = pg_available()
         if pg_note:

@@ -218,7 +218,7 @@ class EdgeNode:
 
 
 def write_node_config(tmp: Path, port: int, publish_telemetry: bool, n_devices: int) -> Path:
-    """Like tests/test_node.py write_config: products, devices bound to MQTT topics, one pipeline."""
+    """Like tests/edge/test_node.py write_config: products, devices bound to MQTT topics, one pipeline."""
     tmp.mkdir(parents=True, exist_ok=True)
     products = {"products": [{"name": "pump", "description": "synthetic benchmark pump",
                               "properties": {"temperature": {"type": "number", "unit": "degC", "min": -40, "max": 250},

@@ -43,8 +43,7 @@ def run(nodes: int, interval: float, canary: int, watch: float, score: int, db: 
         tmp = Path(tmp_s)
         pg = None
         if db == "postgresql":
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-            from hubkit import PgDatabase
+            from tests.kit.hub import PgDatabase
 
             pg = PgDatabase()
         hub = HubProcess(tmp / "hub", admin_token="ela_bench-admin-token-0123456789",  # noqa: S106 (a throwaway hub)

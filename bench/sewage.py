@@ -5,7 +5,7 @@
 SYNTHETIC data and models: the street-camera videos (640x480, 10 fps, mp4v) and their ground truth come
 from ``apps.sewage_dumping.generate`` (rendered scenes, not real cameras); intrusion and activity are
 trained here, in a temporary directory (or ``--artifacts``), by the DVC stage functions with the small
-parameters of tests/test_sewage_app.py (:data:`PARAMS`: 4 training clips of 300 frames, 4 epochs).
+parameters of tests/apps/test_sewage_app.py (:data:`PARAMS`: 4 training clips of 300 frames, 4 epochs).
 Precision/recall are on synthetic scenes: they say the pipeline wires the models right, not field accuracy.
 
 One core: the process is pinned to one CPU, ``OMP_NUM_THREADS`` & co. are 1 before numpy is imported and
@@ -23,7 +23,7 @@ repetitions after an unmeasured warm-up, wall and CPU time both reported (the ma
 4. bytes that would leave the node (alert JPEGs, as the node re-encodes them with the shop fronts
    pixelated, + the alert item's JSON) / the videos' bytes on disk. Target <= 1 %.
 5. alert precision/recall against the truth on clean (day) and drifted (night, other_bucket) videos: an
-   alert matches an act when its frame_index is within [first - 5, last + 10] (as tests/test_sewage_app.py).
+   alert matches an act when its frame_index is within [first - 5, last + 10] (as tests/apps/test_sewage_app.py).
 Writes bench/results/sewage.json.
 """
 

@@ -4,10 +4,10 @@
 
 SYNTHETIC records (seeded simulated pumps; not recorded from real devices).
 
-A real node (``edgeloop node run`` subprocess, ``tests.hubkit.NodeProcess``) with 10 pumps bound
+A real node (``edgeloop node run`` subprocess, ``tests.kit.hub.NodeProcess``) with 10 pumps bound
 as MQTT devices and one pipeline ``device_input -> upload`` (every record goes to the hub through
 the durable outbox and the MQTT uplink, stop-and-wait QoS 1, default batch and ack timeout);
-the hub is ``edgeloop hub serve`` with the MQTT ingest (``tests.hubkit.HubProcess``, SQLite);
+the hub is ``edgeloop hub serve`` with the MQTT ingest (``tests.kit.hub.HubProcess``, SQLite);
 one Mosquitto for both. A producer thread publishes ready-made records ``{"device", "ts",
 "values"}`` to the node's ingest topic ``edgeloop/<node>/ingest`` at ``--rate`` records/s (QoS 0,
 10 ms ticks).
@@ -46,7 +46,7 @@ import orjson
 from bench.common import SEED, T0, print_table, write_results
 from edge_runtime.broker import Mosquitto
 from edge_runtime.devices.fastpub import RawPublisher
-from tests.hubkit import HubProcess, NodeProcess
+from tests.kit.hub import HubProcess, NodeProcess
 
 DATA_NOTE = "SYNTHETIC data: seeded simulated pump records generated in bench/uplink_recovery.py, not real devices"
 TARGET_DRAIN_S = 20.0

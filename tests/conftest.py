@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from edge_runtime.broker import Mosquitto, free_port
-from edge_runtime.testing import ModbusServer, wait_for  # noqa: F401 - re-exported for tests
-
-ROOT = Path(__file__).resolve().parent.parent
+from edge_runtime.broker import Mosquitto
+from edge_runtime.testing import ModbusServer
+from tests.kit.rtsp import SYSTEM_PYTHON, RtspServer
 
 
 @pytest.fixture
@@ -33,131 +31,12 @@ def modbus_server() -> Iterator[ModbusServer]:
     server.stop()
 
 
-class Collector:
-    """A real paho subscriber that keeps what it receives (topic, payload)."""
-
-    def __init__(self, port: int, *topics: str) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.messages: list[tuple[str, bytes]] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"collector-{free_port()}")
-        self.ready = threading.Event()
-
-        def on_connect(c: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
-            c.subscribe([(t, 1) for t in topics])
-
-        def on_subscribe(c: Any, u: Any, mid: Any, rcs: Any, p: Any) -> None:
-            self.ready.set()
-
-        def on_message(c: Any, u: Any, msg: Any) -> None:
-            with self.lock:
-                self.messages.append((msg.topic, msg.payload))
-
-        self.client.on_connect = on_connect
-        self.client.on_subscribe = on_subscribe
-        self.client.on_message = on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self.ready.wait(10), "collector could not subscribe"
-
-    def payloads(self, topic_part: str = "") -> list[Any]:
-        import json
-
-        def decode(p: bytes) -> Any:
-            try:
-                return json.loads(p)
-            except ValueError:
-                return p.decode(errors="replace")
-
-        with self.lock:
-            return [decode(p) for t, p in self.messages if topic_part in t]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def publisher(port: int) -> Any:
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{free_port()}")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    return client
-
-
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """All three reference models trained on tiny SYNTHETIC data, tracked in MLflow (tests/trained.py)."""
-    from trained import build_workspace
+    """All three reference models trained on tiny SYNTHETIC data, tracked in MLflow (tests/kit/trained.py)."""
+    from tests.kit.trained import build_workspace
 
     return build_workspace(tmp_path_factory.mktemp("workspace"))
-
-
-SYSTEM_PYTHON = "/usr/bin/python3"
-RTSP_SCRIPT = Path(__file__).resolve().parent / "rtsp_server.py"
-
-
-class RtspServer:
-    """tests/rtsp_server.py (a live H.264 test pattern over RTSP) run by the system interpreter.
-
-    ``stop()`` kills it, ``start()`` starts it again on the same port (and path), so tests can cut a
-    camera and bring it back.
-    """
-
-    def __init__(self, port: int | None = None, path: str = "/cam", fps: int = 25) -> None:
-        self.port = port or free_port()
-        self.path = path
-        self.fps = fps
-        self.url = f"rtsp://127.0.0.1:{self.port}{path}"
-        self.proc: Any = None
-
-    def start(self, timeout: float = 15.0) -> RtspServer:
-        import subprocess
-        import tempfile
-
-        assert self.proc is None, "already running"
-        # stderr to a file, not a pipe nobody drains (GStreamer warnings must never block the server)
-        self.stderr = tempfile.TemporaryFile(mode="w+")
-        self.proc = proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(RTSP_SCRIPT), "--port", str(self.port), "--path", self.path,
-             "--fps", str(self.fps)],
-            stdout=subprocess.PIPE, stderr=self.stderr, text=True)
-        # a thread reads the first line so the wait below has a deadline (readline alone would block)
-        first_line: list[str] = []
-        got = threading.Event()
-
-        def read_first() -> None:
-            first_line.append(proc.stdout.readline())
-            got.set()
-
-        threading.Thread(target=read_first, daemon=True).start()
-        got.wait(timeout)  # "ready", EOF (it died) or the deadline, whichever comes first
-        if first_line and first_line[0].strip() == "ready":
-            return self
-        self.proc = None
-        proc.kill()
-        proc.wait(5)
-        self.stderr.seek(0)
-        err = self.stderr.read()
-        pytest.fail(f"rtsp server on port {self.port} did not get ready in {timeout} s "
-                    f"(exit {proc.returncode}): {err.strip()[-2000:]}")
-
-    def stop(self) -> None:
-        import subprocess
-
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        proc.stdout.close()
-        self.stderr.close()
 
 
 @pytest.fixture
