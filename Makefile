@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+CODE := edgeloop edge_runtime hub models flows apps tests bench
 
-.PHONY: install deps label-studio test demo bench chaos lint clean repro
+.PHONY: install deps label-studio static check test demo bench chaos lint types imports clean repro
 
 # The virtual environment is rebuilt only when the dependency files change.
 $(STAMP): pyproject.toml constraints.txt
@@ -50,8 +51,24 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is not installed: apt-get install chromium for the dashboard's browser test"; fi; }
 
-test: install deps label-studio
-	$(BIN)/ruff check edge_runtime hub models flows tests bench
+# Static checks: lint, the layers' import contracts ([tool.importlinter]), types ([tool.mypy]).
+lint: install
+	$(BIN)/ruff check $(CODE)
+
+imports: install
+	$(BIN)/lint-imports
+
+types: install
+	$(BIN)/mypy
+
+static: lint imports types
+
+# The inner loop (target: 2 minutes on 2 cores): static checks and the fast tests (not marked slow).
+check: static deps
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The CI gate: the static checks of `make check`, then the whole suite (its fast tests included).
+test: static deps label-studio
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: install deps label-studio
@@ -67,9 +84,6 @@ chaos: install deps
 	  $(BIN)/python -m pytest -s tests/e2e/test_chaos.py tests/edge/test_fuzz_inputs.py tests/e2e/test_uplink_outage.py \
 	  tests/edge/test_outbox.py $(PYTEST_ARGS)
 	$(BIN)/python -m bench.soak
-
-lint: install
-	$(BIN)/ruff check edge_runtime hub models flows tests bench
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) .pytest_cache var

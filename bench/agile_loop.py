@@ -6,7 +6,7 @@ a model trained on all the drifted field data; labels spent; the wall time of an
 Every part is real and runs here: Mosquitto, a hub process, an edge node (the champion comes signed from
 the hub's warehouse), a Prefect server (``prefect_test_harness``), Label Studio (its own venv: `make
 label-studio`), MLflow and BentoML stores in a workspace. The data is SYNTHETIC
-(flows.pump_scenario): the champion (version 1) knew clean pumps only; after its deployment the pumps age
+(edgeloop.devkit.scenarios.pumps): the champion (version 1) knew clean pumps only; after its deployment the pumps age
 (drift). The labels come from a SIMULATED annotator that answers from the generator's ground truth, through
 Label Studio's API. An iteration is two loop runs: the first collects the node's uploads and sends the
 ones to label (the node marks low-confidence and a random few), people label, the second harvests,
@@ -43,7 +43,7 @@ def scenario_params(scale: str) -> dict[str, Any]:
     x 168 h = 6,048 windows); ``tiny``: the end-to-end test's (864 windows)."""
     import copy
 
-    from flows import pump_scenario as sc
+    from edgeloop.devkit.scenarios import pumps as sc
 
     if scale == "tiny":
         return copy.deepcopy(sc.PARAMS)
@@ -51,7 +51,7 @@ def scenario_params(scale: str) -> dict[str, Any]:
 
 
 def run(tmp: Path, label_share: float, params: dict[str, Any]) -> dict[str, Any]:
-    from flows import pump_scenario as sc
+    from edgeloop.devkit.scenarios import pumps as sc
 
     out = sc.run_loop(tmp, params=params, label_share=label_share, admin_token=ADMIN,
                       say=lambda msg: print(msg, flush=True))
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
           f" (1 iteration) -> {summary['drifted_accuracy']['after_2']:.3f} (2); oracle {oracle:.3f}; recovery "
           f"{summary['recovery_after_1']:.1%} with {summary['label_share_iteration_1']:.1%} of the uploads labelled; "
           f"iterations {summary['iteration_wall_s']} s")
-    write_results("agile_loop", {"note": "SYNTHETIC pump telemetry (flows.pump_scenario); labels by a SIMULATED "
+    write_results("agile_loop", {"note": "SYNTHETIC pump telemetry (edgeloop.devkit.scenarios.pumps); labels by a SIMULATED "
                                          "annotator from the generator's ground truth", "summary": summary, **r})
     ok = summary["recovery_after_1"] >= 0.95 and summary["label_share_iteration_1"] <= 0.10
     return 0 if ok else 1

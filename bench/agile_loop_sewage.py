@@ -3,7 +3,7 @@ after one iteration, against a model trained with every drifted field frame labe
 
     .venv/bin/python -m bench.agile_loop_sewage
 
-SYNTHETIC throughout (flows.sewage_scenario): intrusion and activity trained on 4 day clips; the field
+SYNTHETIC throughout (edgeloop.devkit.scenarios.sewage): intrusion and activity trained on 4 day clips; the field
 cameras show night and rain (one camera each, 600 frames). Every part is real: Mosquitto, a hub process, an
 edge node running the app's pipeline (its models signed from the hub's warehouse) with one frame in two
 uploading its drain crop as a JPEG with the intrusion decision, a Prefect server, Label Studio showing the
@@ -23,20 +23,21 @@ from typing import Any
 
 from bench.agile_loop import ADMIN
 from bench.common import write_results
-from flows.pump_scenario import until
+from edgeloop.devkit.scenarios.pumps import until
 
 
 def run(tmp: Path) -> dict[str, Any]:
     from prefect.testing.utilities import prefect_test_harness
 
-    from edge_runtime.broker import Mosquitto
     from edge_runtime.hubclient import HubClient
     from edge_runtime.node import Node, load_node_config
-    from flows import sewage_scenario as ss
+    from edgeloop.devkit.annotator import simulated_annotator
+    from edgeloop.devkit.broker import Mosquitto
+    from edgeloop.devkit.hub import HubProcess
+    from edgeloop.devkit.labelstudio import LabelStudioServer
+    from edgeloop.devkit.scenarios import sewage as ss
     from flows import steps
-    from flows.labelstudio import LabelStudioServer, simulated_annotator
     from flows.loop import agile_loop
-    from hub.process import HubProcess
 
     t = time.perf_counter()
     ws = tmp / "ws"
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({r.get('labels_sent')} labels, {r.get('label_share', 0):.1%} of the uploads); oracle {oracle:.3f}; "
           f"gate: {gate.get('why')}; iteration {r.get('iteration_s')} s; at the node: {r.get('node_accuracy_v1_field_a')}"
           f" -> {r.get('node_accuracy_new_field_b')}")
-    write_results("agile_loop_sewage", {"note": "SYNTHETIC street-camera clips (flows.sewage_scenario); labels by a "
+    write_results("agile_loop_sewage", {"note": "SYNTHETIC street-camera clips (edgeloop.devkit.scenarios.sewage); labels by a "
                                                 "SIMULATED annotator from the generator's per-frame truth",
                                         "summary": summary, **r})
     return 0 if summary["recovery_after_1"] and summary["recovery_after_1"] >= 0.95 else 1

@@ -29,8 +29,8 @@ from bench.common import write_results
 from bench.model_apply import artifacts_root, build_artifacts
 from bench.pipeline_inproc import loadavg
 from bench.sewage import PARAMS, make_store
-from edge_runtime.broker import Mosquitto
 from edge_runtime.testing import wait_for
+from edgeloop.devkit.broker import Mosquitto
 from tests.kit.hub import HubProcess, all_uploads
 
 TARGET_P99_MS = 100.0

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from bench.common import machine_facts, write_results
-from edge_runtime.broker import Mosquitto
+from edgeloop.devkit.broker import Mosquitto
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 

@@ -38,7 +38,8 @@ from typing import Any
 import yaml
 
 from bench.common import machine_facts, write_results
-from edge_runtime.broker import Mosquitto, free_port
+from edge_runtime.ports import free_port
+from edgeloop.devkit.broker import Mosquitto
 
 DEVICES = 10
 VARS = 10  # OPC UA variables per device

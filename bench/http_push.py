@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 
 from bench.common import machine_facts, write_results
-from edge_runtime.broker import Mosquitto, free_port
+from edge_runtime.ports import free_port
+from edgeloop.devkit.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = 10
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "products": ["products.yaml"], "devices": ["devices.yaml"], "pipelines": [{"instance": "all", "pipeline": "p.yaml"}],
             "publish_telemetry": False, "http": {"port": hport, "token_env": "BENCH_HTTP_TOKEN"},
             "metrics": {"port": mport}}))
-        node = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "node", "run", "--config", str(work / "node.yaml")],
+        node = subprocess.Popen([sys.executable, "-m", "edgeloop", "node", "run", "--config", str(work / "node.yaml")],
                                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "BENCH_HTTP_TOKEN": "bench-token"},
                                 stdout=subprocess.DEVNULL, stderr=open(work / "node.log", "wb"))  # noqa: SIM115
         try:

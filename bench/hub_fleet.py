@@ -352,7 +352,7 @@ def hub_worker(profile_out: str, cli_args: list[str]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises the signal after its graceful exit
     signal.signal(signal.SIGUSR1, dump)
     profiling.install(main_thread=True, cpu=True)
-    from edge_runtime.cli import app
+    from edgeloop.cli import app
 
     app(cli_args, standalone_mode=False)
 

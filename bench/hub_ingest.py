@@ -7,8 +7,8 @@ SYNTHETIC records (seeded simulated pumps; not recorded from real devices).
 
 Set-up per run: a fresh hub database (``hub.db.make_engine`` + ``migrate``; SQLite in a temporary
 folder, or a fresh PostgreSQL database at 127.0.0.1:5432, dropped after) holding the 100 nodes,
-one Mosquitto (``edge_runtime.broker.Mosquitto``), the ingest as its own process
-(``python -m edge_runtime.cli hub ingest --db URL --broker 127.0.0.1:PORT``), and a load generator
+one Mosquitto (``edgeloop.devkit.broker.Mosquitto``), the ingest as its own process
+(``python -m edgeloop hub ingest --db URL --broker 127.0.0.1:PORT``), and a load generator
 process that plays the 100 nodes' uplinks with the real protocol: one MQTT connection per node
 (client id ``<node>-uplink``), subscribed to ``edgeloop/<node>/uplink/ack`` (QoS 1); each node
 publishes ``{"first", "last", "items": [...]}`` to ``edgeloop/<node>/uplink`` at QoS 1 and waits for
@@ -46,8 +46,8 @@ from typing import Any
 import orjson
 
 from bench.common import SEED, T0, print_table, write_results
-from edge_runtime.broker import Mosquitto
 from edge_runtime.devices.fastpub import _utf8, _varint
+from edgeloop.devkit.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_NOTE = ("SYNTHETIC data: seeded simulated pump records generated in bench/hub_ingest.py "
@@ -315,7 +315,7 @@ def make_database(kind: str, tmp: Path, n_nodes: int) -> tuple[str, Any]:
     if kind == "sqlite":
         url = f"sqlite:///{tmp}/hub.db"
     else:
-        from tests.kit.hub import PgDatabase
+        from edgeloop.devkit.postgres import PgDatabase
 
         pg = PgDatabase()
         url = pg.url
@@ -369,7 +369,7 @@ def run_one(broker: Mosquitto, db_kind: str, batch: int, args: argparse.Namespac
             cmd = [sys.executable, "-m", "bench.hub_ingest", "--ingest-worker", "--db", url,
                    "--broker", f"127.0.0.1:{broker.port}", "--profile-out", str(prof_out)]
         else:
-            cmd = [sys.executable, "-m", "edge_runtime.cli", "hub", "ingest", "--db", url,
+            cmd = [sys.executable, "-m", "edgeloop", "hub", "ingest", "--db", url,
                    "--broker", f"127.0.0.1:{broker.port}"]
         log_path = tmp / "ingest.log"
         ingest = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     dbs = args.dbs.split(",") if args.dbs else (["sqlite"] if args.quick else ["sqlite", "postgres"])
     pg_note = None
     if "postgres" in dbs:
-        from tests.kit.hub import pg_available
+        from edgeloop.devkit.postgres import pg_available
 
         pg_note = pg_available()
         if pg_note:
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                   "batch_items": batches, "databases": dbs, "repeats": args.repeat, "postgres_skipped": pg_note,
                   "ack_timeout_s": args.ack_timeout, "protocol": "MQTT 3.1.1 QoS 1 uplink messages "
                   "{first,last,items} to edgeloop/<node>/uplink, stop-and-wait per node on edgeloop/<node>/uplink/ack",
-                  "ingest": "separate process: python -m edge_runtime.cli hub ingest --db URL --broker 127.0.0.1:PORT "
+                  "ingest": "separate process: python -m edgeloop hub ingest --db URL --broker 127.0.0.1:PORT "
                             "(shared subscription $share/edgeloop-ingest/edgeloop/+/uplink)",
                   "generator": "separate process (multiprocessing fork): one asyncio MQTT connection per node, "
                                "pre-encoded payloads",

@@ -39,8 +39,8 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from edge_runtime import jsonio
-from edge_runtime.broker import Mosquitto
 from edge_runtime.devices.fastpub import RawPublisher, publish_packet
+from edgeloop.devkit.broker import Mosquitto
 
 try:
     from bench.common import SEED, T0, machine_facts, print_table, write_results
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                   "node_in_process": "the EdgeLoop node runs in the benchmark process (paho network thread, parser, "
                                      "bus, engine threads); telemetry republished at QoS 0 with no subscriber",
                   "baseline_ceiling_reached": base_ceiling},
-        "broker": {"server": "mosquitto (edge_runtime.broker.Mosquitto)", "max_queued_messages": 1_000_000,
+        "broker": {"server": "mosquitto (edgeloop.devkit.broker.Mosquitto)", "max_queued_messages": 1_000_000,
                    "max_queued_bytes": 0, "max_inflight_messages": 1000, "persistence": False,
                    "config": broker_conf},
         "targets": {"records_per_s": TARGET_RPS, "ratio_to_baseline": TARGET_RATIO},

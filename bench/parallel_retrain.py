@@ -42,7 +42,8 @@ def workspace(ws: Path, tiny: bool) -> dict[str, Any]:
     figures."""
     import yaml
 
-    from flows import steps
+    from flows import dvc as fdvc
+    from flows import retrain, steps
     from models import stages
     from models.common import load_split
 
@@ -61,14 +62,14 @@ def workspace(ws: Path, tiny: bool) -> dict[str, Any]:
     cfg = steps.LoopConfig(workspace=str(ws))
     for args in (("init", "--no-scm", "-q"), ("remote", "add", "-d", "local", "var/dvc-remote"),
                  ("config", "core.analytics", "false")):
-        assert steps._dvc(cfg, *args).returncode == 0, args
-    steps._labelled_dirs(cfg)
+        assert fdvc.run(cfg, *args).returncode == 0, args
+    retrain.labelled_dirs(cfg)
     stages.generate(ws, params)
     stages.prepare(ws, params)
     for name in stages.MODELS:
         stages.train(ws, name, params)
         stages.evaluate(ws, name)
-    steps._dvc_locked(cfg, "commit", "-f", "-q")
+    fdvc.run_locked(cfg, "commit", "-f", "-q")
     sizes = {}
     for m in MODELS:
         train = load_split(ws / "data" / "prepared" / m / "train.npz")
@@ -82,7 +83,7 @@ def _new_labels(cfg: Any, round_no: int, rows: int) -> str:
     each round), `dvc add`ed. Returns the data version."""
     import numpy as np
 
-    from flows import steps
+    from flows import dvc as fdvc
     from models.common import load_split
 
     for m in MODELS:
@@ -90,7 +91,7 @@ def _new_labels(cfg: Any, round_no: int, rows: int) -> str:
         take = slice(round_no * rows, (round_no + 1) * rows)
         np.savez_compressed(cfg.root / "data" / "labelled" / m / f"batch-{round_no + 1:04d}-1.npz", X=train["X"][take],
                             y=train["y"][take], ids=np.array([f"{m}-{round_no}-{i}" for i in range(rows)]))
-    return str(steps._version_data(cfg))
+    return str(fdvc.version_data(cfg))
 
 
 def _labels_harvested(cfg: Any, rows: int) -> None:
@@ -115,17 +116,17 @@ def _load() -> list[float]:
 
 
 def _clean(cfg: Any) -> bool:
-    from flows import steps
+    from flows import dvc as fdvc
 
-    done = steps._dvc(cfg, "status")
+    done = fdvc.run(cfg, "status")
     return done.returncode == 0 and "Data and pipelines are up to date" in done.stdout
 
 
 def _sequential_dvc_repro(cfg: Any, harvested: dict[str, Any], rows: int) -> dict[str, Any]:
-    from flows import steps
+    from flows import retrain, steps
 
     _labels_harvested(cfg, rows)
-    t, cpu = time.perf_counter(), steps._children_cpu_s()
+    t, cpu = time.perf_counter(), retrain.children_cpu_s()
     per_model = {}
     with cfg.state() as state:
         for m in MODELS:
@@ -135,7 +136,7 @@ def _sequential_dvc_repro(cfg: Any, harvested: dict[str, Any], rows: int) -> dic
             per_model[m] = round(time.perf_counter() - t_m, 1)
     wall = time.perf_counter() - t
     return {"wall_s": round(wall, 1), "per_model_s": per_model,
-            "cores_busy": round((steps._children_cpu_s() - cpu) / wall, 2)}
+            "cores_busy": round((retrain.children_cpu_s() - cpu) / wall, 2)}
 
 
 def _sequential_stages(cfg: Any, harvested: dict[str, Any], rows: int) -> dict[str, Any]:

@@ -47,8 +47,9 @@ import yaml
 
 from bench.common import SEED, machine_facts, print_table, write_results
 from edge_runtime import jsonio
-from edge_runtime.broker import Mosquitto, free_port
 from edge_runtime.devices.fastpub import RawPublisher, publish_packet
+from edge_runtime.ports import free_port
+from edgeloop.devkit.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 NODE_RED_VERSION = "4.1.15"
@@ -315,7 +316,7 @@ class EdgeLoopNode(System):
             "outputs": {"qos": QOS}}))
         self.log = tmp / "node.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "node", "run", "--config",
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeloop", "node", "run", "--config",
                                       str(tmp / "node.yaml")], cwd=ROOT, env=env,
                                      stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
 

@@ -4,7 +4,7 @@
                                       [--score 50] [--db sqlite|postgresql]
 
 A real hub process (``edgeloop hub serve``, its rollout controller inside) and ``--nodes`` SIMULATED nodes
-(:class:`hub.simfleet.SimNode`, threads in this process): each has a real ModelStore that downloads the
+(:class:`edgeloop.devkit.simfleet.SimNode`, threads in this process): each has a real ModelStore that downloads the
 signed bundle from the hub's warehouse, verifies its signature, loads and health-checks it, then swaps it
 in; each heartbeats every ``--interval`` s and scores ``--score`` SYNTHETIC rows a step with whatever
 version is active. Version 1 serves the group; the bench starts a rollout of version 2 (``--canary``
@@ -35,15 +35,15 @@ MODEL = "bench_model"
 
 def run(nodes: int, interval: float, canary: int, watch: float, score: int, db: str) -> dict[str, Any]:
     from edge_runtime.signing import init_keys
-    from hub import simfleet
-    from hub.process import HubProcess
-    from hub.rollouts import start_rollout, wait_rollout
+    from edgeloop.devkit import simfleet
+    from edgeloop.devkit.hub import HubProcess
+    from hub.client import start_rollout, wait_rollout
 
     with tempfile.TemporaryDirectory(prefix="edgeloop-bench-rollout-") as tmp_s:
         tmp = Path(tmp_s)
         pg = None
         if db == "postgresql":
-            from tests.kit.hub import PgDatabase
+            from edgeloop.devkit.postgres import PgDatabase
 
             pg = PgDatabase()
         hub = HubProcess(tmp / "hub", admin_token="ela_bench-admin-token-0123456789",  # noqa: S106 (a throwaway hub)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
           f"all serving {r['all_serving_s']} s ({r['after_canary_phase_s']} s after the canary phase), "
           f"{r['state']} at {r['done_s']} s; records lost {r['records_lost']} of {r['rows_scored']:,} scored; "
           f"node errors {r['node_errors']}")
-    write_results("rollout", {"note": "SYNTHETIC: simulated nodes (hub.simfleet) with real model stores, a real hub "
+    write_results("rollout", {"note": "SYNTHETIC: simulated nodes (edgeloop.devkit.simfleet) with real model stores, a real hub "
                                       "process and real signed bundles", "runs": {f"{nodes}-{args.db}": r}})
     return 0 if r["state"] == "done" and r["records_lost"] == 0 else 1
 

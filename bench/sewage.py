@@ -50,7 +50,6 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apps.sewage_dumping.builder import pipeline as build_pipeline  # noqa: E402
-from apps.sewage_dumping.demo import MODEL_PARAMS  # noqa: E402
 from apps.sewage_dumping.generate import events, frame_index, generate, score  # noqa: E402
 from bench import common  # noqa: E402
 from bench.model_apply import artifacts_root, build_artifacts, one_thread, profile_of  # noqa: E402
@@ -61,6 +60,7 @@ from edge_runtime.modelkit import Predictor, to_tensor  # noqa: E402
 from edge_runtime.modelstore import ModelStore  # noqa: E402
 from edge_runtime.operators.media import frames_batch  # noqa: E402
 from edge_runtime.records import to_jsonable  # noqa: E402
+from edgeloop.devkit.cameras import MODEL_PARAMS  # noqa: E402
 
 DATA_NOTE = ("SYNTHETIC data and models: street-camera videos rendered by apps.sewage_dumping.generate "
              "(models.vision scenes) with their ground truth; intrusion/activity trained here on 4 small "

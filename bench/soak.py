@@ -29,8 +29,9 @@ import yaml
 
 from bench.common import SEED, machine_facts, write_results
 from edge_runtime import jsonio
-from edge_runtime.broker import Mosquitto, free_port
 from edge_runtime.devices.fastpub import RawPublisher, publish_packet
+from edge_runtime.ports import free_port
+from edgeloop.devkit.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 N_DEVICES = 100
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "devices": ["devices.yaml"], "pipelines": [{"instance": "soak", "pipeline": "p.yaml"}],
             "publish_telemetry": False, "metrics": {"port": mport}}))
         log = open(work / "node.log", "wb")  # noqa: SIM115
-        node = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "node", "run", "--config",
+        node = subprocess.Popen([sys.executable, "-m", "edgeloop", "node", "run", "--config",
                                  str(work / "node.yaml")], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                 stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -44,8 +44,8 @@ from typing import Any
 import orjson
 
 from bench.common import SEED, T0, print_table, write_results
-from edge_runtime.broker import Mosquitto
 from edge_runtime.devices.fastpub import RawPublisher
+from edgeloop.devkit.broker import Mosquitto
 from tests.kit.hub import HubProcess, NodeProcess
 
 DATA_NOTE = "SYNTHETIC data: seeded simulated pump records generated in bench/uplink_recovery.py, not real devices"

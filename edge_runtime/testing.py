@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .broker import free_port, wait_port
+from edge_runtime.ports import free_port, wait_port
 
 __all__ = ["ModbusServer", "wait_for"]
 

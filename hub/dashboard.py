@@ -29,8 +29,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from hub.client import ACTIVE, record_values
+
 from .db import Assignment, Media, ModelDeployment, ModelVersion, Node, PipelineVersion, Rollout, Upload
-from .rollouts import ACTIVE, record_values
 from .rollouts import view as rollout_view
 
 __all__ = ["COOKIE", "add_dashboard", "csrf_value", "latest_values"]

@@ -2,65 +2,34 @@
 rollback, history).
 
 The hub's rollout controller does the work (:mod:`hub.rollouts`); these commands talk to its API with the
-admin token. Only typer is imported at start-up; the commands import the rest.
-Exit codes: 0 success, 1 runtime failure (hub unreachable, the rollout rolled back, a wait that timed out),
-2 bad argument, unknown model, version, group or rollout, or a refused request.
+admin token, over HTTP only (:mod:`hub.client`). Only typer is imported at start-up; the commands import the
+rest. Exit codes and messages follow :mod:`edge_runtime.clikit` (a rollout that rolled back, or a wait that
+timed out, is a failed operation: 1).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
+
+from edge_runtime.clikit import FAILED, HubUrl, Token, die, duration, hub_call, hub_client
 
 rollout_app = typer.Typer(help="Model and pipeline rollouts: canary nodes first, then the group; automatic rollback.",
                           no_args_is_help=True)
 
-HubUrl = typer.Option("http://127.0.0.1:8080", "--hub", envvar="EDGELOOP_HUB_URL", help="the hub's URL")
-Token = typer.Option(None, "--token", envvar="EDGELOOP_TOKEN", help="the admin token (or EDGELOOP_TOKEN)")
 Timeout = typer.Option(3600.0, "--timeout", help="with --wait: give up after this many seconds (exit 1)")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _COLOURS = {"serving": "green", "installing": "yellow", "pending": "dim", "failed": "red", "offline": "magenta",
             "done": "green", "done_with_offline": "yellow", "canary": "cyan", "rolling": "blue",
             "rolled_back": "red", "superseded": "dim"}
 
 
-def _die(msg: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
 
 
-def parse_duration(text: str) -> float:
-    """``60s``, ``2m``, ``1.5h``, ``500ms`` or plain seconds; ValueError otherwise."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"duration {text!r}: expected a number with an optional unit ms, s, m or h (e.g. 60s)")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def _client(hub: str, token: Optional[str]) -> Any:
-    from edge_runtime.hubclient import HubClient
-
-    if not token:
-        _die("no admin token: pass --token or set EDGELOOP_TOKEN")
-    try:
-        return HubClient(hub, token, timeout=30)
-    except ValueError as exc:
-        _die(str(exc))
 
 
-def _call(fn: Any, *args: Any, **kw: Any) -> Any:
-    """Run a hub call; a refusal exits 2 (1 for a 5xx), an unreachable hub 1."""
-    from edge_runtime.hubclient import HubError, HubUnreachable
-
-    try:
-        return fn(*args, **kw)
-    except HubError as exc:
-        _die(f"{exc.detail} ({exc.status})", 1 if exc.status >= 500 else 2)
-    except HubUnreachable as exc:
-        _die(f"hub unreachable: {exc}", 1)
 
 
 def _what(r: dict[str, Any]) -> str:
@@ -95,7 +64,7 @@ def _print_rollout(r: dict[str, Any]) -> None:
 def _wait(client: Any, r: dict[str, Any], timeout: float) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from hub.rollouts import wait_rollout
+    from hub.client import wait_rollout
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total} serving"), TimeElapsedColumn()) as prog:
@@ -107,9 +76,9 @@ def _wait(client: Any, r: dict[str, Any], timeout: float) -> dict[str, Any]:
                         description=f"rollout {now['id']} {_what(now)}:{now['version']}: {now['state']}")
 
         try:
-            return _call(wait_rollout, client, r["id"], timeout, on_update=update)
+            return hub_call(wait_rollout, client, r["id"], timeout, on_update=update)
         except TimeoutError as exc:
-            _die(str(exc), 1)
+            die(str(exc), FAILED)
 
 
 def _finish(r: dict[str, Any]) -> None:
@@ -129,22 +98,19 @@ def start(ref: str = typer.Argument(..., help="MODEL:VERSION (in the warehouse),
           timeout: float = Timeout, hub: str = HubUrl, token: Optional[str] = Token) -> None:
     """Roll a warehouse version (or a pipeline version) out to a group: canaries first, the group after --watch
     of passing checks."""
-    from hub.rollouts import start_rollout
+    from hub.client import start_rollout
 
-    model, sep, version = ref.partition(":")
-    if not sep or not model or not version:
-        _die(f"expected {'PIPELINE' if pipeline else 'MODEL'}:VERSION, got {ref!r}")
+    name, sep, version = ref.partition(":")
+    if not sep or not name or not version:
+        die(f"expected {'PIPELINE' if pipeline else 'MODEL'}:VERSION, got {ref!r}")
     if pipeline and not version.isdigit():
-        _die(f"{ref!r}: pipeline versions are whole numbers")
+        die(f"{ref!r}: pipeline versions are whole numbers")
     group = to.removeprefix("group:")
     if not group or ":" in group:
-        _die(f"--to {to!r}: expected a group name (or group:<name>)")
-    try:
-        watch_s = parse_duration(watch)
-    except ValueError as exc:
-        _die(str(exc))
-    client = _client(hub, token)
-    r = _call(start_rollout, client, model, version, group, canary=canary, watch_s=watch_s,
+        die(f"--to {to!r}: expected a group name (or group:<name>)")
+    watch_s = duration(watch, "--watch", zero=True)
+    client = hub_client(hub, token)
+    r = hub_call(start_rollout, client, name, version, group, canary=canary, watch_s=watch_s,
               kind="pipeline" if pipeline else "model")
     typer.echo(f"rollout {r['id']}: {_what(r)}:{r['version']} to group {group}, canaries {', '.join(r['canaries'])} "
                f"(previous {r['previous'] or 'none'})")
@@ -157,14 +123,14 @@ def status(rollout_id: Optional[int] = typer.Argument(None, help="rollout id (de
            wait: bool = typer.Option(False, "--wait", help="follow it until done or rolled back"),
            timeout: float = Timeout, hub: str = HubUrl, token: Optional[str] = Token) -> None:
     """A rollout's state and every node's: pending, installing, serving, failed or offline."""
-    client = _client(hub, token)
+    client = hub_client(hub, token)
     if rollout_id is None:
-        rows = _call(client.get, "/api/v1/rollouts?limit=1")
+        rows = hub_call(client.get, "/api/v1/rollouts?limit=1")
         if not rows:
-            _die("no rollouts yet")
+            die("no rollouts yet")
         r = rows[0]
     else:
-        r = _call(client.get, f"/api/v1/rollouts/{rollout_id}")
+        r = hub_call(client.get, f"/api/v1/rollouts/{rollout_id}")
     if wait:
         _finish(_wait(client, r, timeout))
     else:
@@ -174,14 +140,14 @@ def status(rollout_id: Optional[int] = typer.Argument(None, help="rollout id (de
 @rollout_app.command("promote")
 def promote(rollout_id: int = typer.Argument(...), hub: str = HubUrl, token: Optional[str] = Token) -> None:
     """Give the whole group the version now, without waiting for the canaries' watch window."""
-    r = _call(_client(hub, token).post, f"/api/v1/rollouts/{rollout_id}/promote")
+    r = hub_call(hub_client(hub, token).post, f"/api/v1/rollouts/{rollout_id}/promote")
     typer.echo(f"rollout {r['id']}: {r['state']} ({_what(r)}:{r['version']} to group {r['group']})")
 
 
 @rollout_app.command("rollback")
 def rollback(rollout_id: int = typer.Argument(...), hub: str = HubUrl, token: Optional[str] = Token) -> None:
     """Put the canaries (and, once rolling, the group) back on the previous version."""
-    r = _call(_client(hub, token).post, f"/api/v1/rollouts/{rollout_id}/rollback")
+    r = hub_call(hub_client(hub, token).post, f"/api/v1/rollouts/{rollout_id}/rollback")
     typer.echo(f"rollout {r['id']}: {r['state']} (group {r['group']} back to {_what(r)}:{r['previous'] or 'none'})")
 
 
@@ -199,7 +165,7 @@ def history(model: Optional[str] = typer.Option(None, "--model", help="only this
 
     query = urlencode({"limit": limit, **({"model": model} if model else {}),
                        **({"pipeline": pipeline} if pipeline else {})})
-    rows = _call(_client(hub, token).get, f"/api/v1/rollouts?{query}")
+    rows = hub_call(hub_client(hub, token).get, f"/api/v1/rollouts?{query}")
     t = Table(title="rollouts" + (f" of {model}" if model else "") + (f" of pipeline {pipeline}" if pipeline else ""))
     for c in ("id", "model", "version", "group", "previous", "canaries", "state", "started", "reason"):
         t.add_column(c)

@@ -59,6 +59,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from .client import ACTIVE, KINDS, record_values
 from .db import (
     Assignment,
     ModelVersion,
@@ -73,15 +74,10 @@ from .db import (
 from .service import SpecRejected
 
 __all__ = ["KINDS", "Checks", "NodeObs", "Decision", "decide", "tally_confidence", "select_canaries", "RolloutController",
-           "RolloutError", "start_rollout", "wait_rollout", "ACTIVE", "SETTLED", "STATES"]
+           "RolloutError"]
 
 log = logging.getLogger("edgeloop.hub.rollouts")
 
-KINDS = ("model", "pipeline")
-STATES = ("canary", "rolling", "done_with_offline", "done", "rolled_back", "superseded")
-ACTIVE = ("canary", "rolling", "done_with_offline")  # the controller evaluates these
-SETTLED = ("done", "done_with_offline", "rolled_back", "superseded")  # what waiting stops at
-NODE_STATES = ("pending", "installing", "serving", "failed", "offline")
 _RECORD_SCAN = 5000  # uploads read per evaluation (the rest on the next one)
 
 
@@ -230,16 +226,6 @@ def decide(*, model: str, version: str, state: str, canaries: Iterable[str], nod
         return Decision(state="done_with_offline", nodes=view, baselines=base,
                         reason=f"every online node serves {version}; waiting for {', '.join(waiting)} (offline)")
     return Decision(state="done", nodes=view, baselines=base, reason=f"every node of the group serves {version}")
-
-
-def record_values(item: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The values of an uploaded record item: a node's uplink nests them as ``record.values`` (the upload
-    operator's item); an item posted with ``values`` at the top is read too."""
-    rec = item.get("record")
-    if isinstance(rec, Mapping) and isinstance(rec.get("values"), Mapping):
-        return rec["values"]
-    values = item.get("values")
-    return values if isinstance(values, Mapping) else item
 
 
 def tally_confidence(items: Iterable[Mapping[str, Any]], model: str) -> dict[str, list[float]]:
@@ -611,33 +597,3 @@ class RolloutController:
             r.updated_at = r.finished_at
             s.commit()
             return view(r)
-
-
-# -- the client side (the CLI and the Prefect loop's rollout step) ------------------------------------
-def start_rollout(client: Any, model: str, version: str, group: str, canary: int = 1, watch_s: float = 60,
-                  checks: Mapping[str, Any] | None = None, kind: str = "model") -> dict[str, Any]:
-    """Start a rollout through the hub's API (``client``: an admin :class:`edge_runtime.hubclient.HubClient`)
-    of a model version, or with ``kind="pipeline"`` of a pipeline version (``model`` then names the pipeline);
-    returns the rollout (its ``id``, ``state``, ``canaries``...). HubError carries the hub's refusal."""
-    if kind not in KINDS:
-        raise ValueError(f"kind {kind!r}: expected one of {', '.join(KINDS)}")
-    body: dict[str, Any] = {kind: model, "version": version, "group": group, "canary": canary, "watch_s": watch_s}
-    if checks:
-        body["checks"] = dict(checks)
-    return client.post("/api/v1/rollouts", body)
-
-
-def wait_rollout(client: Any, rollout_id: int, timeout: float, poll: float = 0.5,
-                 on_update: Any = None) -> dict[str, Any]:
-    """Poll a rollout until it settles (``done``, ``done_with_offline``, ``rolled_back``, ``superseded``);
-    returns it. TimeoutError after ``timeout`` seconds. ``on_update(rollout)`` is called after every poll."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = client.get(f"/api/v1/rollouts/{int(rollout_id)}")
-        if on_update is not None:
-            on_update(r)
-        if r["state"] in SETTLED:
-            return r
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"rollout {rollout_id} is still {r['state']} after {timeout:g} s")
-        time.sleep(poll)

@@ -1,7 +1,8 @@
 """``edgeloop model``: train, package, list, show, promote and deploy the reference models.
 
-Cloud-side commands: they import MLflow, BentoML and torch inside the command, never at start-up.
-Exit codes: 0 success, 1 runtime failure (hub unreachable...), 2 bad argument, unknown model or version.
+Cloud-side commands: they import MLflow, BentoML and torch inside the command, never at start-up; on an
+install without the cloud extra they say which extra to install. Exit codes and messages follow
+:mod:`edge_runtime.clikit`.
 """
 
 from __future__ import annotations
@@ -11,25 +12,22 @@ from typing import Any, Optional
 
 import typer
 
+from edge_runtime.clikit import HubUrl, Token, die, exit_code, hub_call, hub_client, needs_cloud
+
 model_app = typer.Typer(help="Models: train (DVC stages + MLflow), package (BentoML, signed, to the warehouse), "
                              "ls, show, promote, deploy.", no_args_is_help=True)
 
 Root = typer.Option(Path("."), "--root", help="workspace (params.yaml, data/, artifacts/, var/mlflow)")
 Params = typer.Option(Path("params.yaml"), "--params", help="params file (relative to --root)")
-HubUrl = typer.Option("http://127.0.0.1:8080", "--hub", envvar="EDGELOOP_HUB_URL", help="the hub's URL")
-Token = typer.Option(None, "--token", envvar="EDGELOOP_TOKEN", help="the admin token (or EDGELOOP_TOKEN)")
 
 
-def _die(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
 
 
 def _name(name: str) -> str:
     from models.stages import MODELS
 
     if name not in MODELS:
-        _die(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
+        die(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
     return name
 
 
@@ -42,7 +40,7 @@ def _params(root: Path, params: Path) -> dict[str, Any]:
     try:
         return load_params(path)
     except (OSError, ValueError) as exc:
-        _die(f"{path}: {exc}")
+        die(f"{path}: {exc}")
     return {}
 
 
@@ -54,6 +52,7 @@ def _progress() -> Any:
 
 
 @model_app.command("train")
+@needs_cloud
 def train(name: str = typer.Argument(..., help="pump_anomaly, intrusion or activity"), root: Path = Root,
           params: Path = Params, regenerate: bool = typer.Option(False, help="generate and prepare the data again"),
           track: bool = typer.Option(True, help="record the run in MLflow and register the version")) -> None:
@@ -68,7 +67,7 @@ def train(name: str = typer.Argument(..., help="pump_anomaly, intrusion or activ
     try:
         mp = stages.model_params(name, p)
     except KeyError as exc:
-        _die(str(exc.args[0]))
+        die(str(exc.args[0]))
     epochs = int(mp.get("epochs", 1))
     with _progress() as prog:
         if regenerate or not (root / "data" / "raw" / "README.json").exists():
@@ -107,6 +106,7 @@ def _metrics_table(name: str, m: dict[str, Any]) -> None:
 
 
 @model_app.command("package")
+@needs_cloud
 def package(name: str = typer.Argument(..., help="model name"),
             version: str = typer.Option("champion", "--version", "-v", help="registry version or alias"),
             root: Path = Root,
@@ -116,37 +116,37 @@ def package(name: str = typer.Argument(..., help="model name"),
             upload: bool = typer.Option(True, help="upload to the hub's model warehouse"),
             hub: str = HubUrl, token: Optional[str] = Token) -> None:
     """Build the version's Bento, export a .bento, sign it, and upload it to the model warehouse."""
-    from edge_runtime.hubclient import HubClient, HubError, HubUnreachable
+    from edge_runtime.hubclient import HubError, HubUnreachable
     from edge_runtime.signing import PRIVATE_KEY_FILE
     from models import bento
 
     name = _name(name)
     keys_dir = (keys or Path("~/.config/edgeloop/keys")).expanduser()
     if not (keys_dir / PRIVATE_KEY_FILE).is_file():
-        _die(f"no signing key {keys_dir / PRIVATE_KEY_FILE}: run `edgeloop keys init` (or pass --keys)")
+        die(f"no signing key {keys_dir / PRIVATE_KEY_FILE}: run `edgeloop keys init` (or pass --keys)")
     client = None
     if upload:
         if not token:
-            _die("no admin token: pass --token or set EDGELOOP_TOKEN (or --no-upload)")
-        client = HubClient(hub, token, timeout=120)
+            die("no admin token: pass --token or set EDGELOOP_TOKEN (or --no-upload)")
+        client = hub_client(hub, token, timeout=120)
     with _progress() as prog:
         t = prog.add_task(f"package {name}:{version}", total=5 if upload else 4)
         try:
             r = bento.package(name, version, workdir=root, keys_dir=keys_dir, out_dir=out, client=client,
                               step=lambda what: prog.update(t, advance=1, description=what))
         except LookupError as exc:
-            _die(str(exc))
+            die(str(exc))
         except HubError as exc:
-            _die(f"the warehouse refused the bundle: {exc.detail} ({exc.status})",
-                 2 if exc.status in (400, 404, 409, 413, 422) else 1)
+            die(f"{hub}: the warehouse refused the bundle: {exc.detail} ({exc.status})", exit_code(exc.status))
         except HubUnreachable as exc:
-            _die(f"hub unreachable: {exc}", 1)
+            die(f"hub unreachable: {exc}", 1)
         prog.update(t, completed=5 if upload else 4, description=f"packaged {name}:{r['version']}")
     typer.echo(f"{r['archive']}: {r['size']:,} bytes, sha256 {r['sha256']}, signed by {r['key_id']}"
                + (", in the warehouse" if r["uploaded"] else ""))
 
 
 @model_app.command("ls")
+@needs_cloud
 def ls(root: Path = Root, hub: str = HubUrl, token: Optional[str] = Token) -> None:
     """Registered versions (MLflow) with aliases and metrics, and which are in the hub's warehouse."""
     from models import tracking
@@ -179,6 +179,7 @@ def ls(root: Path = Root, hub: str = HubUrl, token: Optional[str] = Token) -> No
 
 
 @model_app.command("show")
+@needs_cloud
 def show(name: str = typer.Argument(...), version: str = typer.Argument("champion", help="version or alias"),
          root: Path = Root) -> None:
     """A registered version: aliases, run, data version, params and metrics."""
@@ -189,15 +190,16 @@ def show(name: str = typer.Argument(...), version: str = typer.Argument("champio
     name = _name(name)
     v = version if version.isdigit() else tracking.alias_version(name, version, root)
     if v is None:
-        _die(f"model {name!r} has no alias {version!r}")
+        die(f"model {name!r} has no alias {version!r}")
     try:
         info = tracking.version_info(name, v, root)
     except Exception as exc:  # noqa: BLE001 - MlflowException for an unknown version
-        _die(f"model {name!r} version {v}: {exc}")
+        die(f"model {name!r} version {v}: {exc}")
     typer.echo(json.dumps(info, indent=2, sort_keys=True, default=str))
 
 
 @model_app.command("promote")
+@needs_cloud
 def promote(name: str = typer.Argument(...), version: str = typer.Argument(...),
             alias: str = typer.Option("champion", "--alias"), root: Path = Root) -> None:
     """Point an alias (default champion: what ships) at a registered version."""
@@ -207,12 +209,13 @@ def promote(name: str = typer.Argument(...), version: str = typer.Argument(...),
     try:
         tracking.version_info(name, version, root)
     except Exception as exc:  # noqa: BLE001
-        _die(f"model {name!r} version {version}: {exc}")
+        die(f"model {name!r} version {version}: {exc}")
     tracking.promote(name, version, alias, root)
     typer.echo(f"{name}@{alias} -> version {version}")
 
 
 @model_app.command("deploy")
+@needs_cloud
 def deploy(ref: str = typer.Argument(..., help="NAME:VERSION (in the warehouse)"),
            to: str = typer.Option(..., "--to", help="node:<name> or group:<name>"),
            hub: str = HubUrl, token: Optional[str] = Token) -> None:
@@ -221,17 +224,9 @@ def deploy(ref: str = typer.Argument(..., help="NAME:VERSION (in the warehouse)"
     Canary rollouts with automatic rollback: `edgeloop rollout` (the loop issue)."""
     from urllib.parse import quote
 
-    from edge_runtime.hubclient import HubClient, HubError, HubUnreachable
-
     name, sep, version = ref.partition(":")
     if not sep or not name or not version:
-        _die(f"expected NAME:VERSION, got {ref!r}")
-    if not token:
-        _die("no admin token: pass --token or set EDGELOOP_TOKEN")
-    try:
-        r = HubClient(hub, token).put(f"/api/v1/models/{quote(name)}/deployments/{quote(to)}", {"version": version})
-    except HubError as exc:
-        _die(f"{exc.detail} ({exc.status})", 2 if exc.status in (400, 404, 409, 422) else 1)
-    except HubUnreachable as exc:
-        _die(f"hub unreachable: {exc}", 1)
+        die(f"expected NAME:VERSION, got {ref!r}")
+    client = hub_client(hub, token)
+    r = hub_call(client.put, f"/api/v1/models/{quote(name)}/deployments/{quote(to)}", {"version": version})
     typer.echo(f"{r['name']}:{r['version']} -> {r['target']}")

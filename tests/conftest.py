@@ -10,8 +10,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from edge_runtime.broker import Mosquitto
 from edge_runtime.testing import ModbusServer
+from edgeloop.devkit.broker import Mosquitto
 from tests.kit.rtsp import SYSTEM_PYTHON, RtspServer
 
 
@@ -65,7 +65,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     ``.url`` and ``.token``; ``.labelling()`` gives a client. Installed by `make label-studio`.
     """
-    from flows.labelstudio import LabelStudioServer
+    from edgeloop.devkit.labelstudio import LabelStudioServer
 
     try:
         server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"))

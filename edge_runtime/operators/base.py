@@ -209,8 +209,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value: Any, field: str) -> float:
-    """'10s', '500ms', '5m', '1h', '2d' or a number of seconds -> seconds (> 0)."""
+def parse_duration(value: Any, field: str, *, zero: bool = False) -> float:
+    """'10s', '500ms', '5m' (or '5min'), '1h', '2d' or a number of seconds -> seconds (> 0; >= 0 with ``zero``).
+
+    The one duration grammar of EdgeLoop: specs, node.yaml and command-line options all read durations here."""
     if isinstance(value, bool):
         raise SpecError(f"expected a duration like 10s, got {value!r}", field=field)
     if isinstance(value, (int, float)):
@@ -220,8 +222,8 @@ def parse_duration(value: Any, field: str) -> float:
         if not m:
             raise SpecError(f"expected a duration like 500ms, 10s, 5m, 1h, got {value!r}", field=field)
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if not seconds > 0 or not np.isfinite(seconds):
-        raise SpecError(f"duration must be positive, got {value!r}", field=field)
+    if not (seconds >= 0 if zero else seconds > 0) or not np.isfinite(seconds):
+        raise SpecError(f"duration must be {'zero or more' if zero else 'positive'}, got {value!r}", field=field)
     return seconds
 
 

@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from apps.sewage_dumping.builder import pipeline as build_pipeline
-from apps.sewage_dumping.demo import MODEL_PARAMS
 from apps.sewage_dumping.generate import generate, score, write_node
 from edge_runtime.modelkit import Predictor
 from edge_runtime.modelstore import ModelStore
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import load_pipeline, parse_pipeline
+from edgeloop.devkit.cameras import MODEL_PARAMS
 from tests.kit import ROOT
 from tests.kit.hub import HubProcess, all_uploads, wait_for
 
@@ -105,7 +105,7 @@ def test_cameras_to_alerts_with_images_at_the_hub(cv_models: Path, tmp_path: Pat
 @pytest.mark.broker
 def test_edgeloop_demo_pumps_and_cameras_through_a_hub(cv_models: Path, tmp_path: Path) -> None:
     """`edgeloop demo`: its own broker and hub, the pump node and a camera node; the summary's figures."""
-    from edge_runtime.demo import run_demo
+    from edgeloop.demo import run_demo
 
     out = tmp_path / "summary.json"
     rc = run_demo(duration=10, scenario="all", cameras=1, frames=150, model_cache=cv_models.parent, summary=out,

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.broker]
 
 
 def edgeloop(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgeloop", *args], capture_output=True, text=True,
                           timeout=300, env={**os.environ, **(env or {})})
 
 

@@ -246,8 +246,8 @@ def test_store_state_file_is_json(store: ModelStore) -> None:
 
 
 def test_an_unreachable_hub_is_retried_not_refused(tmp_path: Path, workspace: Any) -> None:
-    from edge_runtime.broker import free_port
     from edge_runtime.hubclient import HubClient
+    from edge_runtime.ports import free_port
 
     s = ModelStore(tmp_path / "s", load_public_keys(workspace.keys),
                    client=HubClient(f"http://127.0.0.1:{free_port()}", "eln_x", timeout=2))

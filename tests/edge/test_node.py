@@ -156,7 +156,7 @@ def test_node_run_cli_stops_cleanly_on_sigterm(tmp_path, mosquitto):
     try:
         cfg = write_config(tmp_path, mosquitto.port, server.port)
         out = Collector(mosquitto.port, "edgeloop/edge-t/status")
-        proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "node", "run", "--config", str(cfg)],
+        proc = subprocess.Popen([sys.executable, "-m", "edgeloop", "node", "run", "--config", str(cfg)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
         wait_for(lambda: b"online" in [p for t, p in out.messages], timeout=30, what="the node to come online")
@@ -203,7 +203,7 @@ def test_bad_node_config_exits_2_naming_file_line_and_field(tmp_path):
     bad = tmp_path / "node.yaml"
     bad.write_text("node: edge-x\nbroker: {port: 1883}\nproducts: [p.yaml]\n")
     (tmp_path / "p.yaml").write_text("products:\n  - name: pump\n    properties:\n      t: {type: numbr}\n")
-    proc = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "node", "run", "--config", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "edgeloop", "node", "run", "--config", str(bad)],
                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "p.yaml:4" in proc.stderr and "properties.t.type" in proc.stderr and "numbr" in proc.stderr

@@ -47,7 +47,7 @@ def test_edgeloop_onvif_discover_prints_the_camera(camera: OnvifCamera) -> None:
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "edge_runtime.cli", "onvif", "discover", "--timeout", "1"]
+    cmd = [sys.executable, "-m", "edgeloop", "onvif", "discover", "--timeout", "1"]
     out = subprocess.run([*cmd, "--to", f"127.0.0.1:{camera.discovery_port}", "--json"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr

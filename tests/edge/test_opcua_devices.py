@@ -11,10 +11,10 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from edge_runtime.broker import free_port
 from edge_runtime.devices.model import load_catalog
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
+from edge_runtime.ports import free_port
 from edge_runtime.testing import wait_for
 from tests.kit.opcua import OpcuaServer
 

@@ -82,7 +82,7 @@ def test_builder_error_points_at_the_call():
 
 
 def run_cli(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgeloop", *args], capture_output=True, text=True,
                           input=stdin, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
 
 

@@ -179,7 +179,7 @@ def test_load_public_keys_from_a_directory_and_a_list(keys, tmp_path):
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env}
-    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], cwd=ROOT, env=e,
+    return subprocess.run([sys.executable, "-m", "edgeloop", *args], cwd=ROOT, env=e,
                           capture_output=True, text=True, timeout=60)
 
 

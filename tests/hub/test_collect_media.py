@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.hubclient import HubClient
-from flows import steps
+from flows import collect, steps
 from tests.kit.hub import ADMIN, HubProcess
 
 
@@ -58,7 +58,7 @@ def test_a_record_whose_image_is_late_is_collected_once_the_image_is_there(env: 
         second = steps.collect(cfg, state, "cam")
         assert [(i["id"], i["image"]) for i in second["items"]] == [(uid, data)] and second["image_pending"] == 0
         state.set_watermark("cam", second["watermark"])
-        monkeypatch.setattr(steps, "MEDIA_GRACE_S", 0.0)  # an image that never comes: given up, not waited for
+        monkeypatch.setattr(collect, "MEDIA_GRACE_S", 0.0)  # an image that never comes: given up, not waited for
         upload(node, "never.jpg")
         third = steps.collect(cfg, state, "cam")
         assert (third["items"], third["image_pending"], third["without_image"]) == ([], 0, 1)

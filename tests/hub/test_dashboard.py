@@ -1,7 +1,7 @@
 """The hub's dashboard and /metrics against a real hub process; the pages in headless Chromium.
 
 The hub is ``edgeloop hub serve`` on SQLite. What the pages show is put there the way nodes put it: a node's
-token uploads records and an alert with its JPEG over the API, a SIMULATED node (hub.simfleet: a real model
+token uploads records and an alert with its JPEG over the API, a SIMULATED node (edgeloop.devkit.simfleet: a real model
 store that downloads, verifies and loads signed bundles, and heartbeats) serves a model, and a canary rollout
 is started through the API. The browser is Debian's chromium driven by Playwright's Python client (no
 browser download); `make deps` installs it.
@@ -23,9 +23,9 @@ import pytest
 
 from edge_runtime.hubclient import HubClient
 from edge_runtime.signing import init_keys
-from hub import simfleet
+from edgeloop.devkit import simfleet
+from hub.client import start_rollout
 from hub.dashboard import COOKIE, csrf_value
-from hub.rollouts import start_rollout
 from tests.kit.hub import ADMIN, HubProcess, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -25,7 +25,7 @@ def cli(hub: HubProcess, *args: str, token: str | None = ADMIN) -> subprocess.Co
     e.pop("EDGELOOP_TOKEN", None)
     if token:
         e["EDGELOOP_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], cwd=ROOT, env=e, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edgeloop", *args], cwd=ROOT, env=e, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -93,6 +93,6 @@ def test_no_token_and_unreachable_hub(hub):
     out = cli(hub, "node", "ls", token="ela_wrong")
     assert out.returncode == 1 and "invalid, expired or revoked token (401)" in out.stderr
     e = {**env(), "EDGELOOP_HUB_URL": "http://127.0.0.1:9", "EDGELOOP_TOKEN": ADMIN}
-    out = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "node", "ls"], cwd=ROOT, env=e,
+    out = subprocess.run([sys.executable, "-m", "edgeloop", "node", "ls"], cwd=ROOT, env=e,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "hub unreachable" in out.stderr

@@ -70,7 +70,7 @@ def test_two_ingest_processes_share_the_load(tmp_path, mosquitto):
         c.execute(sa.insert(Node), [{"name": f"n{i}", "group": "default", "created_at": 0, "heartbeats": 0}
                                     for i in range(NODES)])
     status = Collector(mosquitto.port, "edgeloop/hub/status")  # each ingest says so when it is subscribed
-    procs = [subprocess.Popen([sys.executable, "-m", "edge_runtime.cli", "hub", "ingest", "--db", url,
+    procs = [subprocess.Popen([sys.executable, "-m", "edgeloop", "hub", "ingest", "--db", url,
                                "--broker", f"127.0.0.1:{mosquitto.port}"], cwd=ROOT, env=env(),
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"ingest{i}.log", "wb"))  # noqa: SIM115
              for i in range(2)]

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_runtime.broker import free_port, wait_port
+from edge_runtime.ports import free_port, wait_port
 from edge_runtime.testing import wait_for
 from tests.kit import ROOT
 

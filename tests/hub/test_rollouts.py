@@ -1,6 +1,6 @@
 """Model rollouts: canaries, promotion, automatic rollback, offline nodes, the API's refusals and the CLI.
 
-A real hub process (its rollout controller runs in it) and SIMULATED in-process nodes (hub.simfleet): each
+A real hub process (its rollout controller runs in it) and SIMULATED in-process nodes (edgeloop.devkit.simfleet): each
 has a real :class:`edge_runtime.modelstore.ModelStore` that downloads signed bundles from the hub's warehouse,
 verifies, loads and health-checks them, and a small loop that reconciles toward the node's desired state and
 sends heartbeats (and, where a test wants them, inference records) like the agent does. The bundles are tiny
@@ -19,16 +19,18 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_runtime.hubclient import HubClient, HubError
+from edge_runtime.operators.base import SpecError, parse_duration
 from edge_runtime.signing import init_keys
-from hub import simfleet
-from hub.rollout_cli import parse_duration, rollout_app
-from hub.rollouts import Checks, NodeObs, decide, select_canaries, start_rollout, tally_confidence, wait_rollout
+from edgeloop.devkit import simfleet
+from hub.client import start_rollout, wait_rollout
+from hub.rollout_cli import rollout_app
+from hub.rollouts import Checks, NodeObs, decide, select_canaries, tally_confidence
 from tests.kit.hub import ADMIN, HubProcess, PgDatabase, pg_available, wait_for
 
 MODEL = "rmodel"
 
 
-# -- bundles and nodes (hub.simfleet: SIMULATED nodes with real model stores) ---------------------------
+# -- bundles and nodes (edgeloop.devkit.simfleet: SIMULATED nodes with real model stores) ---------------------------
 def sim_node(hub: HubProcess, admin: HubClient, name: str, group: str, root: Path, keys: Path) -> simfleet.SimNode:
     return simfleet.SimNode(hub.url, admin, name, group, root, keys, model=MODEL)
 
@@ -276,7 +278,7 @@ def test_the_api_refuses_what_it_cannot_do(fleet: dict[str, Any]) -> None:
     assert res.exit_code == 2 and "expected MODEL:VERSION" in res.output
     res = CliRunner().invoke(rollout_app, ["start", f"{MODEL}:2", "--to", "g5", "--watch", "soon",
                                            "--token", ADMIN, "--hub", hub.url])
-    assert res.exit_code == 2 and "duration 'soon'" in res.output
+    assert res.exit_code == 2 and "--watch: expected a duration like 500ms" in res.output and "'soon'" in res.output
     res = CliRunner().invoke(rollout_app, ["status", "1", "--token", ADMIN, "--hub", "http://127.0.0.1:9"])
     assert res.exit_code == 1 and "hub unreachable" in res.output
 
@@ -374,9 +376,13 @@ def test_checks_canaries_tallies_and_durations() -> None:
               "record": {"device": "d", "ts": 1.0, "values": {"y_model": "m:2", "y_confidence": 0.3}}}]
     t = tally_confidence(items, "m")
     assert t["1"] == [pytest.approx(1.7), 2] and t["2"] == [pytest.approx(1.5), 3]
-    assert [parse_duration(x) for x in ("60s", "2m", "90", "500ms", "1.5h")] == [60, 120, 90, 0.5, 5400]
-    with pytest.raises(ValueError):
-        parse_duration("1d")
+    # one duration grammar for specs and the command line (--watch reads it too, zero allowed there)
+    assert [parse_duration(x, "w") for x in ("60s", "2m", "5min", "90", "500ms", "1.5h", "1d")] == \
+        [60, 120, 300, 90, 0.5, 5400, 86400]
+    assert parse_duration("0s", "--watch", zero=True) == 0
+    for bad in ("1 week", "0s", "-1s"):
+        with pytest.raises(SpecError):
+            parse_duration(bad, "w")
 
 
 def test_a_pipeline_canary_waiting_on_a_model_download_is_pending_not_refused() -> None:

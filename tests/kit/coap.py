@@ -13,11 +13,11 @@ import socket
 import threading
 from typing import Any
 
-from edge_runtime.broker import free_port
+from edge_runtime.ports import free_port
 
 
 def free_udp_port() -> int:
-    """A free UDP port below the ephemeral range (see edge_runtime.broker.free_port)."""
+    """A free UDP port below the ephemeral range (see edge_runtime.ports.free_port)."""
     return free_port(socket.SOCK_DGRAM)
 
 

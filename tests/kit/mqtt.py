@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from edge_runtime.broker import free_port
+from edge_runtime.ports import free_port
 
 __all__ = ["Collector", "publisher"]
 

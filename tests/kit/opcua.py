@@ -11,7 +11,7 @@ import asyncio
 import threading
 from typing import Any
 
-from edge_runtime.broker import free_port
+from edge_runtime.ports import free_port
 
 NS = "urn:edgeloop:test-plc"
 

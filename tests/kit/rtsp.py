@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.broker import free_port
+from edge_runtime.ports import free_port
 
 __all__ = ["RtspServer", "SYSTEM_PYTHON"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.node import Node, load_node_config
-from flows import pump_scenario as sc
+from edgeloop.devkit.scenarios import pumps as sc
 from tests.kit.hub import ADMIN, HubProcess, wait_for
 from tests.kit.mqtt import publisher
 
@@ -23,8 +23,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.labelstudio, pytest.mark.timeout(9
 
 def test_one_iteration_recovers_drifted_accuracy(prefect_api: str, label_studio: Any, mosquitto: Any,
                                                  tmp_path: Path) -> None:
+    from edgeloop.devkit.annotator import simulated_annotator
     from flows import steps
-    from flows.labelstudio import simulated_annotator
     from flows.loop import agile_loop
     from models import tracking
 

@@ -75,17 +75,18 @@ def test_the_loops_labels_become_a_dvc_version_and_retrain_only_their_model(ws: 
     still shows as pending."""
     import numpy as np
 
+    from flows import dvc as fdvc
     from flows import steps
     from models import tracking
     from models.common import load_split
 
     cfg = steps.LoopConfig(workspace=str(ws), min_labels=5)
-    assert steps.is_dvc_repo(cfg)
+    assert fdvc.is_dvc_repo(cfg)
     train = load_split(ws / "data" / "prepared" / "pump_anomaly" / "train.npz")
     rows = len(train["y"])
     batch = ws / "data" / "labelled" / "pump_anomaly" / "batch-0001-1.npz"
     np.savez_compressed(batch, X=train["X"][:12], y=1 - train["y"][:12], ids=np.array([f"u{i}" for i in range(12)]))
-    version = steps._version_data(cfg)
+    version = fdvc.version_data(cfg)
     meta = yaml.safe_load((ws / "data" / "labelled.dvc").read_text())
     assert version == meta["outs"][0]["md5"] and version.endswith(".dir")
     remote = ws / "var" / "dvc-remote"
@@ -105,7 +106,7 @@ def test_the_loops_labels_become_a_dvc_version_and_retrain_only_their_model(ws: 
     repeat = yaml.safe_load((ws / "params.yaml").read_text())["loop"]["labelled_repeat"]
     assert len(load_split(ws / "data" / "prepared" / "pump_anomaly" / "train.npz")["y"]) == rows + 12 * repeat
     assert {n: (ws / "artifacts" / f"{n}.run.json").read_text() for n in cnn} == cnn
-    pending = json.loads(steps._dvc(cfg, "status", "--json").stdout)
+    pending = json.loads(fdvc.run(cfg, "status", "--json").stdout)
     assert "prepare_intrusion" in pending and not [s for s in pending if "pump" in s or s == "evaluate"], pending
     run = json.loads((ws / "artifacts" / "pump_anomaly.run.json").read_text())
     assert tracking.version_info("pump_anomaly", got["candidate"], ws)["tags"]["labelled_data_version"] == version, run

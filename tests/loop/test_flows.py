@@ -13,7 +13,7 @@ import pytest
 
 from edge_runtime.testing import wait_for
 from flows.state import LoopState
-from flows.steps import LoopConfig, decide, model_output
+from flows.steps import LoopConfig, gate_decision, model_output
 from tests.kit import ROOT
 
 
@@ -50,7 +50,7 @@ def test_gate_decision(cand: tuple, champ: tuple, ok: bool, why: str) -> None:
     f = {"metric": "accuracy", "candidate": "2", "champion": "1" if champ[0] is not None else None,
          "candidate_clean": cand[0], "candidate_drifted": cand[1], "champion_clean": champ[0],
          "champion_drifted": champ[1]}
-    got, reason = decide(f, clean_margin=0.01, drifted_margin=0.0)
+    got, reason = gate_decision(f, clean_margin=0.01, drifted_margin=0.0)
     assert got is ok and why in reason, reason
 
 

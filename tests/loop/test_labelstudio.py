@@ -10,16 +10,10 @@ import httpx
 import numpy as np
 import pytest
 
-from edge_runtime.broker import free_port
-from flows.labelstudio import (
-    ID_FIELD,
-    Labelling,
-    LabellingError,
-    LabelStudioServer,
-    LabelStudioUnavailable,
-    decode_image,
-    simulated_annotator,
-)
+from edge_runtime.ports import free_port
+from edgeloop.devkit.annotator import simulated_annotator
+from edgeloop.devkit.labelstudio import LabelStudioServer
+from flows.labelstudio import ID_FIELD, Labelling, LabellingError, LabelStudioUnavailable, decode_image
 
 LABELS = ["clean", "dumping"]
 PUMP_LABELS = ["normal", "overheat"]

@@ -48,8 +48,8 @@ def media(i: int, kind: str) -> bytes:
 @pytest.mark.parametrize("kind", ["image", "clip"])
 def test_image_decisions_go_to_label_studio_as_images_and_come_back_as_training_crops(
         label_studio: Any, tmp_path: Path, kind: str) -> None:
+    from edgeloop.devkit.annotator import simulated_annotator
     from flows import steps
-    from flows.labelstudio import simulated_annotator
 
     ws = tmp_path / "ws"
     model = "intrusion" if kind == "image" else "activity"  # one Label Studio project each

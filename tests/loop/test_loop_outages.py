@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.broker import free_port
+from edge_runtime.ports import free_port
 from edge_runtime.testing import wait_for
-from flows import pump_scenario as sc
+from edgeloop.devkit.scenarios import pumps as sc
 from tests.kit.hub import ADMIN, HubProcess
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.timeout(600)]

@@ -14,7 +14,7 @@ import pytest
 
 
 def edgeloop(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgeloop", *args], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "COLUMNS": "200"})
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from flows import dvc as fdvc
 from flows import steps
 from tests.kit.dvc import dvc
 
@@ -47,7 +48,7 @@ def test_two_models_retrain_at_once_and_the_pipeline_stays_reproduced(ws: Path, 
         train = load_split(ws / "data" / "prepared" / m / "train.npz")
         np.savez_compressed(ws / "data" / "labelled" / m / "batch-0001-1.npz", X=train["X"][:12],
                             y=1 - train["y"][:12], ids=np.array([f"{m}-{i}" for i in range(12)]))
-    version = steps._version_data(cfg)
+    version = fdvc.version_data(cfg)
     with cfg.state() as state:
         for k, m in enumerate(RETRAINED):
             state.mark_harvested(m, "batch-0001-1", [{"annotation_id": 1000 * k + i, "id": f"{m}-{i}", "label": "x"}

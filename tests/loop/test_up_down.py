@@ -24,7 +24,7 @@ HEALTH = {"hub": "/health", "prefect": "/api/health", "mlflow": "/health", "labe
 
 
 def cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge_runtime.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edgeloop", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
 
 

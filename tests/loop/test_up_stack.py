@@ -1,4 +1,4 @@
-"""flows.up.Stack, the part of `edgeloop up` that starts services side by side: one that fails to come up
+"""edgeloop.stack.Stack, the part of `edgeloop up` that starts services side by side: one that fails to come up
 is named with its log and stopped, the others stay up and recorded, and `down` stops the later stage first."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.broker import free_port
+from edge_runtime.ports import free_port
 from edge_runtime.testing import wait_for
-from flows.up import Stack, _alive, _listening
+from edgeloop.stack import Stack, _alive, _listening
 
 
 def test_services_start_side_by_side_and_one_that_fails_is_named_with_its_log(tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ def up(root: Path, *, say: Any = print) -> dict[str, Any]:
     tokens.setdefault("label_studio_password", secrets.token_urlsafe(12))
     stack.save()
     s = stack.state["services"]
-    from edge_runtime.broker import free_port
+    from edge_runtime.ports import free_port
 
     port = {}
     for name in ("hub", "prefect", "mlflow", "label_studio"):
@@ -172,7 +172,7 @@ def up(root: Path, *, say: Any = print) -> dict[str, Any]:
         s["broker"] = {"pid": None, "port": PORTS["broker"], "url": "mqtt://127.0.0.1:1883", "external": True}
         say("broker: using the one on 127.0.0.1:1883")
     else:
-        from edge_runtime.broker import CONFIG
+        from edgeloop.devkit.broker import CONFIG
 
         conf = stack.dir / "mosquitto.conf"
         conf.write_text(CONFIG.format(port=PORTS["broker"], max_queued=1_000_000))
@@ -185,7 +185,7 @@ def up(root: Path, *, say: Any = print) -> dict[str, Any]:
     def label_studio() -> None:  # its own start (migrations, the admin user) runs while the others start
         if stack.running("label_studio"):
             return
-        from flows.labelstudio import LabelStudioServer
+        from edgeloop.devkit.labelstudio import LabelStudioServer
 
         ls = LabelStudioServer(stack.dir / "label-studio", port["label_studio"], token=tokens["label_studio"],
                                password=tokens["label_studio_password"])
@@ -196,7 +196,7 @@ def up(root: Path, *, say: Any = print) -> dict[str, Any]:
         stack.save()
 
     stack.spawn_all([
-        ("hub", [py, "-m", "edge_runtime.cli", "hub", "serve", "--db", f"sqlite:///{stack.dir}/hub/hub.db",
+        ("hub", [py, "-m", "edgeloop", "hub", "serve", "--db", f"sqlite:///{stack.dir}/hub/hub.db",
                  "--data", str(stack.dir / "hub"), "--port", str(port["hub"]), "--admin-token", tokens["hub"],
                  "--broker", f"127.0.0.1:{PORTS['broker']}"],
          {"port": port["hub"], "url": f"http://127.0.0.1:{port['hub']}"}),

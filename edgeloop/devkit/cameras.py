@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .generate import events, generate, score, write_node
+from apps.sewage_dumping.generate import events, generate, score, write_node
 
 MODEL_PARAMS: dict[str, Any] = {
     "seed": 0, "scenes": {"frames": 300, "train_clips": 4, "clean_clips": 1, "drifted_clips": 1},

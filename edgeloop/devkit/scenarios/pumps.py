@@ -108,7 +108,7 @@ def accuracy_at_node(uploads: list[dict[str, Any]], truth: dict[tuple[str, float
     """The share of the node's uploaded inferences on ``truth``'s windows that match the ground truth.
     Raises when one was made by another version than ``version`` or when some are missing."""
     from edge_runtime.modelkit import model_outputs
-    from hub.rollouts import record_values
+    from hub.client import record_values
 
     hits = n = 0
     for u in uploads:
@@ -159,7 +159,7 @@ def project_params() -> dict[str, Any]:
     6,048 windows), for the benchmark and the demo; :data:`PARAMS` is the tests' tiny scale."""
     import yaml
 
-    project = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    project = yaml.safe_load((Path(__file__).resolve().parents[3] / "params.yaml").read_text())
     return {"seed": 3, "pump_anomaly": project["pump_anomaly"], "loop": project["loop"]}
 
 
@@ -199,12 +199,13 @@ def run_loop(tmp: Path, *, params: dict[str, Any] = PARAMS, label_share: float =
     import paho.mqtt.client as mqtt
     from prefect.testing.utilities import prefect_test_harness
 
-    from edge_runtime.broker import Mosquitto
     from edge_runtime.node import Node, load_node_config
+    from edgeloop.devkit.annotator import simulated_annotator
+    from edgeloop.devkit.broker import Mosquitto
+    from edgeloop.devkit.hub import HubProcess
+    from edgeloop.devkit.labelstudio import LabelStudioServer
     from flows import steps
-    from flows.labelstudio import LabelStudioServer, simulated_annotator
     from flows.loop import agile_loop
-    from hub.process import HubProcess
 
     step = on_step or (lambda _name: None)
     t = time.perf_counter()

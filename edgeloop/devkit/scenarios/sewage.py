@@ -24,7 +24,7 @@ PARAMS: dict[str, Any] = {
     "intrusion": {"epochs": 4}, "activity": {"epochs": 4},
     "loop": {"labelled_repeat": 4},
 }
-"""The app's small training set (apps.sewage_dumping.demo.MODEL_PARAMS): 4 day clips, holdouts of one day
+"""The app's small training set (edgeloop.devkit.cameras.MODEL_PARAMS): 4 day clips, holdouts of one day
 clip (clean) and one night and one rain clip (drifted)."""
 
 
@@ -105,7 +105,7 @@ def accuracy_at_node(uploads: list[dict[str, Any]], truth: dict[tuple[str, int],
                      cameras: set[str]) -> dict[str, Any]:
     """The node's uploaded intrusion decisions (made by ``version``) on ``cameras`` against the truth."""
     from edge_runtime.modelkit import model_outputs
-    from hub.rollouts import record_values
+    from hub.client import record_values
 
     hits = n = 0
     for u in uploads:

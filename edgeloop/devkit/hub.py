@@ -1,4 +1,4 @@
-"""``edgeloop hub serve`` as a child process on a free port: for the demo, the tests and the benchmarks.
+"""``edgeloop hub serve`` and ``edgeloop node run`` as child processes: for the demo, the tests and the benchmarks.
 
 ``stop()`` then ``start()`` keeps the port and the database (a hub that goes away and comes back).
 """
@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge_runtime.broker import free_port, wait_port
 from edge_runtime.hubclient import HubClient
+from edge_runtime.ports import free_port, wait_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def child_env() -> dict[str, str]:
@@ -43,7 +43,7 @@ class HubProcess:
         return args + (["--broker", f"127.0.0.1:{self.broker_port}"] if self.broker_port else [])
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "edge_runtime.cli", *self.serve_args()]
+        return [sys.executable, "-m", "edgeloop", *self.serve_args()]
 
     def start(self, timeout: float = 60) -> HubProcess:
         self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL,
@@ -80,3 +80,34 @@ class HubProcess:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+class NodeProcess:
+    """``edgeloop node run`` as a subprocess (SIGTERM or SIGKILL)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = config.with_suffix(".log")
+
+    def start(self) -> NodeProcess:
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeloop", "node", "run", "--config",
+                                      str(self.config)], cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "ab"))  # noqa: SIM115
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None

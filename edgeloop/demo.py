@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from . import jsonio
+from edge_runtime import jsonio
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "pump_monitoring"
 
@@ -59,8 +59,8 @@ class PumpDemo:
     def start(self) -> None:
         import paho.mqtt.client as mqtt
 
-        from .node import Node, load_node_config
-        from .testing import ModbusServer
+        from edge_runtime.node import Node, load_node_config
+        from edge_runtime.testing import ModbusServer
 
         modbus = self.modbus = ModbusServer().start()
         self.started.append(modbus)
@@ -172,13 +172,13 @@ SCENARIOS = ("all", "pumps", "cameras", "loop")
 
 
 def _run_loop(console: Any, work: Path, hub: Any, broker_port: int, figures: dict[str, Any]) -> bool:
-    """One agile-loop iteration on the pump scenario (flows.pump_scenario.run_loop) against the demo's hub and
+    """One agile-loop iteration on the pump scenario (edgeloop.devkit.scenarios.pumps.run_loop) against the demo's hub and
     broker: drift, collect, label (SIMULATED annotator) in Label Studio, retrain, gate, package, roll out; then
     the node scores new drifted data with the new version. Skipped, with the reason, without Label Studio."""
     import os
 
     try:
-        from flows.labelstudio import LabelStudioServer
+        from edgeloop.devkit.labelstudio import LabelStudioServer
 
         LabelStudioServer.executable()
     except (ImportError, FileNotFoundError) as e:
@@ -188,7 +188,7 @@ def _run_loop(console: Any, work: Path, hub: Any, broker_port: int, figures: dic
     os.environ.setdefault("PREFECT_HOME", str(work / "prefect-home"))  # a throwaway Prefect database
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the demo prints each step itself
-    from flows import pump_scenario as sc
+    from edgeloop.devkit.scenarios import pumps as sc
 
     console.print("[bold]agile loop[/]: pumps drift after version 1 ships; one iteration (Prefect, Label Studio "
                   "with a SIMULATED annotator, MLflow, BentoML), then a canary rollout")
@@ -237,7 +237,7 @@ def run_demo(*, duration: float = 20.0, broker: str | None = None, quiet: bool =
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .broker import Mosquitto
+    from .devkit.broker import Mosquitto
 
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario {scenario!r}: expected one of {', '.join(SCENARIOS)}")
@@ -258,14 +258,14 @@ def run_demo(*, duration: float = 20.0, broker: str | None = None, quiet: bool =
             console.print(f"[bold]broker[/]: started mosquitto on 127.0.0.1:{port}")
         hub = None
         if scenario in ("all", "cameras", "loop"):
-            from hub.process import HubProcess
+            from edgeloop.devkit.hub import HubProcess
 
             hub = HubProcess(work / "hub", admin_token="ela_" + secrets.token_urlsafe(32), broker_port=port,
                              heartbeat=2.0).start()
             started.append(hub)
             console.print(f"[bold]hub[/]: {hub.url} (SQLite in {work / 'hub'}; EDGELOOP_TOKEN={hub.admin_token})")
         if scenario in ("all", "cameras"):
-            from apps.sewage_dumping.demo import CACHE, CameraDemo
+            from edgeloop.devkit.cameras import CACHE, CameraDemo
 
             cams = CameraDemo(console, work, broker_port=port, hub=hub, cameras=cameras, frames=frames,
                               cache=model_cache or CACHE)
@@ -300,7 +300,7 @@ def run_demo(*, duration: float = 20.0, broker: str | None = None, quiet: bool =
                 console.print("[red]the pumps did not show the expected alert and stop action[/]")
             ok = ok and pumps_ok
         if cams is not None:
-            from apps.sewage_dumping.demo import table as camera_table
+            from edgeloop.devkit.cameras import table as camera_table
 
             cams.stop()
             rows = cams.report()
@@ -315,7 +315,7 @@ def run_demo(*, duration: float = 20.0, broker: str | None = None, quiet: bool =
             ok = ok and loop_ok
         figures["seconds"] = round(time.monotonic() - t_demo, 1)
         if report is not None:
-            from apps.demo_report import write_report
+            from edgeloop.report import write_report
 
             files = write_report(report, figures)
             console.print(f"[bold]report[/]: {', '.join(str(f) for f in files)}")

@@ -1,0 +1,5 @@
+"""``python -m edgeloop``: the ``edgeloop`` command line."""
+
+from edgeloop.cli import main
+
+main()
