@@ -47,7 +47,7 @@ import orjson
 
 from bench.common import SEED, T0, print_table, write_results
 from edge_runtime.broker import Mosquitto
-from edge_runtime.devices.fastpub import _utf8, _varint
+from edge_runtime.mqtt.raw import _utf8, _varint
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_NOTE = ("SYNTHETIC data: seeded simulated pump records generated in bench/hub_ingest.py "

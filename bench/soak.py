@@ -30,7 +30,7 @@ import yaml
 from bench.common import SEED, machine_facts, write_results
 from edge_runtime import jsonio
 from edge_runtime.broker import Mosquitto, free_port
-from edge_runtime.devices.fastpub import RawPublisher, publish_packet
+from edge_runtime.mqtt.raw import RawPublisher, publish_packet
 
 ROOT = Path(__file__).resolve().parent.parent
 N_DEVICES = 100

@@ -45,7 +45,7 @@ import orjson
 
 from bench.common import SEED, T0, print_table, write_results
 from edge_runtime.broker import Mosquitto
-from edge_runtime.devices.fastpub import RawPublisher
+from edge_runtime.mqtt.raw import RawPublisher
 from tests.kit.hub import HubProcess, NodeProcess
 
 DATA_NOTE = "SYNTHETIC data: seeded simulated pump records generated in bench/uplink_recovery.py, not real devices"

@@ -148,7 +148,7 @@ def onvif_discover(timeout: float = typer.Option(3.0, help="seconds to collect a
     """Find ONVIF cameras (WS-Discovery Probe for NetworkVideoTransmitter devices)."""
     import json
 
-    from edge_runtime.devices.onvif import discover
+    from edge_runtime.connectors.onvif import discover
 
     target = None
     if to:
@@ -378,7 +378,7 @@ def product_apply(file: Path = typer.Option(..., "--file", "-f", help="products 
     """Share the products of a file through the hub (validated here first, then by the hub)."""
     from urllib.parse import quote
 
-    from .devices.model import load_catalog
+    from .devices.catalog import load_catalog
     from .operators.base import SpecError
     from .yamlspec import load_yaml
 

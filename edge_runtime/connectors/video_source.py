@@ -2,7 +2,8 @@
 USB cameras (V4L2), decoded to BGR numpy frames that stay in the process.
 
 :class:`VideoSource` reads one source on its own thread and hands each frame to a callback. A live source
-that fails to open, stalls (no frame for ``stall_timeout``) or drops is reopened with exponential backoff;
+that fails to open, stalls (no frame for ``stall_timeout``) or drops is reopened with jittered exponential
+backoff (``backoff`` growing to ``max_backoff``);
 a file that ends is looped or finished; unreadable frames are counted and skipped. Everything is counted
 (:meth:`VideoSource.stats`) for heartbeats. OpenCV is imported when a source starts, never at import.
 """
@@ -17,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..backoff import Backoff
+
 __all__ = ["VideoSource", "SourceSpec", "parse_source"]
 
 log = logging.getLogger("edgeloop.video")
@@ -27,7 +30,7 @@ OnFrame = Callable[[Frame, float, int], None]  # frame, timestamp (epoch s), ind
 
 class SourceSpec:
     """Where frames come from: ``file`` (a path), ``url`` (a stream), ``usb`` (a V4L2 index or /dev path) or
-    ``onvif`` (a camera whose media profile's stream URI is asked for at every open: devices/onvif.py).
+    ``onvif`` (a camera whose media profile's stream URI is asked for at every open: connectors/onvif.py).
 
     ``realtime`` paces a file at its frame rate (``fps`` overrides it); ``loop`` restarts a file at its end.
     """
@@ -139,7 +142,7 @@ class VideoSource:
         return cap
 
     def _run(self) -> None:
-        backoff = self.spec.backoff
+        backoff = Backoff(self.spec.backoff, self.spec.max_backoff)
         index = 0
         try:
             while not self._stop.is_set():
@@ -150,8 +153,7 @@ class VideoSource:
                     self._error(f"{exc}")
                     if not self.spec.live:
                         return  # a missing or unreadable file does not come back
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.spec.max_backoff)
+                    self._stop.wait(backoff.next())
                     continue
                 self.counters["opens"] += 1
                 if self.counters["opens"] > 1:
@@ -161,15 +163,14 @@ class VideoSource:
                     before = index
                     index, ended = self._read(cap, index)
                     if index > before:
-                        backoff = self.spec.backoff  # it delivered: the next outage starts from a short wait
+                        backoff.reset()  # it delivered: the next outage starts from a short wait
                 finally:
                     cap.release()
                     self.connected = False
                 if not self.spec.live and (ended == "stopped" or not self.spec.loop or index == before):
                     return  # a file: done (or looping a file that yields nothing)
                 if self.spec.live and not self._stop.is_set():
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.spec.max_backoff)
+                    self._stop.wait(backoff.next())
         finally:
             self.finished.set()
             if self.on_end is not None:

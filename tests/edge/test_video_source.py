@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.broker import free_port
-from edge_runtime.devices.video import SourceSpec, VideoSource
+from edge_runtime.connectors.video_source import SourceSpec, VideoSource
 from edge_runtime.testing import wait_for
 
 N_FRAMES = 60
