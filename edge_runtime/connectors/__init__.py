@@ -10,9 +10,10 @@ and ``ingest``: devices whose gateways publish ready-made records) and plug-ins 
 Adding a protocol is one module with one class and its test::
 
     from edge_runtime.connectors import BindingCheck, Connector
+    from edge_runtime.devices.readings import MAPPING_OPTIONS, check_mapping
 
     class LineFileConnector(Connector):
-        \"\"\"Readings appended to a local file, one JSON object a line.\"\"\"
+        "Readings appended to a local file, one JSON object a line."
 
         name = "linefile"
         options = {"path": "the file to follow", **MAPPING_OPTIONS}
@@ -23,9 +24,10 @@ Adding a protocol is one module with one class and its test::
                 raise b.error("expected the file's path", "path")   # file:line, device and field
             check_mapping(b)
 
-        def start(self) -> None: ...      # a thread that reads, self.ctx.bus.submit(records)
+        def start(self) -> None: ...      # a thread that reads: self.ctx.bus.submit(records)
         def stop(self) -> None: ...
-        def stats(self) -> dict: ...
+        def stats(self) -> dict: ...      # under "linefile" in the node's stats
+        def write(self, device, values) -> None: ...   # device_output set, where the protocol can
 
 registered in its package's metadata::
 

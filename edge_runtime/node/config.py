@@ -176,7 +176,8 @@ class NodeConfig(NodeFile):
 
     catalog: Catalog
     instances: list[InstanceConfig]
-    #: connector name -> its node.yaml section (connectors that declare one; defaults when not written)
+    #: connector name -> its node.yaml section as written (a connector whose section is not written gets its
+    #: settings class' defaults from the node)
     connectors: dict[str, Any]
     file: str | None = None
 
@@ -229,7 +230,6 @@ def load_node_config(path: str | Path) -> NodeConfig:
                         hint="token_env: EDGELOOP_METRICS_TOKEN, and Prometheus' authorization setting")
     store_path = doc.store.path or f"var/{node}.db"
     models = doc.models
-    connectors = {name: sections.get(name) or cls_settings() for name, cls_settings in _declared().items()}
     return NodeConfig(
         node=node, broker=doc.broker, products=doc.products, devices=doc.devices, pipelines=doc.pipelines,
         store=replace(doc.store, path=store_path if store_path == ":memory:" else str(base / store_path)),
@@ -237,12 +237,7 @@ def load_node_config(path: str | Path) -> NodeConfig:
         hub=hub, outbox=outbox, metrics=metrics, outputs=doc.outputs,
         models=replace(models, store=str(base / (models.store or f"var/{node}-models")),
                        trusted_keys=tuple(str(base / k) for k in models.trusted_keys)),
-        catalog=catalog, instances=instances, connectors=connectors, file=file)
-
-
-def _declared() -> dict[str, Any]:
-    """Connector name -> its settings class, for the connectors that declare a node.yaml section."""
-    return {cls.name: cls.settings for cls in connector_classes() if cls.settings is not None}
+        catalog=catalog, instances=instances, connectors=sections, file=file)
 
 
 def _hub(hub: HubSettings, data: dict[str, Any], base: Path, file: str) -> HubSettings:
