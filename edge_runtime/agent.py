@@ -147,8 +147,8 @@ class Agent:
                     log.info("pipeline instance %s started (%s v%s)", name, ic.plan.name, version)
             self.errors = errors
             node.unpin_unused()
-        for e in errors:
-            log.error("desired state: %s", e)
+        for err in errors:
+            log.error("desired state: %s", err)
         return errors
 
     def _instance(self, entry: dict[str, Any], local: set[str]) -> tuple[str, InstanceConfig]:

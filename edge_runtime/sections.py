@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from .operators.base import SpecError, parse_duration
 from .yamlspec import line_of
@@ -88,7 +88,7 @@ def parse_section(cls: type[T], data: Any, *, name: str, file: str | None, paren
         if extras is not None:
             extras[str(key)] = parse_extra(data[key], f"{prefix}{key}")
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(cast(Any, cls)):
         key = f.metadata.get("key") or f.name
         value = data.get(key)
         if value is None:

@@ -144,7 +144,7 @@ class CoapConnector(Connector):
         self.loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._server: Any = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_error: BaseException | None = None
@@ -176,7 +176,7 @@ class CoapConnector(Connector):
 
     # -- client side: observe and poll -------------------------------------------------------
     async def _observe(self, device: str) -> None:
-        from aiocoap import GET, Message
+        from aiocoap import GET, Message  # type: ignore[import-untyped]
 
         d = self.devices[device]
         uri, source = d.opt["uri"], f"coap:{d.opt['uri']}"
@@ -286,7 +286,7 @@ class CoapConnector(Connector):
 
         outer = self
 
-        class Telemetry(resource.Resource):
+        class Telemetry(resource.Resource):  # type: ignore[misc]  # aiocoap has no type hints
             def __init__(self, device: str, events: bool = False) -> None:
                 super().__init__()
                 self.device, self.events = device, events
@@ -386,12 +386,14 @@ class CoapConnector(Connector):
     def write(self, device: str, values: dict[str, Any]) -> None:
         uri = self.bindings[device].options.get("uri")
         if not uri:  # a pushing device: nothing to send a request to
-            super().write(device, values)
+            super().write(device, values)  # raises: what the protocol cannot do
+            return
         self.call(device, "PUT", uri, values)
 
     def call_service(self, device: str, service: str, args: dict[str, Any], how: Any) -> None:
         if not how:
-            super().call_service(device, service, args, how)
+            super().call_service(device, service, args, how)  # raises: what the protocol cannot do
+            return
         payload = substitute(how["payload"], args) if "payload" in how else args
         self.call(device, how.get("method", "POST"), how.get("uri") or how["path"], payload)
 

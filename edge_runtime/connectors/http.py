@@ -295,7 +295,8 @@ class HttpConnector(Connector):
 
     def call_service(self, device: str, service: str, args: dict[str, Any], how: Any) -> None:
         if not how:
-            super().call_service(device, service, args, how)
+            super().call_service(device, service, args, how)  # raises: what the protocol cannot do
+            return
         payload = substitute(how["payload"], args) if "payload" in how else args
         call_service(self.bindings[device], how, payload)
 
@@ -318,7 +319,7 @@ def call_service(binding: Any, how: dict[str, Any], payload: Any, timeout: float
                                  headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            return resp.status
+            return int(resp.status)
     except urllib.error.HTTPError as exc:
         raise RecordError(f"HTTP {req.method} {url}: the device answered {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:

@@ -66,7 +66,8 @@ def decode(reg: Register, words: list[int]) -> float | int:
         raise RecordError(f"expected {n} registers for {reg.type}, got {len(words)}")
     ordered = list(words) if reg.word_order == "big" else list(reversed(words))
     raw = b"".join(w.to_bytes(2, "big") if reg.byte_order == "big" else w.to_bytes(2, "little") for w in ordered)
-    return struct.unpack(">" + code, raw)[0]
+    value: float | int = struct.unpack(">" + code, raw)[0]
+    return value
 
 
 def encode(reg: Register, value: float | int) -> list[int]:
@@ -147,7 +148,7 @@ class ModbusDevice:
         self.by_prop = {r.prop: r for r in self.registers}
         self.unit = o["unit"]
         self.interval = o["interval"]
-        self.client = ModbusTcpClient(o["host"], port=o["port"], timeout=o["timeout"], retries=0,
+        self.client: Any = ModbusTcpClient(o["host"], port=o["port"], timeout=o["timeout"], retries=0,
                                       reconnect_delay=0, reconnect_delay_max=0)
         self.lock = threading.Lock()
         self.polls = 0
@@ -331,6 +332,7 @@ class ModbusConnector(Connector):
 
     def call_service(self, device: str, service: str, args: dict[str, Any], how: Any) -> None:
         if not how:
-            super().call_service(device, service, args, how)
+            super().call_service(device, service, args, how)  # raises: what the protocol cannot do
+            return
         for prop, value in substitute(how["write"], args).items():
             self.devices[device].write(prop, value)

@@ -152,12 +152,12 @@ class OpcuaConnector(Connector):
             self.device_endpoint[b.id] = ep
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._ready = threading.Event()
 
     # -- connections ------------------------------------------------------------------------------
     async def _connect(self, ep: _Endpoint) -> Any:
-        from asyncua import Client
+        from asyncua.client.client import Client
 
         opt = ep.opt
         client = Client(url=ep.url, timeout=float(opt.get("timeout", 5.0)), watchdog_intervall=1.0)
@@ -171,7 +171,7 @@ class OpcuaConnector(Connector):
         return client
 
     async def _endpoint(self, ep: _Endpoint) -> None:
-        from asyncua import ua
+        from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
         backoff, wait = Backoff(0.5, MAX_BACKOFF), 0.0
         mode = ep.opt.get("mode", "subscribe")
@@ -184,9 +184,9 @@ class OpcuaConnector(Connector):
             try:
                 try:
                     client = await self._connect(ep)
-                except ua.UaStatusCodeError as exc:
+                except UaStatusCodeError as exc:
                     raise RecordError(f"the server refused the session: {_status(exc)}") from None
-                except ua.UaError as exc:
+                except UaError as exc:
                     if "No matching endpoints" in str(exc):
                         policy = str(exc).rsplit("#", 1)[-1]
                         raise RecordError(f"the server offers no endpoint with security {policy}: set the binding's "
@@ -229,11 +229,11 @@ class OpcuaConnector(Connector):
             wait = backoff.next()
 
     async def _read_all(self, ep: _Endpoint, client: Any, nodes: list[Any]) -> None:
-        from asyncua import ua
+        from asyncua.ua.attribute_ids import AttributeIds
 
         now = time.time()
         per_device: dict[str, dict[str, Any]] = {}
-        values = await client.read_attributes(nodes, ua.AttributeIds.Value)
+        values = await client.read_attributes(nodes, AttributeIds.Value)
         for node_id, dv in zip(ep.watch, values):
             device, prop, product = ep.watch[node_id]
             ep.notifications += 1
@@ -260,7 +260,7 @@ class OpcuaConnector(Connector):
             self._failed(ep, device, f"{node_id}: {exc.reason}")
             return
         ts = source_ts.timestamp() if source_ts is not None else time.time()
-        if not ep.pending:
+        if not ep.pending and self.loop is not None:
             self.loop.call_soon(self._flush, ep)
         ep.pending.append({"device": device, "product": product.name, "ts": ts, "values": {prop: checked}})
 
@@ -281,6 +281,7 @@ class OpcuaConnector(Connector):
     # -- actions ------------------------------------------------------------------------------
     async def _write(self, device: str, values: dict[str, Any]) -> None:
         from asyncua import ua
+        from asyncua.ua.uaerrors import UaStatusCodeError
 
         ep = self.device_endpoint[device]
         client = ep.client
@@ -294,11 +295,12 @@ class OpcuaConnector(Connector):
             try:
                 vtype = await node.read_data_type_as_variant_type()
                 await node.write_value(ua.DataValue(ua.Variant(value, vtype)))
-            except ua.UaStatusCodeError as exc:
+            except UaStatusCodeError as exc:
                 raise RecordError(f"writing {nodes[prop]}: {_status(exc)}") from None
 
     async def _call(self, device: str, service: str, args: dict[str, Any]) -> Any:
         from asyncua import ua
+        from asyncua.ua.uaerrors import UaStatusCodeError
 
         ep = self.device_endpoint[device]
         client = ep.client
@@ -311,7 +313,7 @@ class OpcuaConnector(Connector):
         try:
             # a method is a node id (a plain string would be taken as a browse name)
             return await client.get_node(how["object"]).call_method(ua.NodeId.from_string(how["method"]), *argv)
-        except ua.UaStatusCodeError as exc:
+        except UaStatusCodeError as exc:
             raise RecordError(f"calling {how['method']}: {_status(exc)}") from None
 
     def _run_sync(self, coro: Any, timeout: float = 10.0) -> Any:
@@ -330,7 +332,8 @@ class OpcuaConnector(Connector):
     def call_service(self, device: str, service: str, args: dict[str, Any], how: Any) -> None:
         """device_output ``service`` (from the node's actuator thread)."""
         if not how:
-            super().call_service(device, service, args, how)
+            super().call_service(device, service, args, how)  # raises: what the protocol cannot do
+            return
         self.call(device, service, args)
 
     def call(self, device: str, service: str, args: dict[str, Any]) -> Any:

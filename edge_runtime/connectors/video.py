@@ -126,7 +126,8 @@ class VideoConnector(Connector):
     def call_service(self, device: str, service: str, args: dict[str, Any], how: Any) -> None:
         onvif = self.bindings[device].options.get("onvif")
         if not how or not onvif:
-            super().call_service(device, service, args, how)
+            super().call_service(device, service, args, how)  # raises: what the protocol cannot do
+            return
         from .onvif import ptz
 
         ptz(onvif, substitute(how, args))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..backoff import Backoff
 
@@ -24,7 +25,7 @@ __all__ = ["VideoSource", "SourceSpec", "parse_source"]
 
 log = logging.getLogger("edgeloop.video")
 
-Frame = np.ndarray
+Frame = NDArray[np.uint8]
 OnFrame = Callable[[Frame, float, int], None]  # frame, timestamp (epoch s), index
 
 
@@ -51,7 +52,7 @@ class SourceSpec:
         return self.kind != "file"
 
     def describe(self) -> str:
-        if self.kind == "onvif":
+        if self.onvif is not None:
             return f"ONVIF camera {self.onvif['host']}:{self.onvif.get('port', 80)}"
         return {"file": f"file {self.file}", "url": f"stream {self.url}", "usb": f"camera {self.usb}"}[self.kind]
 
@@ -120,13 +121,13 @@ class VideoSource:
         import cv2
 
         s = self.spec
-        if s.kind == "file":
+        if s.file is not None:
             if not Path(s.file).is_file():
                 raise OSError(f"no such video file {s.file}")
             cap = cv2.VideoCapture(str(s.file), cv2.CAP_FFMPEG)
-        elif s.kind in ("url", "onvif"):
-            url = s.url
-            if s.kind == "onvif":  # asked again at every open: a camera may change its URI or come back elsewhere
+        elif s.url is not None or s.onvif is not None:
+            url = str(s.url)
+            if s.onvif is not None:  # asked again at every open: a camera may change its URI or come back elsewhere
                 from .onvif import stream_uri
 
                 url = stream_uri(s.onvif, timeout=max(5.0, s.stall_timeout))
@@ -134,8 +135,10 @@ class VideoSource:
                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(s.stall_timeout * 1000),
                                     # FFmpeg fails a frozen read after ~3 read timeouts: half the stall budget
                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(100, int(s.stall_timeout * 500))])
-        else:
+        elif isinstance(s.usb, int):
             cap = cv2.VideoCapture(s.usb, cv2.CAP_V4L2)
+        else:
+            cap = cv2.VideoCapture(str(s.usb), cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()
             raise OSError(f"cannot open {s.describe()}")

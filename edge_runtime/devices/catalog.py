@@ -33,7 +33,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from ..connectors.base import BindingCheck
 from ..connectors.registry import lookup as lookup_connector
@@ -321,7 +321,7 @@ def _items(data: Any, key: str, file: str) -> tuple[list[Any], Any]:
 
 
 def load_catalog(product_files: Iterable[str | Path], device_files: Iterable[str | Path] = (),
-                 *, products_data: list[tuple[str, Any]] = (), devices_data: list[tuple[str, Any]] = ()) -> Catalog:
+                 *, products_data: Sequence[tuple[str, Any]] = (), devices_data: Sequence[tuple[str, Any]] = ()) -> Catalog:
     """Load products, then device bindings, from YAML files (or decoded data, for tests)."""
     cat = Catalog()
     sources = [(str(f), load_yaml(f)) for f in product_files] + list(products_data)

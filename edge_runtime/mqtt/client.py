@@ -8,6 +8,7 @@ import ssl
 from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 
 __all__ = ["BufferedClient"]
 
@@ -114,23 +115,23 @@ class BufferedClient(mqtt.Client):
             self._send_puback((buf[t_end] << 8) | buf[t_end + 1])
         return True
 
-    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         if self._sock is None:
-            return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
         fast = self.fast_publish is not None
         for _ in range(max(max_packets, self.max_burst)):
             if self._sock is None:
-                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
             if fast and self._fast_publish_one():
                 continue
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)
-            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 break
-        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
+    def _loop(self, timeout: float = 1.0) -> MQTTErrorCode:
         if self._rpos < len(self._rbuf) and self._sock is not None:
             rc = self.loop_read()  # buffered bytes: select() would not see them
             if rc or self._sock is None:

@@ -16,9 +16,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ..sections import boolean, count, optional, setting, text
 from ..sections import port as port_number
@@ -52,13 +53,13 @@ class MqttLink:
                  on_message: Callable[[str, bytes, float], None] | None = None) -> None:
         self.cfg = cfg
         self.client_id = client_id or f"edgeloop-{uuid.uuid4().hex[:10]}"
-        self.client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        self.client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   protocol=mqtt.MQTTv311, clean_session=True)
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls:
             self.client.tls_set(ca_certs=cfg.ca_certs)
-        self.client.reconnect_delay_set(min_delay=0.2, max_delay=10)
+        self.client.reconnect_delay_set(min_delay=0.2, max_delay=10)  # type: ignore[arg-type]  # paho takes floats
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(1000)
         self.status_topic = status_topic
@@ -117,7 +118,7 @@ class MqttLink:
         """Publish; a message paho could not queue (its 65,535 message ids are all pending) is counted in
         ``dropped``, never lost silently."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc == mqtt.MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             self.dropped += 1
         return info
 
@@ -150,4 +151,4 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self.on_message_cb is not None:
-            self.on_message_cb(msg.topic, msg.payload, time.time())
+            self.on_message_cb(msg.topic, cast(bytes, msg.payload), time.time())

@@ -48,7 +48,7 @@ class Node:
     def __init__(self, cfg: NodeConfig, *, models: ModelProvider | Mapping[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.models: ModelProvider = as_provider(models) if models is not None else self._model_store(cfg)
-        self.store = LocalStore(cfg.store.path, retention=cfg.store.retention, max_rows=cfg.store.max_rows,
+        self.store = LocalStore(str(cfg.store.path), retention=cfg.store.retention, max_rows=cfg.store.max_rows,
                                 write_behind=0.05)
         self.dead_letters = DeadLetterSink(self.store)
         self.publisher = MqttLink(cfg.broker, client_id=f"{cfg.node}-out", status_topic=f"edgeloop/{cfg.node}/status")
@@ -72,8 +72,7 @@ class Node:
         if cfg.outbox is not None:
             ob = cfg.outbox
             self.outbox = Outbox(str(ob.path), max_rows=ob.max_rows, max_bytes=ob.max_bytes, max_age=ob.max_age)
-            self.uplink_link = MqttLink(cfg.broker, client_id=f"{cfg.node}-uplink",
-                                        on_message=lambda t, p, _ts: self.uplink.on_message(t, p))  # type: ignore[union-attr]
+            self.uplink_link = MqttLink(cfg.broker, client_id=f"{cfg.node}-uplink", on_message=self._from_hub)
             self.uplink = Uplink(cfg.node, self.outbox, self.uplink_link, http=self._hub_client(),
                                  ack_timeout=ob.ack_timeout, on_rejected=self._rejected)
         self.sinks = NodeSinks(cfg.node, store=self.store, publisher=self.publisher, outbox=self.outbox,
@@ -82,7 +81,7 @@ class Node:
         if cfg.hub is not None:
             from ..agent import Agent
 
-            cache = Path(cfg.outbox.path if cfg.outbox else cfg.store.path or "").with_name(f"{cfg.node}-desired.json")
+            cache = Path(str(cfg.outbox.path if cfg.outbox else cfg.store.path)).with_name(f"{cfg.node}-desired.json")
             self.agent = Agent(self, self._hub_client(), cache_path=cache, interval=cfg.hub.heartbeat)
         self.sources: dict[str, VideoSource] = {}  # instance -> VideoSource of its file/stream/usb input
         self.frames_dropped: dict[str, int] = {}  # device -> frames a pipeline source dropped (live, behind)
@@ -341,6 +340,10 @@ class Node:
         from ..metrics import node_families, render
 
         return render(node_families(self.stats(), self.heartbeat()))
+
+    def _from_hub(self, topic: str, payload: bytes, _arrived: float) -> None:
+        if self.uplink is not None:
+            self.uplink.on_message(topic, payload)
 
     def _rejected(self, rej: dict[str, Any], body: bytes | None) -> None:
         self.dead_letters.add(source="uplink/hub", reason=str(rej.get("reason")), raw=body)
