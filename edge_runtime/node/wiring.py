@@ -90,14 +90,13 @@ class Node:
         self.started_at = time.time()
         self.metrics_server: MetricsServer | None = None
 
-    def _hub_client(self, timeout: float | None = None) -> Any:
+    def _hub_client(self) -> Any:
         hub = self.cfg.hub
         if hub is None:
             return None
         from ..hubclient import HubClient
 
-        return HubClient(str(hub.url), hub.token) if timeout is None else HubClient(str(hub.url), hub.token,
-                                                                                   timeout=timeout)
+        return HubClient(str(hub.url), hub.token)
 
     @staticmethod
     def _model_store(cfg: NodeConfig) -> ModelProvider:
