@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             trace = UplinkTrace(node, broker.port)
             t0 = time.time()
             node.start()
-            wait_for(lambda: all(c.finished.is_set() for c in node.cameras.values()), args.frames / 10 + 60,
+            wait_for(lambda: all(c.finished.is_set() for c in node.connectors["video"].cameras.values()), args.frames / 10 + 60,
                      "the cameras to play")
             node.engine.drain(30)
             wait_for(lambda: node.outbox.stats()["rows"] == 0, 60, "the outbox to drain")

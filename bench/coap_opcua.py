@@ -226,7 +226,7 @@ def opcua(work: Path, broker: int, seconds: float, mode: str) -> dict[str, Any]:
         w0 = writes.value
         got, took, cpu = _window(node, seconds)
         written = writes.value - w0
-        errors = node.opcua.stats()[0]["errors"]
+        errors = node.connectors["opcua"].stats()[0]["errors"]
     finally:
         node.stop()
         stop.set()

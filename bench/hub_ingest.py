@@ -46,7 +46,7 @@ from typing import Any
 import orjson
 
 from bench.common import SEED, T0, print_table, write_results
-from edge_runtime.devices.fastpub import _utf8, _varint
+from edge_runtime.mqtt.raw import _utf8, _varint
 from edgeloop.devkit.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent

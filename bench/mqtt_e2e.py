@@ -39,7 +39,7 @@ import paho.mqtt.client as mqtt
 import yaml
 
 from edge_runtime import jsonio
-from edge_runtime.devices.fastpub import RawPublisher, publish_packet
+from edge_runtime.mqtt.raw import RawPublisher, publish_packet
 from edgeloop.devkit.broker import Mosquitto
 
 try:
@@ -181,7 +181,7 @@ class EdgeNode:
         cfg_path = write_node_config(workdir, port, publish_telemetry, n_devices)
         self.node = Node(load_node_config(cfg_path))
         self.node.start()
-        if not (self.node.publisher.wait_connected(10) and self.node.mqtt.link.wait_connected(10)):
+        if not (self.node.publisher.wait_connected(10) and self.node.connectors["mqtt"].link.wait_connected(10)):
             raise RuntimeError("node did not connect")
         time.sleep(0.5)  # subscriptions acknowledged
         self.first = self.last = 0.0
@@ -203,7 +203,7 @@ class EdgeNode:
 
     def counters(self) -> dict[str, int]:
         n = self.node
-        return {"received": n.mqtt.received, "accepted": n.mqtt.accepted, "records": n.bus.records_in,
+        return {"received": n.connectors["mqtt"].received, "accepted": n.connectors["mqtt"].accepted, "records": n.bus.records_in,
                 "dead_letters": n.dead_letters.total, "outputs": n.outputs_published}
 
     def reset_clock(self) -> None:

@@ -47,7 +47,7 @@ import yaml
 
 from bench.common import SEED, machine_facts, print_table, write_results
 from edge_runtime import jsonio
-from edge_runtime.devices.fastpub import RawPublisher, publish_packet
+from edge_runtime.mqtt.raw import RawPublisher, publish_packet
 from edge_runtime.ports import free_port
 from edgeloop.devkit.broker import Mosquitto
 
@@ -154,7 +154,7 @@ class Outputs:
     def __init__(self, port: int, topic: str) -> None:
         import paho.mqtt.client as mqtt
 
-        from edge_runtime.devices.mqtt import BufferedClient
+        from edge_runtime.mqtt import BufferedClient
 
         self.lock = threading.Lock()
         self.items: list[tuple[float, float, int]] = []  # (arrival, event time, count)

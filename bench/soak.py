@@ -29,7 +29,7 @@ import yaml
 
 from bench.common import SEED, machine_facts, write_results
 from edge_runtime import jsonio
-from edge_runtime.devices.fastpub import RawPublisher, publish_packet
+from edge_runtime.mqtt.raw import RawPublisher, publish_packet
 from edge_runtime.ports import free_port
 from edgeloop.devkit.broker import Mosquitto
 

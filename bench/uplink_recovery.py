@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from bench.common import SEED, T0, print_table, write_results
-from edge_runtime.devices.fastpub import RawPublisher
+from edge_runtime.mqtt.raw import RawPublisher
 from edgeloop.devkit.broker import Mosquitto
 from tests.kit.hub import HubProcess, NodeProcess
 

@@ -89,7 +89,7 @@ def onvif_discover(timeout: float = typer.Option(3.0, help="seconds to collect a
     """Find ONVIF cameras (WS-Discovery Probe for NetworkVideoTransmitter devices)."""
     import json
 
-    from edge_runtime.devices.onvif import discover
+    from edge_runtime.connectors.onvif import discover
 
     target = None
     if to:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["CONTENT_TYPE", "Family", "MetricsServer", "node_families", "render"]
+__all__ = ["CONTENT_TYPE", "ConnectorFamilies", "Family", "MetricsServer", "node_families", "render"]
 
 log = logging.getLogger("edgeloop.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -64,34 +64,29 @@ def render(families: Iterable[Family]) -> str:
     return "\n".join(out) + "\n"
 
 
+@dataclass
+class ConnectorFamilies:
+    """The families every connector adds to (labelled by connector and source: a device, an endpoint, a queue)."""
+
+    accepted: Family = field(default_factory=lambda: Family(
+        "edgeloop_node_connector_accepted_total", "counter", "Readings a connector put on the bus, by source."))
+    errors: Family = field(default_factory=lambda: Family(
+        "edgeloop_node_connector_errors_total", "counter",
+        "Connector errors (refusals, unreachable devices, failed polls), by source."))
+    connected: Family = field(default_factory=lambda: Family(
+        "edgeloop_node_connector_connected", "gauge", "1 while a source is connected (observed, subscribed)."))
+
+
 def _connector_families(stats: Mapping[str, Any], node: str) -> list[Family]:
-    """HTTP, CoAP, OPC UA and AMQP devices: readings taken, errors, and connection state per source (a
-    device, an endpoint or a queue)."""
-    taken = Family("edgeloop_node_connector_accepted_total", "counter", "Readings a connector put on the bus, by source.")
-    errs = Family("edgeloop_node_connector_errors_total", "counter",
-                  "Connector errors (refusals, unreachable devices, failed polls), by source.")
-    up = Family("edgeloop_node_connector_connected", "gauge", "1 while a source is connected (observed, subscribed).")
-    http = stats.get("http") or {}
-    if http:
-        taken.add(http.get("accepted"), node=node, connector="http", source="push")
-        errs.add(http.get("refused"), node=node, connector="http", source="push")
-        for dev, p in (http.get("polls") or {}).items():
-            errs.add(p.get("errors"), node=node, connector="http", source=dev)
-    for dev, d in ((stats.get("coap") or {}).get("devices") or {}).items():
-        taken.add(d.get("accepted"), node=node, connector="coap", source=dev)
-        errs.add(d.get("errors"), node=node, connector="coap", source=dev)
-        if d.get("mode") == "observe":
-            up.add(d.get("observing"), node=node, connector="coap", source=dev)
-    for ep in stats.get("opcua") or []:
-        taken.add(ep.get("accepted"), node=node, connector="opcua", source=ep.get("endpoint"))
-        errs.add(ep.get("errors"), node=node, connector="opcua", source=ep.get("endpoint"))
-        up.add(ep.get("connected"), node=node, connector="opcua", source=ep.get("endpoint"))
-    for c in stats.get("amqp") or []:
-        src = ",".join(c.get("queues") or [])
-        taken.add(c.get("accepted"), node=node, connector="amqp", source=src)
-        errs.add(c.get("refused"), node=node, connector="amqp", source=src)
-        up.add(c.get("connected"), node=node, connector="amqp", source=src)
-    return [taken, errs, up]
+    """Each connector's families from its entry in the node's stats (its own ones first, then the shared)."""
+    from .connectors.registry import connector_classes
+
+    shared = ConnectorFamilies()
+    own: list[Family] = []
+    for cls in connector_classes(plugins=False):
+        if cls.name in stats:
+            own += cls.metric_families(stats[cls.name], node, shared)
+    return [*own, shared.accepted, shared.errors, shared.connected]
 
 
 def node_families(stats: Mapping[str, Any], heartbeat: Mapping[str, Any] | None = None) -> list[Family]:
@@ -113,18 +108,6 @@ def node_families(stats: Mapping[str, Any], heartbeat: Mapping[str, Any] | None 
     for kind, n in (stats.get("dead_letters", {}).get("by_kind") or {}).items():
         dead.add(n, node=node, kind=kind)
     fams.append(dead)
-    mqtt = stats.get("mqtt") or {}
-    fams += [
-        Family("edgeloop_node_mqtt_received_total", "counter", "MQTT messages received.").add(mqtt.get("received"), node=node),
-        Family("edgeloop_node_mqtt_connected", "gauge", "1 while connected to the broker.").add(mqtt.get("connected"), node=node),
-        Family("edgeloop_node_mqtt_reconnects_total", "counter", "Broker reconnects.").add(mqtt.get("reconnects"), node=node),
-    ]
-    polls = Family("edgeloop_node_modbus_polls_total", "counter", "Modbus polls, by device.")
-    errors = Family("edgeloop_node_modbus_errors_total", "counter", "Modbus poll errors, by device.")
-    for dev, m in (stats.get("modbus") or {}).items():
-        polls.add(m.get("polls"), node=node, device=dev)
-        errors.add(m.get("errors"), node=node, device=dev)
-    fams += [polls, errors]
     fams += _connector_families(stats, node)
     queue = Family("edgeloop_node_queue_depth", "gauge", "Records waiting per pipeline instance.")
     for inst, depth in (stats.get("queues") or {}).items():

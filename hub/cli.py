@@ -166,7 +166,7 @@ def product_apply(file: Path = typer.Option(..., "--file", "-f", help="products 
     """Share the products of a file through the hub (validated here first, then by the hub)."""
     from urllib.parse import quote
 
-    from edge_runtime.devices.model import load_catalog
+    from edge_runtime.devices.catalog import load_catalog
     from edge_runtime.operators.base import SpecError
     from edge_runtime.yamlspec import load_yaml
 

@@ -25,7 +25,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
 
-from edge_runtime.devices.mqtt import BufferedClient
+from edge_runtime.mqtt import BufferedClient
 
 from .db import Node
 from .uploads import UploadError, check_item, store_items

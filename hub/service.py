@@ -214,7 +214,7 @@ class Hub:
     # -- catalogue --------------------------------------------------------------------------
     @staticmethod
     def check_product(spec: Any) -> str:
-        from edge_runtime.devices.model import load_catalog
+        from edge_runtime.devices.catalog import load_catalog
         from edge_runtime.operators.base import SpecError
 
         if not isinstance(spec, dict):

@@ -24,7 +24,7 @@ import logging
 from typing import Any
 
 from ..records import RecordError, check_value
-from .model import Catalog, Product
+from .catalog import Catalog, Product
 
 __all__ = ["EventRules", "event_record"]
 

@@ -553,7 +553,7 @@ class FileOutput(Operator):
 
 class VideoInput(Operator):
     """A pipeline that starts from a video rather than from bound devices: the node runs
-    :class:`~edge_runtime.devices.video.VideoSource` for it and feeds the frames to this step, which passes
+    :class:`~edge_runtime.connectors.video_source.VideoSource` for it and feeds the frames to this step, which passes
     them on. ``device`` names the records' device (default: the instance)."""
 
     source = True
@@ -564,7 +564,7 @@ class VideoInput(Operator):
               "output": "frame field (default frame)"}
 
     def configure(self, device: Any = None, output: Any = "frame", **source: Any) -> None:
-        from ..devices.video import parse_source
+        from ..connectors.video_source import parse_source
 
         if device is not None and not isinstance(device, str):
             raise SpecError("expected a device id", field="device")

@@ -84,13 +84,13 @@ class CameraDemo:
         self.started_at = time.time()
         self.node.start()
         self.console.print(f"[bold]node[/] {self.node_name}: sewage-dumping pipeline on "
-                           f"{', '.join(sorted(self.node.cameras))}")
+                           f"{', '.join(sorted(self.node.connectors['video'].cameras))}")
 
     def frames_done(self) -> int:
-        return sum(c.stats()["frames"] for c in self.node.cameras.values()) if self.node else 0
+        return sum(c.stats()["frames"] for c in self.node.connectors["video"].cameras.values()) if self.node else 0
 
     def finished(self) -> bool:
-        return self.node is not None and all(c.finished.is_set() for c in self.node.cameras.values())
+        return self.node is not None and all(c.finished.is_set() for c in self.node.connectors["video"].cameras.values())
 
     def poll(self) -> None:
         """Print the alerts the hub stored since the last call (read from where the last call ended)."""
@@ -123,7 +123,7 @@ class CameraDemo:
                 break
             time.sleep(0.1)
         self.played_s = time.time() - self.started_at
-        self.stats = {c: s.stats() for c, s in self.node.cameras.items()}
+        self.stats = {c: s.stats() for c, s in self.node.connectors["video"].cameras.items()}
         self.node.stop()
 
     def report(self) -> dict[str, Any]:

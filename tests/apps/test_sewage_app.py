@@ -74,11 +74,11 @@ def test_cameras_to_alerts_with_images_at_the_hub(cv_models: Path, tmp_path: Pat
             store.register(name, Predictor(cv_models / name, version="t"))
         node = Node(load_node_config(cfg), models=store)
         node.start()
-        wait_for(lambda: all(c.finished.is_set() for c in node.cameras.values()), 120, "both videos decoded")
+        wait_for(lambda: all(c.finished.is_set() for c in node.connectors["video"].cameras.values()), 120, "both videos decoded")
         assert node.engine.drain(60)
         wait_for(lambda: node.outbox.stats()["rows"] == 0 and node.outbox.stats()["media"] == 0, 60,
                  "the outbox to drain")
-        video = {c: s.stats() for c, s in node.cameras.items()}
+        video = {c: s.stats() for c, s in node.connectors["video"].cameras.items()}
         assert all(v["frames"] == 300 and v["corrupt_frames"] == 0 for v in video.values()), video
         alerts = all_uploads(admin, kind="alert")
         images = {a["id"]: admin.request("GET", f"/api/v1/media/edge-cam/{a['image']['media']}",

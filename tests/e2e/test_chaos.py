@@ -144,7 +144,7 @@ def test_device_clock_jumps_are_dead_lettered_or_windowed_and_the_node_keeps_goi
     out = Collector(mosquitto.port, "edgeloop/edge-clock/pipelines/w/out")
     node.start()
     try:
-        assert node.mqtt.link.wait_connected(10)
+        assert node.connectors["mqtt"].link.wait_connected(10)
         pub = publisher(mosquitto.port)
         t0 = 1_800_000_000.0
         times = [t0 + i for i in range(25)]                      # windows t0, t0+10 closed; t0+20 open

@@ -62,7 +62,7 @@ def test_an_mqtt_meter_swapped_for_an_http_one_keeps_the_pipeline_running(tmp_pa
         admin.put("/api/v1/assignments/node:edge-s/watch", {"pipeline": "meter-watch", "devices": ["meter-http"]})
         wait_for(lambda: node.instances.get("watch") is not None and node.instances["watch"].devices
                  == frozenset({"meter-http"}), 15, "the instance rebound to the HTTP meter")
-        conn = http.client.HTTPConnection("127.0.0.1", node.http.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", node.connectors["http"].port, timeout=10)
         for watts in (400, 90, 500):
             conn.request("POST", "/devices/meter-http/telemetry", body=json.dumps({"watts": watts}),
                          headers={"Content-Type": "application/json", "Authorization": "Bearer swap-secret"})

@@ -50,10 +50,10 @@ def test_rtsp_camera_to_hub_through_an_outage(rtsp_server: Any, mosquitto: Any, 
         wait_for(lambda: len(alerts()) >= 3, 30, "3 snapshots from the live camera at the hub")
 
         rtsp_server.stop()
-        wait_for(lambda: not node.cameras["gate-cam"].stats()["connected"], 10, "the node to see the camera go")
+        wait_for(lambda: not node.connectors["video"].cameras["gate-cam"].stats()["connected"], 10, "the node to see the camera go")
         before = len(alerts())
         rtsp_server.start()
-        wait_for(lambda: node.cameras["gate-cam"].stats()["reconnects"] >= 1, 30, "the node to reconnect")
+        wait_for(lambda: node.connectors["video"].cameras["gate-cam"].stats()["reconnects"] >= 1, 30, "the node to reconnect")
         wait_for(lambda: len(alerts()) >= before + 3, 30, "3 more snapshots after the camera came back")
 
         def reported() -> Any:  # the heartbeat at the hub says what happened to the camera

@@ -67,14 +67,14 @@ def test_readings_are_acknowledged_once_on_the_bus_and_a_bad_device_delays_no_ot
             return ch.queue_declare(queue, passive=True).method.message_count
 
         wait_for(lambda: left() == 0, 30, "every message acknowledged")
-        by_queue = {s["queues"][0]: s for s in node.amqp.stats()}
+        by_queue = {s["queues"][0]: s for s in node.connectors["amqp"].stats()}
         ok = by_queue[queue]
         assert (ok["received"], ok["accepted"], ok["refused"], ok["connected"]) == (502, 500, 2, True)
         # the missing queue and the refused login: reported with the reason, retried, and they held up nothing
-        wait_for(lambda: "NOT_FOUND" in (node.amqp.stats()[2]["last_error"] or ""), 20, "the missing queue reported")
-        wait_for(lambda: "Authentication" in (node.amqp.stats()[1]["last_error"] or ""), 20, "the refused login reported")
-        assert node.amqp.stats()[1]["connected"] is False and node.amqp.stats()[1]["reconnects"] >= 1
-        assert "wrong-password" not in json.dumps(node.amqp.stats())  # no password in stats or heartbeats
+        wait_for(lambda: "NOT_FOUND" in (node.connectors["amqp"].stats()[2]["last_error"] or ""), 20, "the missing queue reported")
+        wait_for(lambda: "Authentication" in (node.connectors["amqp"].stats()[1]["last_error"] or ""), 20, "the refused login reported")
+        assert node.connectors["amqp"].stats()[1]["connected"] is False and node.connectors["amqp"].stats()[1]["reconnects"] >= 1
+        assert "wrong-password" not in json.dumps(node.connectors["amqp"].stats())  # no password in stats or heartbeats
         node.dead_letters.flush()
         reasons = [d["reason"] for d in node.store.dead_letters()]
         assert any("malformed JSON" in r for r in reasons) and any("power" in r for r in reasons)

@@ -133,7 +133,7 @@ def pushed(tmp_path: Path, mosquitto: Any, monkeypatch: pytest.MonkeyPatch) -> I
 
 def test_pushed_readings_need_a_valid_token_and_bad_ones_are_refused_with_the_reason(pushed: Node) -> None:
     node = pushed
-    base = f"coap://127.0.0.1:{node.coap.port}/devices"
+    base = f"coap://127.0.0.1:{node.connectors['coap'].port}/devices"
 
     def post(device: str, body: Any, token: str | None, content_format: int | None = 50) -> tuple[str, bytes]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -191,7 +191,7 @@ def test_bad_coap_bindings_are_refused_naming_the_field(tmp_path: Path) -> None:
         (tmp_path / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
         (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [
             {"id": "c1", "product": "meter", "connector": "coap", **spec}]}))
-        from edge_runtime.devices.model import load_catalog
+        from edge_runtime.devices.catalog import load_catalog
 
         with pytest.raises(SpecError) as err:
             load_catalog([tmp_path / "products.yaml"], [tmp_path / "devices.yaml"])

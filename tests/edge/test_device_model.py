@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_runtime.devices.model import load_catalog
+from edge_runtime.devices.catalog import load_catalog
 from edge_runtime.operators.base import SpecError
 from edge_runtime.records import RecordError
 from tests.kit import ROOT

@@ -24,9 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_runtime import jsonio
+from edge_runtime.connectors import NodeContext
+from edge_runtime.connectors.mqtt import MqttConnector
 from edge_runtime.devices.bus import DeviceBus
-from edge_runtime.devices.model import load_catalog
-from edge_runtime.devices.mqtt import BrokerConfig, MqttConnector
+from edge_runtime.devices.catalog import load_catalog
+from edge_runtime.mqtt import BrokerConfig
 from edge_runtime.operators.base import REGISTRY, SpecError
 from edge_runtime.pipeline import parse_pipeline
 
@@ -70,7 +72,8 @@ class Letters:
 @pytest.fixture(scope="module")
 def connector() -> MqttConnector:
     catalog = load_catalog([], [], products_data=PRODUCTS, devices_data=DEVICES)
-    return MqttConnector("fuzz", catalog, DeviceBus("fuzz", dead_letters=Letters()), BrokerConfig(port=1))
+    ctx = NodeContext("fuzz", catalog, DeviceBus("fuzz", dead_letters=Letters()), None, BrokerConfig(port=1), None)
+    return MqttConnector(ctx, list(catalog.devices.values()))
 
 
 def check_parse(conn: MqttConnector, topic: str, payload: bytes) -> None:

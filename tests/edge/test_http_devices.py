@@ -104,7 +104,7 @@ def post(conn: http.client.HTTPConnection, device: str, body: Any, token: str | 
 
 def test_pushed_readings_need_a_valid_token_and_bad_ones_are_refused_whole(pushed: Node) -> None:
     node = pushed
-    conn = http.client.HTTPConnection("127.0.0.1", node.http.port, timeout=10)  # one kept-alive connection
+    conn = http.client.HTTPConnection("127.0.0.1", node.connectors["http"].port, timeout=10)  # one kept-alive connection
     assert post(conn, "m1", {"p": 12.5, "on": True, "t": 1.8e9}, "node-secret") == (202, {"accepted": 1})
     assert post(conn, "m1", [{"p": 1, "t": 1.8e9 + i} for i in range(1, 4)], "node-secret") == (202, {"accepted": 3})
     assert post(conn, "m2", {"power": 3.0}, "m2-secret")[0] == 202
@@ -120,7 +120,7 @@ def test_pushed_readings_need_a_valid_token_and_bad_ones_are_refused_whole(pushe
     assert post(conn, "m1", b"{not json", "node-secret")[0] == 422
     assert post(conn, "m1", {"p": 1, "t": 1.8e9}, "node-secret", ctype="text/plain")[0] == 415
     big = json.dumps({"p": 1, "t": 1.8e9, "pad": "x" * 70_000}).encode()
-    assert post(http.client.HTTPConnection("127.0.0.1", node.http.port, timeout=10), "m1", big, "node-secret")[0] == 413
+    assert post(http.client.HTTPConnection("127.0.0.1", node.connectors["http"].port, timeout=10), "m1", big, "node-secret")[0] == 413
     wait_for(lambda: node.bus.records_in == 5, what="the 5 accepted readings on the bus")
     assert [r["values"] for r in node.store.query(devices=["m1"])] == [
         {"power": 12.5, "on": True}, {"power": 1}, {"power": 1}, {"power": 1}]
@@ -142,7 +142,7 @@ def test_a_polled_device_is_read_and_its_garbage_errors_and_outage_are_counted(t
     node.start()
     try:
         wait_for(lambda: node.bus.records_in >= 3, 10, "three polled readings")
-        st = lambda: node.http.poll_stats["p1"]  # noqa: E731
+        st = lambda: node.connectors["http"].poll_stats["p1"]  # noqa: E731
         dev.body = b"<html>not json</html>"
         wait_for(lambda: st()["errors"] >= 1 and "malformed JSON" in (st()["last_error"] or ""), 10, "a garbage answer")
         dev.body, dev.status = b'{"p": 1}', 500
@@ -154,7 +154,7 @@ def test_a_polled_device_is_read_and_its_garbage_errors_and_outage_are_counted(t
         dev.start()
         wait_for(lambda: node.bus.records_in >= before + 2, 90, "readings again once the device is back")
         assert st()["last_error"] is None
-        assert node.http.poll_stats["p2"]["errors"] >= 1 and "unreachable" in node.http.poll_stats["p2"]["last_error"]
+        assert node.connectors["http"].poll_stats["p2"]["errors"] >= 1 and "unreachable" in node.connectors["http"].poll_stats["p2"]["last_error"]
         node.dead_letters.flush()
         reasons = [d["reason"] for d in node.store.dead_letters(limit=1000)]
         assert any("malformed JSON" in r for r in reasons) and any("answered 500" in r for r in reasons)
@@ -229,7 +229,7 @@ def test_a_device_with_an_untrusted_certificate_is_refused_and_delays_no_other(t
     node = Node(load_node_config(cfg))
     node.start()
     try:
-        wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in (node.http.poll_stats["tls"]["last_error"] or ""), 10,
+        wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in (node.connectors["http"].poll_stats["tls"]["last_error"] or ""), 10,
                  "the untrusted certificate reported")
         wait_for(lambda: len(node.store.query(devices=["ok"])) >= 10, 10, "ten readings of the healthy device")
         assert node.store.query(devices=["tls"]) == [] and bad.requests == 0

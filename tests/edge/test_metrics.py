@@ -44,7 +44,7 @@ def test_a_metrics_token_the_config_names_must_exist_and_remote_metrics_need_one
     monkeypatch.setenv("SCRAPE_TOKEN", "abc")
     cfg = load_node_config(write_config(mk(tmp_path / "c"), 1883, 502,
                                         metrics={"host": "10.1.2.3", "token_env": "SCRAPE_TOKEN"}))
-    assert (cfg.metrics_host, cfg.metrics_port, cfg.metrics_token) == ("10.1.2.3", 9464, "abc")
+    assert (cfg.metrics.host, cfg.metrics.port, cfg.metrics.bearer) == ("10.1.2.3", 9464, "abc")
 
 
 @pytest.mark.broker

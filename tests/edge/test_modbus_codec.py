@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
+from edge_runtime.connectors.modbus import Register, decode, encode
 from edge_runtime.devices.bus import DeviceBus
-from edge_runtime.devices.modbus import Register, decode, encode
 
 
 @pytest.fixture
@@ -50,8 +50,8 @@ def test_word_and_byte_order_follow_the_wire():
 
 @pytest.mark.modbus
 def test_read_types_from_a_real_server(modbus_server, bus):
-    from edge_runtime.devices.modbus import ModbusDevice
-    from edge_runtime.devices.model import load_catalog
+    from edge_runtime.connectors.modbus import ModbusDevice
+    from edge_runtime.devices.catalog import load_catalog
 
 
     products = {"products": [{"name": "m", "properties": {"a": {"type": "number"}, "b": {"type": "number"},
@@ -85,8 +85,8 @@ def test_read_types_from_a_real_server(modbus_server, bus):
 
 @pytest.mark.modbus
 def test_exception_response_is_a_dead_letter_and_other_registers_still_arrive(modbus_server, bus):
-    from edge_runtime.devices.modbus import ModbusDevice
-    from edge_runtime.devices.model import load_catalog
+    from edge_runtime.connectors.modbus import ModbusDevice
+    from edge_runtime.devices.catalog import load_catalog
 
 
     products = {"products": [{"name": "m", "properties": {"a": {"type": "number"}, "z": {"type": "number"}}}]}
@@ -109,8 +109,8 @@ def test_a_silent_device_times_out_into_a_dead_letter(bus):
     import threading
     import time
 
-    from edge_runtime.devices.modbus import ModbusDevice
-    from edge_runtime.devices.model import load_catalog
+    from edge_runtime.connectors.modbus import ModbusDevice
+    from edge_runtime.devices.catalog import load_catalog
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_runtime.devices.mqtt import BrokerConfig, MqttLink
+from edge_runtime.mqtt import BrokerConfig, MqttLink
 from edge_runtime.testing import wait_for
 
 pytestmark = pytest.mark.broker

@@ -29,7 +29,7 @@ def node_env(tmp_path, mosquitto):
     node = Node(cfg)
     out = Collector(mosquitto.port, "edgeloop/edge-t/#")
     node.start()
-    assert node.publisher.wait_connected(10) and node.mqtt.link.wait_connected(10)
+    assert node.publisher.wait_connected(10) and node.connectors["mqtt"].link.wait_connected(10)
     wait_for(lambda: out.payloads("/status"), what="node online status")
     yield node, out, server, mosquitto
     node.stop()
@@ -117,7 +117,7 @@ def test_modbus_device_polled_and_written_by_a_pipeline(node_env):
 
 def test_modbus_outage_is_counted_and_recovers(node_env):
     node, _out, server, _ = node_env
-    wait_for(lambda: node.modbus.devices["pump-3"].polls >= 2, what="polls")
+    wait_for(lambda: node.connectors["modbus"].devices["pump-3"].polls >= 2, what="polls")
     port = server.port
     server.stop()
     wait_for(lambda: any("pump-3" == d.get("device") and ("connect" in d["reason"] or "timeout" in d["reason"]
@@ -140,9 +140,9 @@ def test_modbus_outage_is_counted_and_recovers(node_env):
 def test_node_reconnects_after_broker_restart(node_env):
     node, _out, _server, mosquitto = node_env
     mosquitto.stop()
-    wait_for(lambda: not node.mqtt.link.connected.is_set(), what="the node to see the broker gone")
+    wait_for(lambda: not node.connectors["mqtt"].link.connected.is_set(), what="the node to see the broker gone")
     mosquitto.start()
-    wait_for(lambda: node.mqtt.link.connected.is_set(), timeout=30, what="the node to reconnect")
+    wait_for(lambda: node.connectors["mqtt"].link.connected.is_set(), timeout=30, what="the node to reconnect")
     pub = publisher(mosquitto.port)
     before = node.bus.per_device["pump-1"]
     # subscriptions are restored on reconnect: a new reading arrives

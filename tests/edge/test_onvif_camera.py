@@ -12,8 +12,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from edge_runtime.devices.model import load_catalog
-from edge_runtime.devices.onvif import discover, stream_uri
+from edge_runtime.connectors.onvif import discover, stream_uri
+from edge_runtime.devices.catalog import load_catalog
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.records import RecordError
@@ -91,8 +91,8 @@ def test_a_node_reads_the_onvif_camera_and_moves_it_through_services(tmp_path: P
     node = Node(load_node_config(tmp_path / "node.yaml"))
     node.start()
     try:
-        wait_for(lambda: node.cameras["street-4"].stats()["frames"] >= 10, 30, "frames from the ONVIF camera")
-        stats = node.cameras["street-4"].stats()
+        wait_for(lambda: node.connectors["video"].cameras["street-4"].stats()["frames"] >= 10, 30, "frames from the ONVIF camera")
+        stats = node.connectors["video"].cameras["street-4"].stats()
         assert stats["source"] == f"ONVIF camera 127.0.0.1:{camera.port}" and "s3cret" not in str(stats)
         wait_for(lambda: [c for c, _ in camera.calls if c in ("ContinuousMove", "GotoPreset")]
                  == ["ContinuousMove", "GotoPreset"], 20, "the two PTZ calls at the camera")

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from edge_runtime.devices.model import load_catalog
+from edge_runtime.devices.catalog import load_catalog
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.ports import free_port
@@ -78,7 +78,7 @@ def test_subscribed_values_arrive_and_the_subscription_comes_back_after_a_server
         plc.set("Pump1.Temperature", 500.0)
         wait_for(lambda: any("Pump1.Temperature" in r and "outside" in r for r in reasons(node)),
                  what="the refused value")
-        (ep,) = node.opcua.endpoints.values()
+        (ep,) = node.connectors["opcua"].endpoints.values()
         assert ep.connected and ep.reconnects == 0
         # the server restarts on the same port: the node notices, reconnects and subscribes again
         plc.stop()

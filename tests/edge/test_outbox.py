@@ -114,8 +114,8 @@ def test_uplink_spec_in_pipeline_yaml_and_builder():
 @pytest.mark.broker
 def test_media_leave_the_outbox_for_the_hub(tmp_path, mosquitto):
     """An alert's JPEG goes over HTTP to a real hub and leaves the outbox only when the hub has it."""
-    from edge_runtime.devices.mqtt import BrokerConfig, MqttLink
     from edge_runtime.hubclient import HubClient
+    from edge_runtime.mqtt import BrokerConfig, MqttLink
     from edge_runtime.uplink import Uplink
     from tests.kit.hub import HubProcess, wait_for
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from edge_runtime.devices.model import load_catalog
+from edge_runtime.devices.catalog import load_catalog
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.testing import wait_for
@@ -55,12 +55,12 @@ def test_events_from_devices_and_from_conditions_reach_event_input_and_only_it(
     node.start()
     pub = publisher(mosquitto.port)
     try:
-        wait_for(lambda: node.opcua.stats()[0]["accepted"] >= 1, what="the OPC UA pump's first value")
+        wait_for(lambda: node.connectors["opcua"].stats()[0]["accepted"] >= 1, what="the OPC UA pump's first value")
         # the device raises its own events: MQTT event topic, HTTP /events
         pub.publish("plant/mq/events", json.dumps({"event": "jammed", "code": 7, "ts": 1.8e9}), qos=1)
         pub.publish("plant/mq/events", json.dumps({"event": "exploded"}), qos=1)  # not declared: dead letter
         pub.publish("plant/mq", json.dumps({"temperature": 50.0}), qos=1)
-        conn = http.client.HTTPConnection("127.0.0.1", node.http.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", node.connectors["http"].port, timeout=10)
         conn.request("POST", "/devices/hp/events", body=json.dumps({"event": "overheat", "temperature": 99.5}),
                      headers={"Content-Type": "application/json", "Authorization": "Bearer secret"})
         assert conn.getresponse().status == 202

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.devices.video import SourceSpec, VideoSource
+from edge_runtime.connectors.video_source import SourceSpec, VideoSource
 from edge_runtime.ports import free_port
 from edge_runtime.testing import wait_for
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from edge_runtime.devices.model import load_catalog
+from edge_runtime.devices.catalog import load_catalog
 from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import parse_pipeline
 from edge_runtime.testing import wait_for

@@ -312,7 +312,7 @@ def test_uplink_resends_past_an_intruder_in_the_hub_share_group(broker: Broker, 
     """The hole above costs delay, not data: the node's uplink resends until the hub's ack (real ingest)."""
     import sqlalchemy as sa
 
-    from edge_runtime.devices.mqtt import BrokerConfig, MqttLink
+    from edge_runtime.mqtt import BrokerConfig, MqttLink
     from edge_runtime.uplink import Outbox, Uplink
     from hub.db import Node, Upload, make_engine, migrate
     from hub.ingest import Ingest

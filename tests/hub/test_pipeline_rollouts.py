@@ -27,7 +27,7 @@ def hot(threshold: float, product: str = "pump") -> dict[str, Any]:
 
 def runs(node: Node) -> Any:
     """The hub version of the node's ``hot`` instance (None: not running)."""
-    return node.managed_versions.get("hot") if "hot" in node.instances else None
+    return node.agent.managed_versions.get("hot") if "hot" in node.instances else None
 
 
 def by_node(r: dict[str, Any]) -> dict[str, dict[str, Any]]:

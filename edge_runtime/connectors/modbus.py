@@ -23,11 +23,16 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..backoff import Backoff
 from ..operators.base import SpecError, parse_duration
 from ..records import RecordError
-from .model import Catalog, DeviceBinding, Product
+from .base import BindingCheck, Connector, NodeContext, substitute
+
+if TYPE_CHECKING:
+    from ..devices.catalog import DeviceBinding, Product
+    from ..metrics import ConnectorFamilies, Family
 
 __all__ = ["ModbusConnector", "ModbusDevice", "Register", "check_registers", "decode", "encode"]
 
@@ -61,7 +66,8 @@ def decode(reg: Register, words: list[int]) -> float | int:
         raise RecordError(f"expected {n} registers for {reg.type}, got {len(words)}")
     ordered = list(words) if reg.word_order == "big" else list(reversed(words))
     raw = b"".join(w.to_bytes(2, "big") if reg.byte_order == "big" else w.to_bytes(2, "little") for w in ordered)
-    return struct.unpack(">" + code, raw)[0]
+    value: float | int = struct.unpack(">" + code, raw)[0]
+    return value
 
 
 def encode(reg: Register, value: float | int) -> list[int]:
@@ -142,7 +148,7 @@ class ModbusDevice:
         self.by_prop = {r.prop: r for r in self.registers}
         self.unit = o["unit"]
         self.interval = o["interval"]
-        self.client = ModbusTcpClient(o["host"], port=o["port"], timeout=o["timeout"], retries=0,
+        self.client: Any = ModbusTcpClient(o["host"], port=o["port"], timeout=o["timeout"], retries=0,
                                       reconnect_delay=0, reconnect_delay_max=0)
         self.lock = threading.Lock()
         self.polls = 0
@@ -166,15 +172,18 @@ class ModbusDevice:
             self.client.close()
 
     def _run(self) -> None:
-        backoff = 0.0
+        backoff, wait = Backoff(self.interval, 30.0), 0.0
         next_poll = time.monotonic()
         while not self._stop.is_set():
-            delay = max(next_poll - time.monotonic(), backoff)
+            delay = max(next_poll - time.monotonic(), wait)
             if delay > 0 and self._stop.wait(delay):
                 return
             next_poll = time.monotonic() + self.interval
-            ok = self.poll_once()
-            backoff = 0.0 if ok else min(max(2 * backoff, self.interval), 30.0)
+            if self.poll_once():
+                backoff.reset()
+                wait = 0.0
+            else:
+                wait = backoff.next()
 
     def poll_once(self) -> bool:
         """Read every register; submit one record. False when the device could not be reached."""
@@ -265,12 +274,46 @@ def _explain(exc: Exception, timeout: float) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-class ModbusConnector:
-    """All Modbus devices of a node."""
+class ModbusConnector(Connector):
+    """Modbus TCP devices: registers polled on an interval, properties and services written back."""
 
-    def __init__(self, catalog: Catalog, bus: Any) -> None:
-        self.devices = {b.id: ModbusDevice(b, catalog.products[b.product], bus)
-                        for b in catalog.devices.values() if b.connector == "modbus"}
+    name = "modbus"
+    options: ClassVar[dict[str, str]] = {
+        "host": "Modbus TCP host", "port": "TCP port (502)", "unit": "unit/device id (1)",
+        "interval": "poll interval (1s)", "timeout": "request timeout (1s)",
+        "registers": "property -> {table, address, type, scale, offset, byte_order, word_order}"}
+    service_keys = frozenset({"write"})
+    service_required = ("write",)
+    idle_stats: ClassVar[Any] = {}
+
+    @classmethod
+    def check(cls, b: BindingCheck) -> None:
+        try:
+            check_registers(b.options, b.product)
+        except SpecError as exc:  # named at the binding's key the field is under
+            raise b.error(exc.problem, exc.field or "registers", at=(exc.field or "registers").split(".")[0],
+                          hint=exc.hint) from None
+
+    @classmethod
+    def check_service(cls, b: BindingCheck, service: str, how: Any) -> Any:
+        how = super().check_service(b, service, how)
+        b.check_placeholders(service, how.get("write"))
+        return how
+
+    @classmethod
+    def metric_families(cls, stats: Any, node: str, shared: ConnectorFamilies) -> list[Family]:
+        from ..metrics import Family
+
+        polls = Family("edgeloop_node_modbus_polls_total", "counter", "Modbus polls, by device.")
+        errors = Family("edgeloop_node_modbus_errors_total", "counter", "Modbus poll errors, by device.")
+        for dev, m in (stats or {}).items():
+            polls.add(m.get("polls"), node=node, device=dev)
+            errors.add(m.get("errors"), node=node, device=dev)
+        return [polls, errors]
+
+    def __init__(self, ctx: NodeContext, bindings: list[DeviceBinding]) -> None:
+        super().__init__(ctx, bindings)
+        self.devices = {b.id: ModbusDevice(b, ctx.catalog.products[b.product], ctx.bus) for b in bindings}
 
     def start(self) -> None:
         for d in self.devices.values():
@@ -279,3 +322,17 @@ class ModbusConnector:
     def stop(self) -> None:
         for d in self.devices.values():
             d.stop()
+
+    def stats(self) -> dict[str, Any]:
+        return {d: {"polls": m.polls, "errors": m.errors, "connected": m.connected} for d, m in self.devices.items()}
+
+    def write(self, device: str, values: dict[str, Any]) -> None:
+        for prop, value in values.items():
+            self.devices[device].write(prop, value)
+
+    def call_service(self, device: str, service: str, args: dict[str, Any], how: Any) -> None:
+        if not how:
+            super().call_service(device, service, args, how)  # raises: what the protocol cannot do
+            return
+        for prop, value in substitute(how["write"], args).items():
+            self.devices[device].write(prop, value)

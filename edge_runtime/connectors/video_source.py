@@ -2,7 +2,8 @@
 USB cameras (V4L2), decoded to BGR numpy frames that stay in the process.
 
 :class:`VideoSource` reads one source on its own thread and hands each frame to a callback. A live source
-that fails to open, stalls (no frame for ``stall_timeout``) or drops is reopened with exponential backoff;
+that fails to open, stalls (no frame for ``stall_timeout``) or drops is reopened with jittered exponential
+backoff (``backoff`` growing to ``max_backoff``);
 a file that ends is looped or finished; unreadable frames are counted and skipped. Everything is counted
 (:meth:`VideoSource.stats`) for heartbeats. OpenCV is imported when a source starts, never at import.
 """
@@ -16,18 +17,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from numpy.typing import NDArray
+
+from ..backoff import Backoff
 
 __all__ = ["VideoSource", "SourceSpec", "parse_source"]
 
 log = logging.getLogger("edgeloop.video")
 
-Frame = np.ndarray
+Frame = NDArray[np.uint8]
 OnFrame = Callable[[Frame, float, int], None]  # frame, timestamp (epoch s), index
 
 
 class SourceSpec:
     """Where frames come from: ``file`` (a path), ``url`` (a stream), ``usb`` (a V4L2 index or /dev path) or
-    ``onvif`` (a camera whose media profile's stream URI is asked for at every open: devices/onvif.py).
+    ``onvif`` (a camera whose media profile's stream URI is asked for at every open: connectors/onvif.py).
 
     ``realtime`` paces a file at its frame rate (``fps`` overrides it); ``loop`` restarts a file at its end.
     """
@@ -48,7 +52,7 @@ class SourceSpec:
         return self.kind != "file"
 
     def describe(self) -> str:
-        if self.kind == "onvif":
+        if self.onvif is not None:
             return f"ONVIF camera {self.onvif['host']}:{self.onvif.get('port', 80)}"
         return {"file": f"file {self.file}", "url": f"stream {self.url}", "usb": f"camera {self.usb}"}[self.kind]
 
@@ -117,13 +121,13 @@ class VideoSource:
         import cv2
 
         s = self.spec
-        if s.kind == "file":
+        if s.file is not None:
             if not Path(s.file).is_file():
                 raise OSError(f"no such video file {s.file}")
             cap = cv2.VideoCapture(str(s.file), cv2.CAP_FFMPEG)
-        elif s.kind in ("url", "onvif"):
-            url = s.url
-            if s.kind == "onvif":  # asked again at every open: a camera may change its URI or come back elsewhere
+        elif s.url is not None or s.onvif is not None:
+            url = str(s.url)
+            if s.onvif is not None:  # asked again at every open: a camera may change its URI or come back elsewhere
                 from .onvif import stream_uri
 
                 url = stream_uri(s.onvif, timeout=max(5.0, s.stall_timeout))
@@ -131,15 +135,17 @@ class VideoSource:
                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(s.stall_timeout * 1000),
                                     # FFmpeg fails a frozen read after ~3 read timeouts: half the stall budget
                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(100, int(s.stall_timeout * 500))])
-        else:
+        elif isinstance(s.usb, int):
             cap = cv2.VideoCapture(s.usb, cv2.CAP_V4L2)
+        else:
+            cap = cv2.VideoCapture(str(s.usb), cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()
             raise OSError(f"cannot open {s.describe()}")
         return cap
 
     def _run(self) -> None:
-        backoff = self.spec.backoff
+        backoff = Backoff(self.spec.backoff, self.spec.max_backoff)
         index = 0
         try:
             while not self._stop.is_set():
@@ -150,8 +156,7 @@ class VideoSource:
                     self._error(f"{exc}")
                     if not self.spec.live:
                         return  # a missing or unreadable file does not come back
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.spec.max_backoff)
+                    self._stop.wait(backoff.next())
                     continue
                 self.counters["opens"] += 1
                 if self.counters["opens"] > 1:
@@ -161,15 +166,14 @@ class VideoSource:
                     before = index
                     index, ended = self._read(cap, index)
                     if index > before:
-                        backoff = self.spec.backoff  # it delivered: the next outage starts from a short wait
+                        backoff.reset()  # it delivered: the next outage starts from a short wait
                 finally:
                     cap.release()
                     self.connected = False
                 if not self.spec.live and (ended == "stopped" or not self.spec.loop or index == before):
                     return  # a file: done (or looping a file that yields nothing)
                 if self.spec.live and not self._stop.is_set():
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.spec.max_backoff)
+                    self._stop.wait(backoff.next())
         finally:
             self.finished.set()
             if self.on_end is not None:

@@ -12,8 +12,8 @@ and is then acknowledged: it is kept, not redelivered for ever.
 Client: pika (1.x), the RabbitMQ team's own Python client. Its blocking connection fits the node's model
 of a thread per connector (aio-pika would need an asyncio loop in a node that has none). Each queue has
 its own thread and connection: an unreachable broker, a refused login or a missing queue is a status
-with the reason and a reconnect with backoff (0.5 s doubling to 30 s), and never delays the others (each
-queue has its own connection).
+with the reason and a reconnect with backoff (0.5 s growing with jitter to 30 s), and never delays the
+others (each queue has its own connection).
 """
 
 from __future__ import annotations
@@ -23,16 +23,32 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..backoff import Backoff
+from ..devices.readings import MAPPING_OPTIONS, FieldBinding, check_mapping, json_records
 from ..records import RecordError
-from .model import Catalog
-from .mqtt import FieldBinding, json_records
+from ..sections import env_secret, setting
+from .base import BindingCheck, Connector, NodeContext
 
-__all__ = ["AmqpConnector", "DEFAULT_URL"]
+if TYPE_CHECKING:
+    from ..devices.catalog import DeviceBinding
+    from ..metrics import ConnectorFamilies, Family
+
+__all__ = ["AmqpConfig", "AmqpConnector", "DEFAULT_URL"]
 
 log = logging.getLogger("edgeloop.amqp")
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@dataclass(frozen=True)
+class AmqpConfig:
+    """The AMQP broker of amqp devices without their own url_env (node.yaml amqp:)."""
+
+    #: the broker URL, from the environment variable ``url_env`` names
+    url: str | None = setting(None, env_secret, "the environment variable holding amqp://user:password@host:5672/vhost",
+                              key="url_env")
 
 
 class _Consumer:
@@ -64,9 +80,9 @@ class _Consumer:
             self.bus.dead(source, exc.reason, device=fb.device, raw=body[:1024])
 
     def _run(self) -> None:
-        import pika
+        import pika  # type: ignore[import-untyped]
 
-        backoff = 0.5
+        backoff = Backoff(0.5, 30.0)
         while not self._stop.is_set():
             conn = None
             try:
@@ -77,7 +93,8 @@ class _Consumer:
                     if opt.get("declare", False):
                         ch.queue_declare(queue, durable=True)
                     ch.basic_consume(queue, lambda _c, m, _p, b, q=queue: self._on_message(q, m, b), auto_ack=False)
-                self.connected, self.last_error, backoff = True, None, 0.5
+                self.connected, self.last_error = True, None
+                backoff.reset()
                 while not self._stop.is_set():
                     conn.process_data_events(time_limit=0.05)
                     if self._last_tag:
@@ -92,9 +109,9 @@ class _Consumer:
                 self._pending, self._last_tag = [], 0  # unacknowledged: the broker delivers them again
                 self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 self.reconnects += 1
-                log.warning("AMQP %s: %s; retrying in %.1f s", _safe(self.url), self.last_error, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                wait = backoff.next()
+                log.warning("AMQP %s: %s; retrying in %.1f s", _safe(self.url), self.last_error, wait)
+                self._stop.wait(wait)
             finally:
                 if conn is not None and conn.is_open:
                     with contextlib.suppress(Exception):  # closing a broken connection
@@ -116,17 +133,51 @@ def _safe(url: str) -> str:
     return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
 
 
-class AmqpConnector:
-    def __init__(self, catalog: Catalog, bus: Any, *, default_url: str | None = None, max_payload: int = 65536) -> None:
+class AmqpConnector(Connector):
+    """AMQP 0-9-1 devices: JSON readings consumed from queues, acknowledged once on the bus."""
+
+    name = "amqp"
+    options: ClassVar[dict[str, str]] = {
+        "queue": "the AMQP 0-9-1 queue the device's readings arrive in",
+        "url_env": "environment variable with the broker URL (else the node's amqp.url_env, else local guest)",
+        "prefetch": "unacknowledged messages in flight (1000)", "declare": "declare the queue, durable (false)",
+        **MAPPING_OPTIONS}
+    settings = AmqpConfig
+    idle_stats = None
+
+    @classmethod
+    def check(cls, b: BindingCheck) -> None:
+        options = b.options
+        queue = options.get("queue")
+        if not isinstance(queue, str) or not queue or len(queue) > 255:
+            raise b.error("expected the name of the queue the readings arrive in", "queue",
+                          at="queue" if "queue" in b.spec else "connector")
+        prefetch = options.setdefault("prefetch", 1000)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 1 <= prefetch <= 65535:
+            raise b.error(f"expected 1..65535 messages, got {prefetch!r}", "prefetch")
+        if not isinstance(options.setdefault("declare", False), bool):
+            raise b.error("expected true or false", "declare")
+        check_mapping(b)
+
+    @classmethod
+    def metric_families(cls, stats: Any, node: str, shared: ConnectorFamilies) -> list[Family]:
+        for c in stats or []:
+            src = ",".join(c.get("queues") or [])
+            shared.accepted.add(c.get("accepted"), node=node, connector="amqp", source=src)
+            shared.errors.add(c.get("refused"), node=node, connector="amqp", source=src)
+            shared.connected.add(c.get("connected"), node=node, connector="amqp", source=src)
+        return []
+
+    def __init__(self, ctx: NodeContext, bindings: list[DeviceBinding]) -> None:
+        super().__init__(ctx, bindings)
+        default_url = ctx.settings.url if ctx.settings is not None else None
         self.consumers: dict[str, _Consumer] = {}
-        for b in catalog.devices.values():
-            if b.connector != "amqp":
-                continue
+        for b in bindings:
             url = os.environ.get(str(b.options["url_env"])) if b.options.get("url_env") else None
             url = url or default_url or DEFAULT_URL
             # a connection per queue: a missing queue or a refused login is that device's problem alone
-            c = self.consumers.setdefault(f"{url} {b.options['queue']}", _Consumer(url, bus, max_payload))
-            c.queues[b.options["queue"]] = (FieldBinding(b, catalog.products[b.product]), b.options)
+            c = self.consumers.setdefault(f"{url} {b.options['queue']}", _Consumer(url, ctx.bus, ctx.max_payload))
+            c.queues[b.options["queue"]] = (FieldBinding(b, ctx.catalog.products[b.product]), b.options)
         if self.consumers:
             logging.getLogger("pika").setLevel(logging.CRITICAL)  # its errors are ours, said once with the reason
 

@@ -24,8 +24,8 @@ the arguments in order.
 All devices on one endpoint share one connection (a PLC serves many). Every endpoint has its own task on
 the connector's asyncio loop: an unreachable server, a refused login, a security failure or a node id
 the server does not know is a counted error and a dead letter with the reason, then a reconnect after a
-wait doubling from 0.5 s to 30 s; a server that restarts is subscribed to again. One slow endpoint never
-delays another.
+wait growing (with jitter) from 0.5 s to 30 s; a server that restarts is subscribed to again. One slow
+endpoint never delays another.
 """
 
 from __future__ import annotations
@@ -34,17 +34,24 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..backoff import Backoff
 from ..records import RecordError
-from .model import Catalog, Product, substitute
+from .base import BindingCheck, Connector, NodeContext, substitute
+
+if TYPE_CHECKING:
+    from ..devices.catalog import DeviceBinding, Product
+    from ..metrics import ConnectorFamilies, Family
 
 __all__ = ["OpcuaConnector"]
 
 log = logging.getLogger("edgeloop.opcua")
 MAX_BACKOFF = 30.0
+_NODE_ID = re.compile(r"^(ns=\d+;)?[isgb]=.+$")
 
 
 class _Endpoint:
@@ -62,17 +69,77 @@ class _Endpoint:
         self.pending: list[dict[str, Any]] = []
 
 
-class OpcuaConnector:
-    def __init__(self, catalog: Catalog, bus: Any) -> None:
+class OpcuaConnector(Connector):
+    """OPC UA devices: data-change subscriptions or polled reads; writes and method calls."""
+
+    name = "opcua"
+    options: ClassVar[dict[str, str]] = {
+        "endpoint": "the server, opc.tcp://host:4840[/path]", "nodes": "property -> node id (ns=2;s=Pump7.Temperature)",
+        "mode": "subscribe (data-change notifications; the default) or poll (read every interval)",
+        "interval": "publishing or poll interval (1s)", "timeout": "request timeout (5s)",
+        "username_env": "environment variable with the user name",
+        "password_env": "environment variable with the password",
+        "security": "asyncua security string: Policy,Mode,client-cert,client-key[,server-cert]"}
+    service_keys = frozenset({"object", "method", "args"})
+    service_required = ("object", "method")
+    idle_stats = None
+
+    @classmethod
+    def check(cls, b: BindingCheck) -> None:
+        options, prod = b.options, b.product
+        endpoint = options.get("endpoint")
+        if not isinstance(endpoint, str) or not endpoint.startswith("opc.tcp://"):
+            raise b.error("expected the server's opc.tcp://host:port endpoint", "endpoint",
+                          at="endpoint" if "endpoint" in b.spec else "connector")
+        nodes = options.get("nodes")
+        if not isinstance(nodes, dict) or not nodes:
+            raise b.error("expected a mapping property -> node id (ns=2;s=Pump7.Temperature)", "nodes",
+                          at="nodes" if "nodes" in b.spec else "connector")
+        for prop, node_id in nodes.items():
+            if prop not in prod.properties:
+                raise b.error(f"product '{prod.name}' has no property {prop!r}", f"nodes.{prop}",
+                              hint="properties: " + ", ".join(prod.properties))
+            if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+                raise b.error(f"expected a node id like ns=2;s=Pump7.Temperature or ns=2;i=1001, got {node_id!r}",
+                              f"nodes.{prop}")
+        mode = options.setdefault("mode", "subscribe")
+        if mode not in ("subscribe", "poll"):
+            raise b.error(f"expected subscribe or poll, got {mode!r}", "mode")
+        b.duration("interval", 1.0)
+        b.duration("timeout", 5.0)
+        if options.get("password_env") and not options.get("username_env"):
+            raise b.error("a password without a user: add username_env", "password_env")
+
+    @classmethod
+    def check_service(cls, b: BindingCheck, service: str, how: Any) -> Any:
+        how = super().check_service(b, service, how)
+        fld = f"services.{service}"
+        for key in ("object", "method"):
+            if not isinstance(how[key], str) or not _NODE_ID.match(how[key]):
+                raise b.error(f"expected a node id like ns=2;s=Pump7.Stop, got {how[key]!r}", f"{fld}.{key}")
+        if not isinstance(how.get("args", []), list):
+            raise b.error("expected a list of arguments ($name for the service's)", f"{fld}.args")
+        b.check_placeholders(service, how.get("args"))
+        return how
+
+    @classmethod
+    def metric_families(cls, stats: Any, node: str, shared: ConnectorFamilies) -> list[Family]:
+        for ep in stats or []:
+            shared.accepted.add(ep.get("accepted"), node=node, connector="opcua", source=ep.get("endpoint"))
+            shared.errors.add(ep.get("errors"), node=node, connector="opcua", source=ep.get("endpoint"))
+            shared.connected.add(ep.get("connected"), node=node, connector="opcua", source=ep.get("endpoint"))
+        return []
+
+    def __init__(self, ctx: NodeContext, bindings: list[DeviceBinding]) -> None:
         from asyncua import ua
 
-        self.bus = bus
+        super().__init__(ctx, bindings)
+        catalog = ctx.catalog
+        self.bus = ctx.bus
         self.catalog = catalog
         self.endpoints: dict[str, _Endpoint] = {}
         self.device_endpoint: dict[str, _Endpoint] = {}
-        for b in catalog.devices.values():
-            if b.connector != "opcua":
-                continue
+        for b in bindings:
             opt = b.options
             key = f"{opt['endpoint']} {opt.get('mode', 'subscribe')} {opt.get('interval', 1.0)} " \
                   f"{opt.get('username_env')} {opt.get('security')}"
@@ -85,12 +152,12 @@ class OpcuaConnector:
             self.device_endpoint[b.id] = ep
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._ready = threading.Event()
 
     # -- connections ------------------------------------------------------------------------------
     async def _connect(self, ep: _Endpoint) -> Any:
-        from asyncua import Client
+        from asyncua.client.client import Client
 
         opt = ep.opt
         client = Client(url=ep.url, timeout=float(opt.get("timeout", 5.0)), watchdog_intervall=1.0)
@@ -104,9 +171,9 @@ class OpcuaConnector:
         return client
 
     async def _endpoint(self, ep: _Endpoint) -> None:
-        from asyncua import ua
+        from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
-        wait = 0.0
+        backoff, wait = Backoff(0.5, MAX_BACKOFF), 0.0
         mode = ep.opt.get("mode", "subscribe")
         interval = float(ep.opt.get("interval", 1.0))
         while True:
@@ -117,9 +184,9 @@ class OpcuaConnector:
             try:
                 try:
                     client = await self._connect(ep)
-                except ua.UaStatusCodeError as exc:
+                except UaStatusCodeError as exc:
                     raise RecordError(f"the server refused the session: {_status(exc)}") from None
-                except ua.UaError as exc:
+                except UaError as exc:
                     if "No matching endpoints" in str(exc):
                         policy = str(exc).rsplit("#", 1)[-1]
                         raise RecordError(f"the server offers no endpoint with security {policy}: set the binding's "
@@ -130,6 +197,7 @@ class OpcuaConnector:
 
                 client.connection_lost_callback = _setter(lost)
                 ep.client, ep.connected, ep.last_error = client, True, None
+                backoff.reset()  # a session was up: after it is lost, the first wait is short again
                 nodes = [client.get_node(n) for n in ep.watch]
                 if mode == "subscribe":
                     sub = await client.create_subscription(interval * 1000, _Handler(self, ep))
@@ -158,14 +226,14 @@ class OpcuaConnector:
                     with contextlib.suppress(Exception):  # the connection is already broken
                         await asyncio.wait_for(client.disconnect(), 2)
             ep.reconnects += 1
-            wait = min(max(wait, 0.25) * 2, MAX_BACKOFF)
+            wait = backoff.next()
 
     async def _read_all(self, ep: _Endpoint, client: Any, nodes: list[Any]) -> None:
-        from asyncua import ua
+        from asyncua.ua.attribute_ids import AttributeIds
 
         now = time.time()
         per_device: dict[str, dict[str, Any]] = {}
-        values = await client.read_attributes(nodes, ua.AttributeIds.Value)
+        values = await client.read_attributes(nodes, AttributeIds.Value)
         for node_id, dv in zip(ep.watch, values):
             device, prop, product = ep.watch[node_id]
             ep.notifications += 1
@@ -192,7 +260,7 @@ class OpcuaConnector:
             self._failed(ep, device, f"{node_id}: {exc.reason}")
             return
         ts = source_ts.timestamp() if source_ts is not None else time.time()
-        if not ep.pending:
+        if not ep.pending and self.loop is not None:
             self.loop.call_soon(self._flush, ep)
         ep.pending.append({"device": device, "product": product.name, "ts": ts, "values": {prop: checked}})
 
@@ -213,6 +281,7 @@ class OpcuaConnector:
     # -- actions ------------------------------------------------------------------------------
     async def _write(self, device: str, values: dict[str, Any]) -> None:
         from asyncua import ua
+        from asyncua.ua.uaerrors import UaStatusCodeError
 
         ep = self.device_endpoint[device]
         client = ep.client
@@ -226,11 +295,12 @@ class OpcuaConnector:
             try:
                 vtype = await node.read_data_type_as_variant_type()
                 await node.write_value(ua.DataValue(ua.Variant(value, vtype)))
-            except ua.UaStatusCodeError as exc:
+            except UaStatusCodeError as exc:
                 raise RecordError(f"writing {nodes[prop]}: {_status(exc)}") from None
 
     async def _call(self, device: str, service: str, args: dict[str, Any]) -> Any:
         from asyncua import ua
+        from asyncua.ua.uaerrors import UaStatusCodeError
 
         ep = self.device_endpoint[device]
         client = ep.client
@@ -243,7 +313,7 @@ class OpcuaConnector:
         try:
             # a method is a node id (a plain string would be taken as a browse name)
             return await client.get_node(how["object"]).call_method(ua.NodeId.from_string(how["method"]), *argv)
-        except ua.UaStatusCodeError as exc:
+        except UaStatusCodeError as exc:
             raise RecordError(f"calling {how['method']}: {_status(exc)}") from None
 
     def _run_sync(self, coro: Any, timeout: float = 10.0) -> Any:
@@ -259,8 +329,15 @@ class OpcuaConnector:
         """device_output ``set`` (from the node's actuator thread)."""
         self._run_sync(self._write(device, values))
 
-    def call(self, device: str, service: str, args: dict[str, Any]) -> Any:
+    def call_service(self, device: str, service: str, args: dict[str, Any], how: Any) -> None:
         """device_output ``service`` (from the node's actuator thread)."""
+        if not how:
+            super().call_service(device, service, args, how)  # raises: what the protocol cannot do
+            return
+        self.call(device, service, args)
+
+    def call(self, device: str, service: str, args: dict[str, Any]) -> Any:
+        """Call the OPC UA method the binding maps ``service`` to; its result."""
         return self._run_sync(self._call(device, service, args))
 
     # -- life ---------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Republishing every record through paho costs tens of microseconds a message
 QoS 0 and best effort (every record is also in the node's local store), so the
 Device Bus writes a whole micro-batch of ready-made PUBLISH packets with one
 ``sendall`` on its own connection instead. Lost connections are counted and
-retried with backoff; publishing never blocks the bus for long.
+retried with backoff (0.2 s growing to 10 s, jittered); publishing never blocks
+the bus for long: while it waits, what would be sent is counted as dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import struct
 import time
 import uuid
 from typing import Iterable
+
+from ..backoff import Backoff
 
 __all__ = ["RawPublisher", "publish_packet"]
 
@@ -60,7 +63,7 @@ class RawPublisher:
         self.last_error: str | None = None
         self._last_send = 0.0
         self._retry_at = 0.0
-        self._backoff = 0.2
+        self._backoff = Backoff(0.2, 10.0)
 
     def _connect(self) -> bool:
         now = time.monotonic()
@@ -95,12 +98,11 @@ class RawPublisher:
             sock.settimeout(self.timeout)
         except (OSError, ConnectionError) as exc:
             self.last_error = str(exc)
-            self._retry_at = now + self._backoff
-            self._backoff = min(self._backoff * 2, 10.0)
+            self._retry_at = now + self._backoff.next()
             return False
         self.sock = sock
         self.connects += 1
-        self._backoff = 0.2
+        self._backoff.reset()
         self._last_send = time.monotonic()
         return True
 

@@ -16,8 +16,8 @@ A binding ``connector: coap`` has a ``mode``:
 
 Payloads are JSON readings (or lists of them) decoded with the binding's ``mapping`` / ``ts_field``, the
 same as MQTT and HTTP. An unreachable device, an error code, garbage or a reading the product refuses is
-a dead letter with its reason and a counted error; the device's next attempt waits twice as long, up to
-a minute. All CoAP devices share one asyncio loop on one thread, each on its own task: a slow or silent
+a dead letter with its reason and a counted error; the device's next attempt waits longer (growing with
+jitter), up to a minute. All CoAP devices share one asyncio loop on one thread, each on its own task: a slow or silent
 device never delays the others.
 
 Services: a binding maps a product service to a request, ``services: {stop: {path: /stop}}`` (``method``
@@ -34,12 +34,20 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
+from ..backoff import Backoff
+from ..devices.readings import MAPPING_OPTIONS, FieldBinding, check_mapping, json_records
 from ..records import RecordError
-from .model import Catalog
-from .mqtt import FieldBinding, json_records
+from ..sections import env_secret, setting, text
+from ..sections import port as port_number
+from .base import BindingCheck, Connector, NodeContext, substitute
+
+if TYPE_CHECKING:
+    from ..devices.catalog import DeviceBinding
+    from ..metrics import ConnectorFamilies, Family
 
 __all__ = ["CoapConfig", "CoapConnector"]
 
@@ -48,9 +56,15 @@ MAX_BACKOFF = 60.0
 JSON_FORMATS = (None, 0, 50)  # absent, text/plain (a JSON text is fine), application/json
 
 
+@dataclass(frozen=True)
 class CoapConfig:
-    def __init__(self, host: str = "127.0.0.1", port: int = 5683, token: str | None = None) -> None:
-        self.host, self.port, self.token = host, port, token
+    """Where CoAP devices POST /devices/<id>/telemetry, and the node's token for them (node.yaml coap:)."""
+
+    host: str = setting("127.0.0.1", text, "the address the node serves CoAP devices on")
+    port: int = setting(5683, port_number(what="a UDP port number"), "the UDP port (5683)")
+    #: the node's CoAP token (from the environment variable ``token_env`` names): for devices without their own
+    token: str | None = setting(None, env_secret, "environment variable holding the node's CoAP device token",
+                                key="token_env")
 
 
 class _Device:
@@ -66,18 +80,71 @@ class _Device:
         self.token = os.environ.get(str(env)) if env else None
 
 
-class CoapConnector:
-    def __init__(self, catalog: Catalog, bus: Any, cfg: CoapConfig | None = None, *, max_payload: int = 65536) -> None:
-        self.bus, self.cfg, self.max_payload = bus, cfg or CoapConfig(), max_payload
+class CoapConnector(Connector):
+    """CoAP devices: observed, polled, or pushing JSON readings to the node's CoAP resource."""
+
+    name = "coap"
+    options: ClassVar[dict[str, str]] = {
+        "mode": "observe (the default with a uri), poll, or push (devices POST to the node's CoAP resource)",
+        "uri": "observe/poll: the device's resource, coap://host:port/path",
+        "interval": "poll: how often (1s)", "timeout": "request timeout (5s)",
+        "reobserve": "observe: register again after this long without a notification (60s)",
+        "token_env": "push: environment variable holding this device's token (else the node's CoAP token)",
+        **MAPPING_OPTIONS}
+    service_keys = frozenset({"path", "uri", "method", "payload"})
+    settings = CoapConfig
+    idle_stats = None
+
+    @classmethod
+    def check(cls, b: BindingCheck) -> None:
+        options = b.options
+        mode = options.setdefault("mode", "observe" if options.get("uri") else "push")
+        if mode not in ("observe", "poll", "push"):
+            raise b.error(f"expected observe, poll or push, got {mode!r}", "mode")
+        if mode == "push":
+            if "uri" in options:
+                raise b.error("a pushing device has no uri: it POSTs to the node's /devices/<id>/telemetry", "uri")
+        else:
+            uri = options.get("uri")
+            if not isinstance(uri, str) or not uri.startswith(("coap://", "coap+tcp://")):
+                kind = "an observed" if mode == "observe" else "a polled"
+                raise b.error(f"{kind} device needs its coap:// uri", "uri", at="uri" if "uri" in b.spec else "mode")
+        for key, default in (("interval", 1.0), ("timeout", 5.0), ("reobserve", 60.0)):
+            b.duration(key, default)
+        check_mapping(b)
+
+    @classmethod
+    def check_service(cls, b: BindingCheck, service: str, how: Any) -> Any:
+        how = super().check_service(b, service, how)
+        fld = f"services.{service}"
+        if "path" not in how and "uri" not in how:
+            raise b.error("a coap service needs 'path' (on the device's host) or 'uri'", f"{fld}.path")
+        method = how.setdefault("method", "POST")
+        if method not in ("POST", "PUT", "GET"):
+            raise b.error(f"expected one of POST, PUT, GET, got {method!r}", f"{fld}.method")
+        b.check_placeholders(service, how.get("payload"))
+        return how
+
+    @classmethod
+    def metric_families(cls, stats: Any, node: str, shared: ConnectorFamilies) -> list[Family]:
+        for dev, d in ((stats or {}).get("devices") or {}).items():
+            shared.accepted.add(d.get("accepted"), node=node, connector="coap", source=dev)
+            shared.errors.add(d.get("errors"), node=node, connector="coap", source=dev)
+            if d.get("mode") == "observe":
+                shared.connected.add(d.get("observing"), node=node, connector="coap", source=dev)
+        return []
+
+    def __init__(self, ctx: NodeContext, bindings: list[DeviceBinding]) -> None:
+        super().__init__(ctx, bindings)
+        self.bus, self.cfg, self.max_payload = ctx.bus, ctx.settings or CoapConfig(), ctx.max_payload
         self.devices: dict[str, _Device] = {}
-        for b in catalog.devices.values():
-            if b.connector == "coap":
-                self.devices[b.id] = _Device(FieldBinding(b, catalog.products[b.product]), b.options)
+        for b in bindings:
+            self.devices[b.id] = _Device(FieldBinding(b, ctx.catalog.products[b.product]), b.options)
         self.port: int | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._server: Any = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_error: BaseException | None = None
@@ -109,12 +176,12 @@ class CoapConnector:
 
     # -- client side: observe and poll -------------------------------------------------------
     async def _observe(self, device: str) -> None:
-        from aiocoap import GET, Message
+        from aiocoap import GET, Message  # type: ignore[import-untyped]
 
         d = self.devices[device]
         uri, source = d.opt["uri"], f"coap:{d.opt['uri']}"
         timeout, silent = float(d.opt.get("timeout", 5.0)), float(d.opt.get("reobserve", 60.0))
-        wait = 0.0
+        backoff, wait = Backoff(0.5, MAX_BACKOFF), 0.0
         while True:
             if wait:
                 await asyncio.sleep(wait)
@@ -138,18 +205,19 @@ class CoapConnector:
                     if not note.code.is_successful():
                         raise RecordError(f"the device answered {note.code}")
                     self.take(device, note.payload, note.opt.content_format, source)
+                backoff.reset()
                 wait = 0.0
             except RecordError as exc:
                 d.observing = False
                 self._failed(d, source, exc.reason, None)
-                wait = min(max(wait, 0.5) * 2, MAX_BACKOFF)
+                wait = backoff.next()
             except asyncio.CancelledError:
                 req.observation.cancel()
                 raise
             except Exception as exc:  # aiocoap's network errors and timeouts: the device is unreachable
                 d.observing = False
                 self._failed(d, source, f"the device is unreachable: {type(exc).__name__} {exc}".rstrip(), None)
-                wait = min(max(wait, 0.5) * 2, MAX_BACKOFF)
+                wait = backoff.next()
             finally:
                 if not req.observation.cancelled:
                     req.observation.cancel()
@@ -161,7 +229,7 @@ class CoapConnector:
         d = self.devices[device]
         uri, source = d.opt["uri"], f"coap:{d.opt['uri']}"
         interval, timeout = float(d.opt.get("interval", 1.0)), float(d.opt.get("timeout", 5.0))
-        wait = 0.0
+        backoff, wait = Backoff(interval, MAX_BACKOFF), 0.0
         while True:
             if wait:
                 await asyncio.sleep(wait)
@@ -178,7 +246,9 @@ class CoapConnector:
             except Exception as exc:  # network errors and timeouts
                 self._failed(d, source, f"the device is unreachable: {type(exc).__name__} {exc}".rstrip(), None)
                 ok = False
-            wait = interval if ok else min(max(wait, interval) * 2, MAX_BACKOFF)
+            if ok:
+                backoff.reset()
+            wait = interval if ok else backoff.next()
 
     async def request(self, method: str, uri: str, payload: Any, timeout: float = 5.0) -> Any:
         """One confirmable request (services, set); raises RecordError naming what went wrong."""
@@ -216,7 +286,7 @@ class CoapConnector:
 
         outer = self
 
-        class Telemetry(resource.Resource):
+        class Telemetry(resource.Resource):  # type: ignore[misc]  # aiocoap has no type hints
             def __init__(self, device: str, events: bool = False) -> None:
                 super().__init__()
                 self.device, self.events = device, events
@@ -312,6 +382,20 @@ class CoapConnector:
             self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+    def write(self, device: str, values: dict[str, Any]) -> None:
+        uri = self.bindings[device].options.get("uri")
+        if not uri:  # a pushing device: nothing to send a request to
+            super().write(device, values)  # raises: what the protocol cannot do
+            return
+        self.call(device, "PUT", uri, values)
+
+    def call_service(self, device: str, service: str, args: dict[str, Any], how: Any) -> None:
+        if not how:
+            super().call_service(device, service, args, how)  # raises: what the protocol cannot do
+            return
+        payload = substitute(how["payload"], args) if "payload" in how else args
+        self.call(device, how.get("method", "POST"), how.get("uri") or how["path"], payload)
 
     def stats(self) -> dict[str, Any]:
         return {"port": self.port, "devices": {dev: {"mode": d.mode, "received": d.received, "accepted": d.accepted,

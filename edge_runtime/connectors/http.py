@@ -11,9 +11,12 @@ letter with its reason). Connections are kept alive (HTTP/1.1).
 
 Poll (``mode: poll``): ``url`` is fetched every ``interval`` (``timeout``, ``headers``); each answer is a
 reading (or a list). An unreachable device, an error status, or an answer that is not JSON or that the
-product refuses is a dead letter with the reason and a counted error; the next poll waits twice as long,
-up to a minute, until the device answers again. Each device polls on its own thread: a slow one never
-delays the others.
+product refuses is a dead letter with the reason and a counted error; the next poll waits longer (from
+the interval, growing with jitter up to a minute) until the device answers again. Each device polls on its
+own thread: a slow one never delays the others.
+
+Services: ``services: {stop: {url, method, payload, headers}}`` (POST or PUT; ``payload`` with ``$arg``
+placeholders, default: the arguments); a ``/path`` url is on the polled device's host.
 """
 
 from __future__ import annotations
@@ -28,11 +31,18 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..backoff import Backoff
+from ..devices.readings import MAPPING_OPTIONS, FieldBinding, check_mapping, json_records
 from ..records import RecordError
-from .model import Catalog
-from .mqtt import FieldBinding, json_records
+from ..sections import env_secret, setting, text
+from ..sections import port as port_number
+from .base import BindingCheck, Connector, NodeContext, substitute
+
+if TYPE_CHECKING:
+    from ..devices.catalog import DeviceBinding
+    from ..metrics import ConnectorFamilies, Family
 
 __all__ = ["HttpConfig", "HttpConnector", "call_service"]
 
@@ -40,11 +50,15 @@ log = logging.getLogger("edgeloop.http")
 MAX_BACKOFF = 60.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class HttpConfig:
-    host: str = "127.0.0.1"
-    port: int = 8090
-    token: str | None = None  # the node's HTTP token: for devices without one of their own
+    """Where HTTP devices POST /devices/<id>/telemetry, and the node's token for them (node.yaml http:)."""
+
+    host: str = setting("127.0.0.1", text, "the address the node serves HTTP devices on")
+    port: int = setting(8090, port_number(zero="any free port"), "the TCP port (0: any free port)")
+    #: the node's HTTP token (from the environment variable ``token_env`` names): for devices without their own
+    token: str | None = setting(None, env_secret, "environment variable holding the node's HTTP device token",
+                                key="token_env")
 
 
 def _token(options: dict[str, Any]) -> str | None:
@@ -52,15 +66,71 @@ def _token(options: dict[str, Any]) -> str | None:
     return os.environ.get(str(env)) if env else None
 
 
-class HttpConnector:
-    def __init__(self, catalog: Catalog, bus: Any, cfg: HttpConfig | None = None, *, max_payload: int = 65536) -> None:
-        self.bus, self.cfg, self.max_payload = bus, cfg or HttpConfig(), max_payload
+class HttpConnector(Connector):
+    """HTTP/JSON devices: readings pushed to the node's endpoint or polled from the device's."""
+
+    name = "http"
+    options: ClassVar[dict[str, str]] = {
+        "mode": "push (the device POSTs to the node; the default) or poll (the node GETs url)",
+        "url": "poll: the device's HTTP/JSON endpoint", "interval": "poll: how often (1s)",
+        "timeout": "poll: request timeout (5s)", "headers": "poll: extra request headers",
+        "token_env": "push: environment variable holding this device's token (else the node's HTTP token)",
+        **MAPPING_OPTIONS}
+    service_keys = frozenset({"url", "method", "payload", "headers"})
+    service_required = ("url",)
+    settings = HttpConfig
+    idle_stats = None
+
+    @classmethod
+    def check(cls, b: BindingCheck) -> None:
+        options = b.options
+        mode = options.setdefault("mode", "push")
+        if mode not in ("push", "poll"):
+            raise b.error(f"expected push or poll, got {mode!r}", "mode")
+        if mode == "poll":
+            url = options.get("url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise b.error("a polled device needs its http:// or https:// url", "url",
+                              at="url" if "url" in b.spec else "mode")
+            b.duration("interval", 1.0)
+            b.duration("timeout", 5.0)
+            headers = options.get("headers") or {}
+            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+                raise b.error("expected a mapping header -> text", "headers")
+        else:
+            for key in ("url", "interval", "timeout", "headers"):
+                if key in options:
+                    raise b.error(f"{key!r} is for polled devices (mode: poll)", key)
+        check_mapping(b)
+
+    @classmethod
+    def check_service(cls, b: BindingCheck, service: str, how: Any) -> Any:
+        how = super().check_service(b, service, how)
+        fld = f"services.{service}"
+        method = how.setdefault("method", "POST")
+        if method not in ("POST", "PUT"):
+            raise b.error(f"expected one of POST, PUT, got {method!r}", f"{fld}.method")
+        if not str(how["url"]).startswith(("http://", "https://", "/")):
+            raise b.error("expected an http(s):// url, or a /path on the polled device's host", f"{fld}.url")
+        b.check_placeholders(service, how.get("payload"))
+        return how
+
+    @classmethod
+    def metric_families(cls, stats: Any, node: str, shared: ConnectorFamilies) -> list[Family]:
+        if stats:
+            shared.accepted.add(stats.get("accepted"), node=node, connector="http", source="push")
+            shared.errors.add(stats.get("refused"), node=node, connector="http", source="push")
+            for dev, p in (stats.get("polls") or {}).items():
+                shared.errors.add(p.get("errors"), node=node, connector="http", source=dev)
+        return []
+
+    def __init__(self, ctx: NodeContext, bindings: list[DeviceBinding]) -> None:
+        super().__init__(ctx, bindings)
+        self.bus, self.cfg, self.max_payload = ctx.bus, ctx.settings or HttpConfig(), ctx.max_payload
         self.push: dict[str, tuple[FieldBinding, str | None]] = {}
         self.polls: dict[str, tuple[FieldBinding, dict[str, Any]]] = {}
-        for b in catalog.devices.values():
-            if b.connector != "http":
-                continue
-            fb = FieldBinding(b, catalog.products[b.product])
+        for b in bindings:
+            fb = FieldBinding(b, ctx.catalog.products[b.product])
             if b.options.get("mode", "push") == "poll":
                 self.polls[b.id] = (fb, b.options)
             else:
@@ -165,7 +235,7 @@ class HttpConnector:
         st["polls"] += 1
         source = f"http:{opt['url']}"
         try:
-            # the url is checked to be http(s) when the binding loads (devices.model._check_http)
+            # the url is checked to be http(s) when the binding loads (HttpConnector.check)
             req = urllib.request.Request(opt["url"],  # noqa: S310
                                          headers={"Accept": "application/json", **(opt.get("headers") or {})})
             with urllib.request.urlopen(req, timeout=float(opt.get("timeout", 5))) as resp:  # noqa: S310
@@ -195,10 +265,13 @@ class HttpConnector:
     def _poll_loop(self, device: str) -> None:
         _, opt = self.polls[device]
         interval = float(opt.get("interval", 1.0))
-        wait = 0.0
+        backoff, wait = Backoff(interval, MAX_BACKOFF), 0.0
         while not self._stop.wait(wait):
-            ok = self.poll_once(device)
-            wait = interval if ok else min(max(wait, interval) * 2, MAX_BACKOFF)
+            if self.poll_once(device):
+                backoff.reset()
+                wait = interval
+            else:
+                wait = backoff.next()
 
     # -- life ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -220,6 +293,13 @@ class HttpConnector:
     def stats(self) -> dict[str, Any]:
         return {"port": self.port, "accepted": self.accepted, "refused": self.refused, "polls": dict(self.poll_stats)}
 
+    def call_service(self, device: str, service: str, args: dict[str, Any], how: Any) -> None:
+        if not how:
+            super().call_service(device, service, args, how)  # raises: what the protocol cannot do
+            return
+        payload = substitute(how["payload"], args) if "payload" in how else args
+        call_service(self.bindings[device], how, payload)
+
 
 def call_service(binding: Any, how: dict[str, Any], payload: Any, timeout: float = 5.0) -> int:
     """A product service as an HTTP request to the device (``services: {stop: {url, method, payload,
@@ -234,12 +314,12 @@ def call_service(binding: Any, how: dict[str, Any], payload: Any, timeout: float
         url = f"{base.scheme}://{base.netloc}{url}"
     headers = {"Content-Type": "application/json", **(binding.options.get("headers") or {}),
                **(how.get("headers") or {})}
-    # the url is checked to be http(s) when the binding loads (devices.model._check_service)
+    # the url is checked to be http(s) when the binding loads (HttpConnector.check_service)
     req = urllib.request.Request(url, data=json.dumps(payload).encode(), method=how.get("method", "POST"),  # noqa: S310
                                  headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            return resp.status
+            return int(resp.status)
     except urllib.error.HTTPError as exc:
         raise RecordError(f"HTTP {req.method} {url}: the device answered {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
