@@ -496,7 +496,7 @@ class Node:
     # -- video: cameras bound to products, and pipelines that start from a video source ----------
     def _start_camera(self, b: Any) -> None:
         from .devices.video import VideoSource, parse_source
-        from .operators.media import frames_batch
+        from .operators.video_inputs import frames_batch
 
         opts = {k: v for k, v in b.options.items() if k != "property"}
         if isinstance(opts.get("file"), str) and b.file and not Path(opts["file"]).is_absolute():
@@ -517,7 +517,7 @@ class Node:
     def _start_source(self, inst: Instance) -> None:
         """A pipeline whose first step is file_input/stream_input/usb_camera_input: feed it its video."""
         from .devices.video import VideoSource
-        from .operators.media import frames_batch
+        from .operators.video_inputs import frames_batch
 
         op = inst.ops[0]
         device = op.device or inst.name
@@ -538,7 +538,7 @@ class Node:
             self.desensitisers[ic.name] = inst.uplink
             self.instances[ic.name] = inst
             self.engine.start(inst)
-            from .operators.media import VideoInput
+            from .operators.video_inputs import VideoInput
 
             if inst.ops and isinstance(inst.ops[0], VideoInput):
                 self._start_source(inst)

@@ -1,4 +1,4 @@
-"""time_window and aggregate.
+"""Window operators: time_window and aggregate.
 
 Tumbling windows of ``size`` seconds aligned to multiples of ``size`` since the
 epoch, per device. A device has at most one open window; it is emitted when a
@@ -20,6 +20,7 @@ import numpy as np
 
 from ..records import Batch, Column
 from .base import Operator, SpecError, grow, parse_duration, register
+from .reductions import AGGREGATES, NUMERIC, as_numbers, int_origin, ints_of, reduce_windows
 
 __all__ = ["Windows", "TimeWindow", "Aggregate", "AGGREGATES"]
 
@@ -228,8 +229,6 @@ def _gather(order: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.nd
     return order[np.arange(total) + offsets]
 
 
-AGGREGATES = ("count", "sum", "mean", "min", "max", "first", "last", "mode", "std")
-
 
 @register
 class Aggregate(Operator):
@@ -276,9 +275,9 @@ class Aggregate(Operator):
                 if fn == "count":
                     cols[out] = Column(np.zeros(k, np.int64))
                 continue  # absent in every window: no value
-            if fn in _NUMERIC and col.data.dtype.kind not in "iufb":
+            if fn in NUMERIC and col.data.dtype.kind not in "iufb":
                 # only the windows that hold a non-number fail, not every window of this batch
-                numbers, wrong = _as_numbers(col)
+                numbers, wrong = as_numbers(col)
                 if wrong.any():
                     win_bad = np.add.reduceat(wrong.astype(np.int64), starts) > 0
                     first = np.minimum.reduceat(np.where(wrong, np.arange(len(wrong)), len(wrong)), starts)
@@ -287,12 +286,12 @@ class Aggregate(Operator):
                         reasons[i] = f"aggregate {out}: {fn} needs numbers, got {type(v).__name__} {v!r}"
                     bad |= win_bad
                     col = Column(numbers, ~wrong if col.present is None else col.present & ~wrong,
-                                 _ints_of(col, numbers))
+                                 ints_of(col, numbers))
                 else:
-                    col = Column(numbers, col.present, _ints_of(col, numbers))
-            data, present = _reduce(col, starts, counts, fn)
+                    col = Column(numbers, col.present, ints_of(col, numbers))
+            data, present = reduce_windows(col, starts, counts, fn)
             cols[out] = Column(data, None if present is None or present.all() else present,
-                               _int_origin(col, starts, counts, fn, data))
+                               int_origin(col, starts, counts, fn, data))
         cols["count"] = Column(counts)
         cols["window_start"] = Column(windows.window_start.astype(np.float64))
         out_batch = Batch(windows.codes, windows.product, windows.window_end.astype(np.float64), cols)
@@ -302,118 +301,3 @@ class Aggregate(Operator):
         return out_batch
 
 
-_NUMERIC = ("sum", "mean", "std", "min", "max")
-
-
-def _as_numbers(col: Column) -> tuple[np.ndarray, np.ndarray]:
-    """An object column as numbers (int64 when they are all whole, as a column of ints would be;
-    booleans count as 0/1, as in a boolean column) and the rows that hold something else."""
-    vals = col.data.tolist()
-    present = [True] * len(vals) if col.present is None else col.present.tolist()
-    wrong = np.fromiter((p and not isinstance(v, (int, float)) for v, p in zip(vals, present)),
-                        dtype=bool, count=len(vals))
-    filled = [v if isinstance(v, (int, float)) else 0 for v in vals]
-    if all(isinstance(v, int) for v in filled):
-        try:
-            return np.array(filled, dtype=np.int64), wrong
-        except OverflowError:
-            pass
-    return np.array(filled, dtype=np.float64), wrong
-
-
-def _ints_of(col: Column, numbers: np.ndarray) -> np.ndarray | None:
-    if numbers.dtype.kind != "f" or col.data.dtype != object:
-        return None
-    flags = np.fromiter((type(v) is int for v in col.data.tolist()), dtype=bool, count=len(col.data))
-    return flags if flags.any() else None
-
-
-def _int_origin(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str, data: np.ndarray) -> np.ndarray | None:
-    """For a float column that holds integers: which results are integers (so output does not
-    depend on whether ints shared a micro-batch with floats)."""
-    if col.ints is None or data.dtype.kind != "f" or not len(col.ints):
-        return None
-    if fn in ("first", "last"):
-        idx = np.arange(len(col.ints))
-        present = np.ones(len(col.ints), bool) if col.present is None else col.present
-        if fn == "first":
-            pick = np.minimum.reduceat(np.where(present, idx, len(idx)), starts)
-        else:
-            pick = np.maximum.reduceat(np.where(present, idx, -1), starts)
-        return col.ints[np.clip(pick, 0, len(idx) - 1)]
-    if fn in ("sum", "min", "max", "mode"):
-        ok = col.ints if col.present is None else (col.ints | ~col.present)
-        return np.logical_and.reduceat(ok, starts)
-    return None
-
-
-def _reduce(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str) -> tuple[np.ndarray, np.ndarray | None]:
-    data, present = col.data, col.present
-    n_present = counts if present is None else np.add.reduceat(present.astype(np.int64), starts)
-    has = None if present is None else n_present > 0
-    if fn == "count":
-        return n_present.astype(np.int64), None
-    if fn in ("first", "last"):
-        idx = np.arange(len(data))
-        if present is None:
-            pick = starts if fn == "first" else starts + counts - 1
-        elif fn == "first":
-            pick = np.minimum.reduceat(np.where(present, idx, len(data)), starts)
-        else:
-            pick = np.maximum.reduceat(np.where(present, idx, -1), starts)
-        pick = np.clip(pick, 0, max(len(data) - 1, 0))
-        return data[pick], has
-    if fn == "mode":
-        return _mode(data, present, starts, counts), has
-    numeric = data.dtype.kind in "iuf" or data.dtype == bool
-    if not numeric:
-        data, wrong = _as_numbers(col)
-        if wrong.any():
-            bad = col.data[np.flatnonzero(wrong)[0]]
-            raise TypeError(f"{fn} needs numbers, got {type(bad).__name__} {bad!r}")
-    if data.dtype == bool:
-        data = data.astype(np.int64)
-    if fn in ("sum", "mean", "std"):
-        x = data if present is None else np.where(present, data, 0)
-        s = np.add.reduceat(x, starts)
-        if fn == "sum":
-            return s, has
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = s / np.maximum(n_present, 1)
-            if fn == "mean":
-                return mean, has
-            dev = data - np.repeat(mean, counts)
-            sq = dev * dev if present is None else np.where(present, dev * dev, 0.0)
-            return np.sqrt(np.add.reduceat(sq, starts) / np.maximum(n_present, 1)), has
-    if fn == "min":
-        fill = np.inf if data.dtype.kind == "f" else np.iinfo(np.int64).max
-        x = data if present is None else np.where(present, data, fill)
-        return np.minimum.reduceat(x, starts), has
-    if fn == "max":
-        fill = -np.inf if data.dtype.kind == "f" else np.iinfo(np.int64).min
-        x = data if present is None else np.where(present, data, fill)
-        return np.maximum.reduceat(x, starts), has
-    raise AssertionError(fn)  # pragma: no cover
-
-
-def _mode(data: np.ndarray, present: np.ndarray | None, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Most frequent value per window; ties go to the smallest value."""
-    k = len(starts)
-    out = np.empty(k, dtype=data.dtype if data.dtype != bool else bool)
-    vals = data.tolist()
-    pres = None if present is None else present.tolist()
-    for w, (a, c) in enumerate(zip(starts.tolist(), counts.tolist())):
-        freq: dict[Any, int] = {}
-        for j in range(a, a + c):
-            if pres is None or pres[j]:
-                v = vals[j]
-                freq[v] = freq.get(v, 0) + 1
-        if not freq:
-            out[w] = data[a] if len(data) else 0
-            continue
-        best = max(freq.values())
-        try:
-            out[w] = min(v for v, f in freq.items() if f == best)
-        except TypeError:
-            out[w] = next(v for v, f in freq.items() if f == best)
-    return out
