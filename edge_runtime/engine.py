@@ -81,7 +81,7 @@ class Instance:
         self.devices = frozenset(devices) if devices is not None else None
         self.dead_letters = dead_letters if dead_letters is not None else DeadLetterList()
         self.counters: list[StepCounters] = []
-        self.uplink = Desensitiser(plan.uplink) if plan.uplink else None
+        self.desensitiser = Desensitiser(plan.uplink) if plan.uplink else None
         self.ops: list[Operator] = plan.instantiate(lambda step: self._ctx(step, sinks, models, store))
         self.outputs = 0
 
@@ -90,7 +90,7 @@ class Instance:
         self.counters.append(sc)
         return StepContext(pipeline=self.plan.name, instance=self.name, step=step.id,
                            product=self.plan.product, devices=self.devices, sinks=sinks, models=models,
-                           store=store, dead=self._dead, uplink=self.uplink, counters=sc.counts)
+                           store=store, dead=self._dead, desensitiser=self.desensitiser, counters=sc.counts)
 
     def _dead(self, step: str, rows: Batch, reasons: list[str]) -> None:
         for rec, reason in zip(map(without_media, rows.to_records()), reasons):

@@ -535,7 +535,7 @@ class Node:
         inst = Instance(ic.name, ic.plan, devices=ic.devices, sinks=self.sinks, models=self.models,
                         store=self.store, dead_letters=self.dead_letters)
         with self.lock:
-            self.desensitisers[ic.name] = inst.uplink
+            self.desensitisers[ic.name] = inst.desensitiser
             self.instances[ic.name] = inst
             self.engine.start(inst)
             from .operators.video_inputs import VideoInput

@@ -85,7 +85,7 @@ class StepContext:
     models: Any = None
     store: Any = None
     dead: Callable[[str, Batch, list[str]], None] | None = None
-    uplink: Any = None  # the pipeline's Desensitiser: what leaves for the hub is blurred/dropped/hashed by it
+    desensitiser: Any = None  # the pipeline's Desensitiser: what leaves for the hub is blurred/dropped/hashed by it
     counters: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0, "dead": 0})
 
     def dead_letter(self, rows: Batch, reasons: list[str] | str) -> None:

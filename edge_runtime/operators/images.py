@@ -43,7 +43,7 @@ def media_jpeg(ctx: Any, value: Any, quality: int, what: str) -> bytes | None:
     encoded once; None when there is nothing to send (bytes that cannot be blurred are never sent). A clip
     (frames, height, width, channels: ``stack``'s output) becomes one filmstrip, its frames side by side
     oldest first: what a person labels, and what the agile loop cuts back into the clip."""
-    desensitiser = ctx.uplink
+    desensitiser = ctx.desensitiser
     if isinstance(value, np.ndarray):
         if desensitiser is not None and desensitiser.blur:
             value = desensitiser.blur_image(value)

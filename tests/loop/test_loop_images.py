@@ -38,7 +38,7 @@ def media(i: int, kind: str) -> bytes:
     from edge_runtime.operators.images import media_jpeg
 
     class Ctx:
-        uplink = None
+        desensitiser = None
 
     if kind == "image":
         return media_jpeg(Ctx(), np.full((48, 48, 3), colour(i), np.uint8), 95, "test")
