@@ -6,19 +6,20 @@
 - :mod:`.windows`: time_window, aggregate (their reductions in :mod:`.reductions`)
 - :mod:`.messaging`: notification, alert, upload, device_output (and ``{field}`` templates)
 - :mod:`.models`: apply_model
-- :mod:`.media`: decode, encode, resolution, frame_rate, region_of_interest, frame_stack, file_output
-  (the H.264 writer in :mod:`.h264`)
+- :mod:`.media`: decode, encode, resolution, frame_rate, frame_stack, file_output (the H.264 writer in
+  :mod:`.h264`); :mod:`.regions`: region_of_interest
 
 The contract and the registry are in :mod:`.base`; parameter checks several families share in :mod:`.params`;
-frames, images and JPEG in :mod:`.images`. :func:`edge_runtime.testing.check_operator` checks an operator
-keeps the contract's promises.
+frames, images and JPEG in :mod:`.images`; JSON-safe operator state in :mod:`.state`.
+:func:`edge_runtime.testing.check_operator` checks that an operator keeps the contract's promises.
 """
 
 from .base import REGISTRY, Operator, SpecError, StepContext, load_entry_points, lookup, register
 from .inputs import DeviceInput, EventInput, TimeSeriesInput
-from .media import Decode, Encode, FileOutput, FrameRate, FrameStack, RegionOfInterest, Resolution
+from .media import Decode, Encode, FileOutput, FrameRate, FrameStack, Resolution
 from .messaging import Alert, DeviceOutput, Notification, Upload
 from .models import ApplyModel
+from .regions import RegionOfInterest
 from .transforms import ChangeTrigger, CustomFunction, Filter, Sample
 from .video_inputs import FileInput, StreamInput, UsbCameraInput, VideoInput
 from .windows import Aggregate, TimeWindow, Windows

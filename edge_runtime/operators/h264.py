@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = ["H264", "H264Writer", "h264_available"]
 
@@ -45,7 +47,7 @@ class H264Writer:
     def isOpened(self) -> bool:  # noqa: N802 - cv2.VideoWriter's name
         return True
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: NDArray[Any]) -> None:
         import av
 
         if (frame.shape[1], frame.shape[0]) != self.size:

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..records import Batch
 
@@ -25,7 +26,7 @@ def cv2() -> Any:
     return _cv2
 
 
-def jpeg(frame: np.ndarray, quality: int = 85, *, optimize: bool = False) -> bytes:
+def jpeg(frame: NDArray[Any], quality: int = 85, *, optimize: bool = False) -> bytes:
     """JPEG bytes of a BGR frame. ``optimize``, for what crosses the uplink: optimal Huffman tables and a
     progressive scan, the same pixels in fewer bytes (at 640x480 q75 on the sewage app's street scenes:
     optimal tables about 30 % fewer for 0.5 -> 1 ms of encode, progressive 3.4 % fewer again for 2 -> 5.7 ms)."""
@@ -35,7 +36,8 @@ def jpeg(frame: np.ndarray, quality: int = 85, *, optimize: bool = False) -> byt
                                           cv.IMWRITE_JPEG_PROGRESSIVE, int(optimize)])
     if not ok:
         raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+    data: bytes = buf.tobytes()
+    return data
 
 
 def media_jpeg(ctx: Any, value: Any, quality: int, what: str) -> bytes | None:
@@ -78,7 +80,7 @@ def is_frame(v: Any) -> bool:
     return isinstance(v, np.ndarray) and v.dtype == np.uint8 and v.ndim == 3 and v.shape[2] in (1, 3, 4)
 
 
-def object_column(values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+def object_column(values: list[Any]) -> tuple[NDArray[Any], NDArray[Any] | None]:
     """An object column of ``values`` and its ``present`` mask (None where every row has a value)."""
     data = np.empty(len(values), dtype=object)
     data[:] = values
@@ -86,7 +88,7 @@ def object_column(values: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
     return data, (None if present.all() else present)
 
 
-def annotate(frame: np.ndarray, box: Any, label: str, positive: bool) -> np.ndarray:
+def annotate(frame: NDArray[Any], box: Any, label: str, positive: bool) -> NDArray[Any]:
     """A copy of ``frame`` with ``box`` drawn and ``label`` written above it (red when positive)."""
     cv = cv2()
     out = frame.copy()

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..records import DEVICES, Batch
 from .base import Operator, SpecError, parse_duration, register
@@ -15,7 +16,7 @@ from .params import names
 __all__ = ["DeviceInput", "EventInput", "TimeSeriesInput"]
 
 
-def _event_rows(batch: Batch) -> np.ndarray | None:
+def _event_rows(batch: Batch) -> NDArray[Any] | None:
     """Which rows are product events (they carry an ``event`` name); None when none are."""
     col = batch.cols.get("event")
     if col is None:
@@ -36,7 +37,7 @@ class DeviceInput(Operator):
     def configure(self, properties: Any = None, devices: Any = None) -> None:
         self.properties = names(properties, "properties")
         self.devices = names(devices, "devices")
-        self._allowed_codes: np.ndarray | None = None
+        self._allowed_codes: NDArray[Any] | None = None
 
     def process(self, batch: Batch) -> Batch:
         keep = None
@@ -101,24 +102,32 @@ class TimeSeriesInput(DeviceInput):
                   until: Any = None, follow: Any = False) -> None:
         super().configure(properties, devices)
         self.since, self.until = since, until
+        self.since_back: float | None = None
         if since is not None and not isinstance(since, (int, float)):
             self.since_back = parse_duration(since, "since")
-        else:
-            self.since_back = None
         if until is not None and (isinstance(until, bool) or not isinstance(until, (int, float))):
             raise SpecError(f"expected epoch seconds, got {until!r}", field="until")
         if not isinstance(follow, bool):
             raise SpecError(f"expected true or false, got {follow!r}", field="follow")
         self.follow = follow
+        self.replayed = False
 
     def history(self) -> Batch:
-        """What the local store holds for this step (called once when a live instance starts)."""
+        """What the local store holds for this step (called once when a live instance starts; not again when
+        it goes on from a snapshot: the state restored has seen those records)."""
         store = self.ctx.store
-        if store is None:
+        if store is None or self.replayed:
             return Batch.empty()
+        self.replayed = True
         now = time.time()
         since = now - self.since_back if self.since_back is not None else self.since
         devices = self.devices or (sorted(self.ctx.devices) if self.ctx.devices else None)
         records = store.query(devices=devices, since=since, until=self.until, product=self.ctx.product)
         return self.process(Batch.from_records(records)) if records else Batch.empty()
 
+    def snapshot(self) -> dict[str, Any] | None:
+        """Whether the store's history was replayed (then a restart does not replay it again)."""
+        return {"replayed": True} if self.replayed else None
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        self.replayed = bool(state and state.get("replayed"))

@@ -144,6 +144,16 @@ class Alert(_Messaging):
     def _jpeg(self, value: Any) -> bytes | None:
         return media_jpeg(self.ctx, value, self.quality, f"alert {self.ctx.step}")
 
+    def snapshot(self) -> dict[str, Any]:
+        """Per device id: the event time of its last alert (``cooldown``) and of its last record
+        (``until_quiet``); how many alerts were raised and suppressed."""
+        return {"last": dict(self.last), "seen": dict(self.seen), "raised": self.raised,
+                "suppressed": self.suppressed}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.last, self.seen = dict(state["last"]), dict(state["seen"])
+        self.raised, self.suppressed = state["raised"], state["suppressed"]
+
 
 @register
 class Upload(Operator):
@@ -200,6 +210,13 @@ class Upload(Operator):
             if items:
                 self.ctx.sinks.upload(items)
         return batch
+
+    def snapshot(self) -> dict[str, Any]:
+        """How many records were seen (``every`` counts on from it)."""
+        return {"seen": self.seen}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.seen = state["seen"]
 
 
 @register

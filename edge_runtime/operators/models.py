@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..records import Batch
 from .base import Operator, SpecError, register
@@ -97,7 +98,7 @@ class ApplyModel(Operator):
             raise SpecError("expected an integer seed", field="select.seed")
         return dict(select)
 
-    def _table(self, batch: Batch) -> tuple[Batch, np.ndarray]:
+    def _table(self, batch: Batch) -> tuple[Batch, NDArray[Any]]:
         n = len(batch)
         ok = np.ones(n, dtype=bool)
         reasons: dict[int, str] = {}
@@ -115,14 +116,15 @@ class ApplyModel(Operator):
                     reasons[i] = f"apply_model: input '{f}' is not a number"
                 ok &= numeric
         batch = self._drop(batch, ok, reasons)
-        if not self.inputs:
-            return batch, np.zeros((len(batch), 0))
+        if not self.inputs or not len(batch):  # every row dead-lettered: an input column may not exist at all
+            return batch, np.zeros((len(batch), len(self.inputs)))
         return batch, np.column_stack([np.asarray(batch.cols[f].data, dtype=np.float64) for f in self.inputs])
 
-    def _images(self, batch: Batch, shape: tuple[int, ...] | None) -> tuple[Batch, np.ndarray]:
-        col = batch.cols.get(self.image)
+    def _images(self, batch: Batch, shape: tuple[int, ...] | None) -> tuple[Batch, NDArray[Any]]:
+        image = cast(str, self.image)
+        col = batch.cols.get(image)
         values = col.data.tolist() if col is not None and col.data.dtype == object else [None] * len(batch)
-        has = batch.has(self.image)
+        has = batch.has(image)
         ok = np.zeros(len(batch), dtype=bool)
         reasons: dict[int, str] = {}
         for i, v in enumerate(values):
@@ -138,7 +140,7 @@ class ApplyModel(Operator):
         arrays = [v for v, good in zip(values, ok) if good]
         return batch, (np.stack(arrays) if arrays else np.zeros((0, *(shape or ())), dtype=np.uint8))
 
-    def _drop(self, batch: Batch, ok: np.ndarray, reasons: dict[int, str]) -> Batch:
+    def _drop(self, batch: Batch, ok: NDArray[Any], reasons: dict[int, str]) -> Batch:
         if ok.all():
             return batch
         bad = np.flatnonzero(~ok)
@@ -176,7 +178,7 @@ class ApplyModel(Operator):
         n = len(batch)
         out = Batch(batch.codes, batch.product, batch.ts, dict(batch.cols))
         out.set_column(self.output, pred)
-        conf = np.concatenate(confs) if all(c is not None for c in confs) else None
+        conf = np.concatenate([c for c in confs if c is not None]) if all(c is not None for c in confs) else None
         if conf is not None:
             out.set_column(self.confidence, conf)
         tag = getattr(fn, "tag", None) or f"{self.model.split(':')[0]}:{getattr(fn, 'version', 'local')}"
@@ -187,7 +189,7 @@ class ApplyModel(Operator):
             self._annotate(out, pred, conf)
         return out
 
-    def _annotate(self, out: Batch, pred: np.ndarray, conf: np.ndarray | None) -> None:
+    def _annotate(self, out: Batch, pred: NDArray[Any], conf: NDArray[Any] | None) -> None:
         a = self.annotate
         frames, boxes = out.cols.get(a["frame"]), out.cols.get(a["box"])
         if frames is None:
@@ -199,7 +201,25 @@ class ApplyModel(Operator):
                 drawn[i] = annotated_copy(f, None if boxes is None else boxes.data[i], label, bool(pred[i]))
         out.set_column(a["output"], drawn, np.array([v is not None for v in drawn], dtype=bool))
 
-    def _mark(self, out: Batch, pred: np.ndarray, conf: np.ndarray | None) -> None:
+    def snapshot(self) -> dict[str, Any] | None:
+        """With ``select: {random: ...}``: the random generator's position (its 128-bit numbers as text), so that
+        the share drawn after a restart goes on from where it was; otherwise no state."""
+        if not self.select.get("random"):
+            return None
+        st = self.rng.bit_generator.state
+        return {"rng": {"bit_generator": st["bit_generator"], "state": {k: str(v) for k, v in st["state"].items()},
+                        "has_uint32": st["has_uint32"], "uinteger": st["uinteger"]}}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            return
+        st = state["rng"]
+        if st["bit_generator"] != type(self.rng.bit_generator).__name__:
+            raise ValueError(f"state of a {st['bit_generator']} generator, this one is "
+                             f"{type(self.rng.bit_generator).__name__}")
+        self.rng.bit_generator.state = {**st, "state": {k: int(v) for k, v in st["state"].items()}}
+
+    def _mark(self, out: Batch, pred: NDArray[Any], conf: NDArray[Any] | None) -> None:
         n = len(out)
         reason = np.full(n, None, dtype=object)
         low = self.select.get("low_confidence")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..records import Column
 
@@ -15,7 +16,7 @@ AGGREGATES = ("count", "sum", "mean", "min", "max", "first", "last", "mode", "st
 NUMERIC = ("sum", "mean", "std", "min", "max")
 
 
-def as_numbers(col: Column) -> tuple[np.ndarray, np.ndarray]:
+def as_numbers(col: Column) -> tuple[NDArray[Any], NDArray[Any]]:
     """An object column as numbers (int64 when they are all whole, as a column of ints would be;
     booleans count as 0/1, as in a boolean column) and the rows that hold something else."""
     vals = col.data.tolist()
@@ -31,14 +32,14 @@ def as_numbers(col: Column) -> tuple[np.ndarray, np.ndarray]:
     return np.array(filled, dtype=np.float64), wrong
 
 
-def ints_of(col: Column, numbers: np.ndarray) -> np.ndarray | None:
+def ints_of(col: Column, numbers: NDArray[Any]) -> NDArray[Any] | None:
     if numbers.dtype.kind != "f" or col.data.dtype != object:
         return None
     flags = np.fromiter((type(v) is int for v in col.data.tolist()), dtype=bool, count=len(col.data))
     return flags if flags.any() else None
 
 
-def int_origin(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str, data: np.ndarray) -> np.ndarray | None:
+def int_origin(col: Column, starts: NDArray[Any], counts: NDArray[Any], fn: str, data: NDArray[Any]) -> NDArray[Any] | None:
     """For a float column that holds integers: which results are integers (so output does not
     depend on whether ints shared a micro-batch with floats)."""
     if col.ints is None or data.dtype.kind != "f" or not len(col.ints):
@@ -50,14 +51,15 @@ def int_origin(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str, dat
             pick = np.minimum.reduceat(np.where(present, idx, len(idx)), starts)
         else:
             pick = np.maximum.reduceat(np.where(present, idx, -1), starts)
-        return col.ints[np.clip(pick, 0, len(idx) - 1)]
+        picked: NDArray[Any] = col.ints[np.clip(pick, 0, len(idx) - 1)]
+        return picked
     if fn in ("sum", "min", "max", "mode"):
         ok = col.ints if col.present is None else (col.ints | ~col.present)
         return np.logical_and.reduceat(ok, starts)
     return None
 
 
-def reduce_windows(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str) -> tuple[np.ndarray, np.ndarray | None]:
+def reduce_windows(col: Column, starts: NDArray[Any], counts: NDArray[Any], fn: str) -> tuple[NDArray[Any], NDArray[Any] | None]:
     data, present = col.data, col.present
     n_present = counts if present is None else np.add.reduceat(present.astype(np.int64), starts)
     has = None if present is None else n_present > 0
@@ -106,7 +108,7 @@ def reduce_windows(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str)
     raise AssertionError(fn)  # pragma: no cover
 
 
-def _mode(data: np.ndarray, present: np.ndarray | None, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def _mode(data: NDArray[Any], present: NDArray[Any] | None, starts: NDArray[Any], counts: NDArray[Any]) -> NDArray[Any]:
     """Most frequent value per window; ties go to the smallest value."""
     k = len(starts)
     out = np.empty(k, dtype=data.dtype if data.dtype != bool else bool)

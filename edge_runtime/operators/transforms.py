@@ -10,6 +10,7 @@ from ..expr import is_finite_array
 from ..records import Batch
 from .base import Operator, SpecError, grow, parse_duration, register
 from .params import expression, names
+from .state import by_code, by_device
 
 __all__ = ["Filter", "Sample", "ChangeTrigger", "CustomFunction"]
 
@@ -88,6 +89,21 @@ class Sample(Operator):
                 last[c] = t
         return batch.take(keep)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Per device id: how many records were seen (``every``) or the event time of the last kept one
+        (``interval``)."""
+        if self.every is not None:
+            return {"seen": by_device({c: int(n) for c, n in enumerate(self.seen.tolist()) if n})}
+        return {"last_kept": by_device(self.last_kept)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        seen = by_code(state.get("seen", {}))
+        if seen:
+            self.seen = grow(self.seen, max(seen) + 1, 0)
+            for c, n in seen.items():
+                self.seen[c] = n
+        self.last_kept = {c: float(t) for c, t in by_code(state.get("last_kept", {})).items()}
+
 
 @register
 class ChangeTrigger(Operator):
@@ -144,6 +160,13 @@ class ChangeTrigger(Operator):
             bad = np.flatnonzero(missing)
             self.ctx.dead_letter(batch.take(bad), [reasons[i] for i in bad.tolist()])
         return batch.take(keep)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Per device id: the watched fields' values of its last passed record."""
+        return {"last": by_device({c: list(v) for c, v in self.last.items()})}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.last = {c: tuple(v) for c, v in by_code(state["last"]).items()}
 
 
 @register

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..records import DEVICES, Batch
 from .base import Operator, SpecError, parse_duration, register
@@ -75,7 +76,7 @@ class UsbCameraInput(VideoInput):
     shorthand = "usb"
 
 
-def frames_batch(device: str, product: str | None, frames: list[tuple[np.ndarray, float]],
+def frames_batch(device: str, product: str | None, frames: list[tuple[NDArray[Any], float]],
                  field: str = "frame", index: list[int] | None = None) -> Batch:
     """A batch of frame records (no copies of the pixels); ``index`` (the frame's position in its source)
     goes into ``frame_index``."""

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..records import Batch, Column
 from .base import Operator, SpecError, grow, parse_duration, register
 from .reductions import AGGREGATES, NUMERIC, as_numbers, int_origin, ints_of, reduce_windows
+from .state import batch_from_state, batch_state, by_code, by_device
 
 __all__ = ["Windows", "TimeWindow", "Aggregate", "AGGREGATES"]
 
@@ -32,17 +34,17 @@ class Windows:
     """Closed windows: ``rows`` grouped so that window k is rows[starts[k]:ends[k]]."""
 
     rows: Batch
-    starts: np.ndarray
-    codes: np.ndarray  # device code per window
-    product: np.ndarray
-    window_start: np.ndarray
-    window_end: np.ndarray
+    starts: NDArray[Any]
+    codes: NDArray[Any]  # device code per window
+    product: NDArray[Any]
+    window_start: NDArray[Any]
+    window_end: NDArray[Any]
 
     def __len__(self) -> int:
         return len(self.starts)
 
     @property
-    def ends(self) -> np.ndarray:
+    def ends(self) -> NDArray[Any]:
         return np.append(self.starts[1:], len(self.rows)).astype(np.int64)
 
     def to_batch(self) -> Batch:
@@ -87,12 +89,12 @@ class TimeWindow(Operator):
 
     def _reset(self) -> None:
         self.pending = Batch.empty()  # rows of open windows, arrival order
-        self.pending_seq = np.empty(0, np.int64)  # arrival sequence of pending rows
+        self.pending_seq: NDArray[np.int64] = np.empty(0, np.int64)  # arrival sequence of pending rows
         self.last_win = np.full(64, _NO_WIN, dtype=np.int64)  # per device: newest window seen
         self.seq = 0
         self.last_seen: dict[int, float] = {}
 
-    def _win(self, ts: np.ndarray) -> np.ndarray:
+    def _win(self, ts: NDArray[Any]) -> NDArray[Any]:
         return np.floor(ts / self.size).astype(np.int64)
 
     def process(self, batch: Batch) -> Windows | None:
@@ -148,7 +150,7 @@ class TimeWindow(Operator):
         closed = closed[np.argsort(trigger, kind="stable")]
         return self._windows(rows, order, run_starts, run_ends, closed, win_s)
 
-    def _late(self, codes: np.ndarray, win: np.ndarray) -> np.ndarray | None:
+    def _late(self, codes: NDArray[Any], win: NDArray[Any]) -> NDArray[Any] | None:
         prior = self.last_win[codes]
         order = np.argsort(codes, kind="stable")
         dev_s, win_s, prior_s = codes[order], win[order], prior[order]
@@ -171,8 +173,8 @@ class TimeWindow(Operator):
         late[order] = late_s
         return late if late.any() else None
 
-    def _windows(self, rows: Batch, order: np.ndarray, run_starts: np.ndarray, run_ends: np.ndarray,
-                 runs: np.ndarray, win_s: np.ndarray) -> Windows:
+    def _windows(self, rows: Batch, order: NDArray[Any], run_starts: NDArray[Any], run_ends: NDArray[Any],
+                 runs: NDArray[Any], win_s: NDArray[Any]) -> Windows:
         lengths = run_ends[runs] - run_starts[runs]
         idx = _gather(order, run_starts[runs], lengths)
         grouped = rows.take(idx)
@@ -218,15 +220,35 @@ class TimeWindow(Operator):
             self.last_seen.pop(c, None)
         return out
 
-    def snapshot(self) -> Any:
-        return {"pending": self.pending.to_records(), "seq": self.pending_seq.tolist(),
-                "last_win": self.last_win.tolist(), "next_seq": self.seq}
+    def snapshot(self) -> dict[str, Any]:
+        """The rows of the open windows (records, in arrival order, with their arrival numbers), per device id
+        the newest window seen (so that a record behind it is late after a restart too), and the next arrival
+        number."""
+        last = {c: w for c, w in enumerate(self.last_win.tolist()) if w != _NO_WIN}
+        return {"pending": batch_state(self.pending), "seq": self.pending_seq.tolist(),
+                "last_win": by_device(last), "next_seq": self.seq}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._reset()
+        self.pending = batch_from_state(state["pending"])
+        self.pending_seq = np.array(state["seq"], dtype=np.int64)
+        last = by_code(state["last_win"])
+        if last:
+            self.last_win = grow(self.last_win, max(last) + 1, _NO_WIN)
+            for c, w in last.items():
+                self.last_win[c] = w
+        self.seq = int(state["next_seq"])
+        if self.idle_flush is not None:  # wall-clock idleness starts again from now
+            import time
+            now = time.monotonic()
+            self.last_seen = {c: now for c in np.unique(self.pending.codes).tolist()}
 
 
-def _gather(order: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def _gather(order: NDArray[Any], starts: NDArray[Any], lengths: NDArray[Any]) -> NDArray[Any]:
     total = int(lengths.sum())
     offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return order[np.arange(total) + offsets]
+    idx: NDArray[Any] = order[np.arange(total) + offsets]
+    return idx
 
 
 
