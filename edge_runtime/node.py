@@ -348,7 +348,7 @@ class Node:
         self.store = LocalStore(cfg.store_path, retention=cfg.retention, max_rows=cfg.max_rows, write_behind=0.05)
         self.dead_letters = DeadLetterSink(self.store)
         self.publisher = MqttLink(cfg.broker, client_id=f"{cfg.node}-out", status_topic=f"edgeloop/{cfg.node}/status")
-        self.engine = Engine(self._on_output, queue_size=cfg.queue_size)
+        self.engine = Engine(self._on_output, queue_size=cfg.queue_size, state=self.store if self.store.durable else None)
         b = cfg.broker
         self.raw_outputs = RawPublisher(b.host, b.port, client_id=f"{cfg.node}-outputs", username=b.username,
                                         password=b.password, keepalive=b.keepalive, tls=b.tls, ca_certs=b.ca_certs) \
