@@ -336,15 +336,14 @@ class Engine:
             if instance.name in self.workers:
                 raise ValueError(f"pipeline instance {instance.name!r} is already running")
             if self.state is not None:
-                self._restore(instance)
+                self._restore(instance, self.state)
             w = _Worker(instance, self.on_output, self.queue_size, self.tick_interval)
             self.workers[instance.name] = w
             w.start()
 
-    def _restore(self, instance: Instance) -> None:
-        assert self.state is not None
+    def _restore(self, instance: Instance, store: StateStore) -> None:
         try:
-            saved = self.state.take_state(instance.name, instance.fingerprint)
+            saved = store.take_state(instance.name, instance.fingerprint)
             if saved is not None:
                 instance.restore(saved)
                 log.info("pipeline instance %s goes on from its saved state", instance.name)
@@ -358,12 +357,12 @@ class Engine:
             w = self.workers.pop(name, None)
         if w is None:
             return
-        keep = keep_state and self.state is not None
-        w.queue.put(_Stop(keep))
+        store = self.state if keep_state else None
+        w.queue.put(_Stop(store is not None))
         w.join(timeout)
-        if keep and w.state is not None and not w.is_alive():
+        if store is not None and w.state is not None and not w.is_alive():
             try:
-                self.state.save_state(name, w.instance.fingerprint, w.state)  # type: ignore[union-attr]
+                store.save_state(name, w.instance.fingerprint, w.state)
             except Exception:  # e.g. a plug-in operator's state that is not JSON: it starts fresh next time
                 log.exception("pipeline instance %s: state not saved", name)
 
