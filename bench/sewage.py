@@ -58,7 +58,7 @@ from edge_runtime.desensitise import Desensitiser  # noqa: E402
 from edge_runtime.engine import Instance, MemorySinks  # noqa: E402
 from edge_runtime.modelkit import Predictor, to_tensor  # noqa: E402
 from edge_runtime.modelstore import ModelStore  # noqa: E402
-from edge_runtime.operators.media import frames_batch  # noqa: E402
+from edge_runtime.operators.video_inputs import frames_batch  # noqa: E402
 from edge_runtime.records import to_jsonable  # noqa: E402
 from edgeloop.devkit.cameras import MODEL_PARAMS  # noqa: E402
 

@@ -96,6 +96,6 @@ class Desensitiser:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise ValueError("not a decodable image: refusing to upload it unblurred")
-        from .operators.media import jpeg
+        from .operators.images import jpeg
 
         return jpeg(self.blur_image(img), quality, optimize=True)

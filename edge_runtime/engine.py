@@ -8,16 +8,26 @@ queue (backpressure), with wall-clock ticks for operators that need them.
 Nothing an operator does to a record stops a pipeline: rejected rows are dead
 letters with a reason, and an operator that raises sends its whole batch to the
 dead letters with the exception named, then the instance goes on.
+
+Given a ``state`` store, an engine keeps operator state across a clean restart:
+:meth:`Engine.stop_all` saves each instance's :meth:`Instance.snapshot` (open
+windows stay open rather than being flushed), keyed by the instance's name and
+its plan's :attr:`Instance.fingerprint`, and :meth:`Engine.start` restores it
+when the same instance of the same plan starts again (a changed plan starts
+fresh). An instance stopped on its own (:meth:`Engine.stop`) has ended: it flushes.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from .desensitise import Desensitiser
 from .operators import StepContext, Windows
@@ -25,7 +35,7 @@ from .operators.base import Operator
 from .pipeline import Plan, Step
 from .records import Batch, without_media
 
-__all__ = ["Instance", "Engine", "MemorySinks", "DeadLetterList"]
+__all__ = ["Instance", "Engine", "MemorySinks", "DeadLetterList", "StateStore"]
 
 log = logging.getLogger("edgeloop.engine")
 
@@ -81,7 +91,7 @@ class Instance:
         self.devices = frozenset(devices) if devices is not None else None
         self.dead_letters = dead_letters if dead_letters is not None else DeadLetterList()
         self.counters: list[StepCounters] = []
-        self.uplink = Desensitiser(plan.uplink) if plan.uplink else None
+        self.desensitiser = Desensitiser(plan.uplink) if plan.uplink else None
         self.ops: list[Operator] = plan.instantiate(lambda step: self._ctx(step, sinks, models, store))
         self.outputs = 0
 
@@ -90,7 +100,7 @@ class Instance:
         self.counters.append(sc)
         return StepContext(pipeline=self.plan.name, instance=self.name, step=step.id,
                            product=self.plan.product, devices=self.devices, sinks=sinks, models=models,
-                           store=store, dead=self._dead, uplink=self.uplink, counters=sc.counts)
+                           store=store, dead=self._dead, desensitiser=self.desensitiser, counters=sc.counts)
 
     def _dead(self, step: str, rows: Batch, reasons: list[str]) -> None:
         for rec, reason in zip(map(without_media, rows.to_records()), reasons):
@@ -163,8 +173,72 @@ class Instance:
         return {"instance": self.name, "pipeline": self.plan.name, "outputs": self.outputs,
                 "steps": [{"step": c.step, "op": c.op, **c.counts} for c in self.counters]}
 
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what the operators were built from (name, product, steps with their parameters, uplink):
+        state saved under one fingerprint is restored only into an instance of the same plan."""
+        plan = self.plan
+        spec = {"name": plan.name, "product": plan.product, "uplink": plan.uplink,
+                "steps": [[s.op, s.params, s.id] for s in plan.steps]}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 
-_STOP = object()
+    def snapshot(self) -> dict[str, Any]:
+        """The operators' state, as JSON: ``{"steps": {step id: operator snapshot}}`` for each step that keeps
+        state (see :meth:`Operator.snapshot`). Taken between batches, on the thread that runs the instance."""
+        steps = {}
+        for op in self.ops:
+            st = op.snapshot()
+            if st is not None:
+                steps[op.ctx.step] = st
+        return {"steps": steps}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Give each step its state from :meth:`snapshot` (before any input). All or nothing: a step that
+        refuses its state raises ValueError naming it, and the operators are left as they were."""
+        steps = state.get("steps") if isinstance(state, dict) else None
+        if not isinstance(steps, dict):
+            raise ValueError(f"instance {self.name}: expected a snapshot {{steps: ...}}, got {type(state).__name__}")
+        unknown = sorted(set(steps) - {op.ctx.step for op in self.ops})
+        if unknown:
+            raise ValueError(f"instance {self.name}: the snapshot has state for steps this plan lacks: {unknown}")
+        fresh = []
+        for op in self.ops:
+            if op.ctx.step not in steps:
+                fresh.append(op)
+                continue
+            new = type(op)(copy.deepcopy(op.spec), op.ctx)
+            try:
+                new.restore(steps[op.ctx.step])
+            except Exception as exc:
+                raise ValueError(f"instance {self.name}, step {op.ctx.step} ({op.name}): cannot restore its "
+                                 f"state: {exc!r}") from exc
+            fresh.append(new)
+        self.ops = fresh
+
+    def close(self) -> None:
+        """Release what operators hold outside the process (files) without flushing: after a snapshot."""
+        for op in self.ops:
+            try:
+                op.close()
+            except Exception:  # pragma: no cover - defensive
+                log.exception("close of %s failed", op.ctx.step)
+
+
+class StateStore(Protocol):
+    """Where an engine keeps instances' state across a restart (the node's :class:`~edge_runtime.store.LocalStore`)."""
+
+    def save_state(self, instance: str, fingerprint: str, state: Any) -> None: ...
+
+    def take_state(self, instance: str, fingerprint: str) -> Any: ...
+
+
+class _Stop:
+    """The last item of a worker's queue: flush (the input ended) or snapshot (the instance goes on later)."""
+
+    def __init__(self, keep_state: bool) -> None:
+        self.keep_state = keep_state
+
+
 COALESCE = 4096  # most rows a worker merges from its queue into one push
 
 
@@ -179,6 +253,7 @@ class _Worker(threading.Thread):
         self.busy = threading.Event()
         self.processed = 0
         self.output_errors = 0
+        self.state: dict[str, Any] | None = None  # the instance's snapshot, when it stopped keeping state
 
     def run(self) -> None:
         inst = self.instance
@@ -190,11 +265,10 @@ class _Worker(threading.Thread):
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            if item is _STOP:
-                self._emit(inst.flush())
-                self.queue.task_done()
+            if isinstance(item, _Stop):
+                self._finish(item)
                 return
-            stop = False
+            stop: _Stop | None = None
             if item is not None:
                 # take what else is already queued (up to COALESCE rows): one larger batch costs less per
                 # record (models batch it) and adds no wait; record order is kept
@@ -204,8 +278,8 @@ class _Worker(threading.Thread):
                         more = self.queue.get_nowait()
                     except queue.Empty:
                         break
-                    if more is _STOP:
-                        stop = True
+                    if isinstance(more, _Stop):
+                        stop = more
                         break
                     parts.append(more)
                     rows += len(more)
@@ -215,13 +289,24 @@ class _Worker(threading.Thread):
                 self.processed += len(batch)
                 for _ in range(taken):
                     self.queue.task_done()
-            if stop:
-                self._emit(inst.flush())
-                self.queue.task_done()
+            if stop is not None:
+                self._finish(stop)
                 return
             if time.monotonic() >= next_tick:
                 self._emit(inst.tick(time.time()))
                 next_tick = time.monotonic() + self.tick_interval
+
+    def _finish(self, stop: _Stop) -> None:
+        inst = self.instance
+        if stop.keep_state:
+            try:
+                self.state = inst.snapshot()
+            except Exception:  # an operator's bug: this instance starts fresh next time
+                log.exception("snapshot of %s failed", inst.name)
+            inst.close()
+        else:
+            self._emit(inst.flush())
+        self.queue.task_done()
 
     def _emit(self, out: Batch) -> None:
         if len(out):
@@ -236,27 +321,50 @@ class Engine:
     """Many pipeline instances at once, each on a worker thread behind a bounded queue."""
 
     def __init__(self, on_output: Callable[[Instance, Batch], None], *, queue_size: int = 64,
-                 tick_interval: float = 0.5) -> None:
+                 tick_interval: float = 0.5, state: StateStore | None = None) -> None:
+        """``state``: where instances' state is kept across a clean restart (None: every start is fresh)."""
         self.on_output = on_output
         self.queue_size = queue_size
         self.tick_interval = tick_interval
+        self.state = state
         self.workers: dict[str, _Worker] = {}
         self.lock = threading.Lock()
 
     def start(self, instance: Instance) -> None:
+        """Run an instance; with a state store, first restore what it saved when it last stopped cleanly."""
         with self.lock:
             if instance.name in self.workers:
                 raise ValueError(f"pipeline instance {instance.name!r} is already running")
+            if self.state is not None:
+                self._restore(instance, self.state)
             w = _Worker(instance, self.on_output, self.queue_size, self.tick_interval)
             self.workers[instance.name] = w
             w.start()
 
-    def stop(self, name: str, timeout: float = 10.0) -> None:
+    def _restore(self, instance: Instance, store: StateStore) -> None:
+        try:
+            saved = store.take_state(instance.name, instance.fingerprint)
+            if saved is not None:
+                instance.restore(saved)
+                log.info("pipeline instance %s goes on from its saved state", instance.name)
+        except Exception:  # unreadable or refused state: the instance starts fresh, as without a store
+            log.exception("pipeline instance %s: saved state not restored, starting fresh", instance.name)
+
+    def stop(self, name: str, timeout: float = 10.0, *, keep_state: bool = False) -> None:
+        """Stop an instance after what is queued for it. Its input has ended (it flushes: open windows go
+        out), unless ``keep_state`` and the engine has a state store: then it saves its snapshot instead."""
         with self.lock:
             w = self.workers.pop(name, None)
-        if w is not None:
-            w.queue.put(_STOP)
-            w.join(timeout)
+        if w is None:
+            return
+        store = self.state if keep_state else None
+        w.queue.put(_Stop(store is not None))
+        w.join(timeout)
+        if store is not None and w.state is not None and not w.is_alive():
+            try:
+                store.save_state(name, w.instance.fingerprint, w.state)
+            except Exception:  # e.g. a plug-in operator's state that is not JSON: it starts fresh next time
+                log.exception("pipeline instance %s: state not saved", name)
 
     def submit(self, batch: Batch, timeout: float | None = None) -> None:
         """Hand a batch to every instance (blocks while a queue is full: backpressure)."""
@@ -300,8 +408,10 @@ class Engine:
         return False
 
     def stop_all(self, timeout: float = 10.0) -> None:
+        """Stop every instance: with a state store each saves its state for the next start (a clean
+        restart), without one each flushes."""
         for name in list(self.workers):
-            self.stop(name, timeout)
+            self.stop(name, timeout, keep_state=True)
 
     def stats(self) -> list[dict[str, Any]]:
         return [{**w.instance.stats(), "queue": w.queue.qsize(), "processed": w.processed}

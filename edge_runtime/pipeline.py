@@ -12,7 +12,7 @@ YAML::
 
 Python::
 
-    Pipeline.name("pump-overheat").product("pump") \\
+    Pipeline.named("pump-overheat").product("pump") \\
         .device_input(properties=["temperature", "vibration"]).filter("temperature > 80") \\
         .time_window(size="10s").aggregate(temperature="mean", vibration="max").build()
 
@@ -343,7 +343,7 @@ def load_pipeline(path: str | Path, params: dict[str, Any] | None = None) -> Pla
 
 
 class Pipeline:
-    """Fluent builder: ``Pipeline.name("x").product("pump").device_input().filter("t > 1").build()``.
+    """Fluent builder: ``Pipeline.named("x").product("pump").device_input().filter("t > 1").build()``.
 
     Every registered operator is a method; a single positional argument is the
     operator's shorthand parameter, keywords are its parameters. Each call is
@@ -358,7 +358,8 @@ class Pipeline:
         self._params: dict[str, Any] | None = None
 
     @classmethod
-    def name(cls, name: str) -> Pipeline:  # noqa: D102 - the paper's Code 1 spelling
+    def named(cls, name: str) -> Pipeline:
+        """A new builder for a pipeline called ``name`` (the paper's Code 1 ``Pipeline.name(...)``)."""
         return cls(name)
 
     def product(self, product: str) -> Pipeline:

@@ -2,12 +2,14 @@
 
 Holds the Device Bus's records (bounded by age and row count, queryable by
 device and time: what time_series_input reads), dead letters with their
-reasons, alerts and notifications. One connection, guarded by a lock; writes are
+reasons, alerts and notifications, and the pipeline instances' operator state
+saved at a clean stop (see engine.py). One connection, guarded by a lock; writes are
 batched in one transaction each.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -30,6 +32,8 @@ CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, at REAL NOT NULL, ts REAL, level TEXT, device TEXT,
     pipeline TEXT, instance TEXT, message TEXT, record TEXT);
 CREATE INDEX IF NOT EXISTS messages_kind ON messages (kind, id);
+CREATE TABLE IF NOT EXISTS operator_state (
+    instance TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, saved_at REAL NOT NULL, state TEXT NOT NULL);
 """
 
 
@@ -42,6 +46,7 @@ class LocalStore:
         they arrive, many batches a transaction (the node uses 0.05 s: the Device Bus never waits on the
         disk). Every read writes what is pending first, so readers always see every record added."""
         self.path = str(path)
+        self.durable = self.path != ":memory:"  # what it holds outlives the process (operator state: see below)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.retention = retention
@@ -204,3 +209,22 @@ class LocalStore:
         for o in out:
             o["record"] = jsonio.loads(o["record"]) if o["record"] else None
         return out
+
+    # -- operator state across a clean restart (engine.Engine's state store) ------------------------
+    def save_state(self, instance: str, fingerprint: str, state: Any) -> None:
+        """Keep a pipeline instance's snapshot (JSON: no NaN, no pickle) under its name and plan fingerprint."""
+        text = json.dumps(state, allow_nan=False, separators=(",", ":"))
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO operator_state (instance, fingerprint, saved_at, state) "
+                            "VALUES (?, ?, ?, ?)", (instance, fingerprint, time.time(), text))
+
+    def take_state(self, instance: str, fingerprint: str) -> Any:
+        """The snapshot saved for ``instance`` if it was saved under ``fingerprint`` (else None), removed either
+        way: a state is restored once, and never after a later run that did not stop cleanly."""
+        with self.lock:
+            row = self.db.execute("SELECT fingerprint, state FROM operator_state WHERE instance = ?",
+                                  (instance,)).fetchone()
+            self.db.execute("DELETE FROM operator_state WHERE instance = ?", (instance,))
+        if row is None or row[0] != fingerprint:
+            return None
+        return json.loads(row[1])

@@ -1,4 +1,6 @@
-"""Test and demo helpers shipped with the runtime: a real Modbus TCP server in a thread, waiting on conditions."""
+"""Test and demo helpers shipped with the runtime: a real Modbus TCP server in a thread, waiting on conditions,
+and :func:`check_operator`, the promises every operator keeps (for plug-in authors' tests too; it lives in
+:mod:`edge_runtime.operators.conformance`)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ import threading
 import time
 from typing import Any, Callable
 
-from edge_runtime.ports import free_port, wait_port
+from .operators.conformance import CheckReport, OperatorCheckError, check_operator
+from .ports import free_port, wait_port
 
-__all__ = ["ModbusServer", "wait_for"]
+__all__ = ["ModbusServer", "wait_for", "check_operator", "CheckReport", "OperatorCheckError"]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

@@ -11,7 +11,7 @@ SHOP_FRONTS = [[0, 0, 640, 120]]  # x, y, w, h: the building wall, pixelated in 
 
 def pipeline(regions: dict[str, Any], *, name: str = "sewage-dumping", quiet: str = "3s") -> Plan:
     """``regions``: camera id -> {"drain": [x0, y0, x1, y1]} (generate.py writes them for its cameras)."""
-    return (Pipeline.name(name).product("street_camera")
+    return (Pipeline.named(name).product("street_camera")
             .uplink(blur=SHOP_FRONTS)
             .device_input()
             .frame_rate(fps=10)

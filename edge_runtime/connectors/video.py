@@ -97,7 +97,7 @@ class VideoConnector(Connector):
             self._start_camera(b)
 
     def _start_camera(self, b: DeviceBinding) -> None:
-        from ..operators.media import frames_batch
+        from ..operators.video_inputs import frames_batch
         from .video_source import VideoSource, parse_source
 
         opts = {k: v for k, v in b.options.items() if k != "property"}

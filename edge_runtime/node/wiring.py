@@ -52,7 +52,8 @@ class Node:
                                 write_behind=0.05)
         self.dead_letters = DeadLetterSink(self.store)
         self.publisher = MqttLink(cfg.broker, client_id=f"{cfg.node}-out", status_topic=f"edgeloop/{cfg.node}/status")
-        self.engine = Engine(self._on_output, queue_size=cfg.limits.queue)
+        self.engine = Engine(self._on_output, queue_size=cfg.limits.queue,
+                             state=self.store if self.store.durable else None)  # operator state across a restart
         self.raw_outputs = _raw_publisher(cfg.broker, f"{cfg.node}-outputs") if cfg.outputs.qos == 0 else None
         self._raw_lock = threading.Lock()
         self.telemetry = _raw_publisher(cfg.broker, f"{cfg.node}-telemetry") if cfg.publish_telemetry else None
@@ -229,10 +230,10 @@ class Node:
         inst = Instance(ic.name, ic.plan, devices=ic.devices, sinks=self.sinks, models=self.models,
                         store=self.store, dead_letters=self.dead_letters)
         with self.lock:
-            self.desensitisers[ic.name] = inst.uplink
+            self.desensitisers[ic.name] = inst.desensitiser
             self.instances[ic.name] = inst
             self.engine.start(inst)
-            from ..operators.media import VideoInput
+            from ..operators.video_inputs import VideoInput
 
             if inst.ops and isinstance(inst.ops[0], VideoInput):
                 self._start_source(inst)
@@ -267,7 +268,7 @@ class Node:
     def _start_source(self, inst: Instance) -> None:
         """A pipeline whose first step is file_input/stream_input/usb_camera_input: feed it its video."""
         from ..connectors.video_source import VideoSource
-        from ..operators.media import frames_batch
+        from ..operators.video_inputs import frames_batch
 
         op: Any = inst.ops[0]
         device = op.device or inst.name

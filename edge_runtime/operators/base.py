@@ -5,8 +5,12 @@ parameters (validated in ``__init__``: a bad spec raises :class:`SpecError`
 naming the field) and then fed micro-batches: ``process(batch)`` returns the
 batch that goes on; rows it rejects go to ``ctx.dead_letter`` with a reason and
 never raise. ``flush()`` is called at end of input, ``tick(now)`` on wall-clock
-time in a live node. User operators register through the ``edgeloop.operators``
-entry point group.
+time in a live node. An operator that keeps state between batches returns it from
+``snapshot()`` as JSON and takes it back in ``restore(state)``: a node that stops
+cleanly saves it and goes on from it when it starts again (``close()`` then
+releases files instead of ``flush()``). User operators register through the
+``edgeloop.operators`` entry point group; :func:`edge_runtime.testing.check_operator`
+checks the promises above.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ class StepContext:
     models: Any = None
     store: Any = None
     dead: Callable[[str, Batch, list[str]], None] | None = None
-    uplink: Any = None  # the pipeline's Desensitiser: what leaves for the hub is blurred/dropped/hashed by it
+    desensitiser: Any = None  # the pipeline's Desensitiser: what leaves for the hub is blurred/dropped/hashed by it
     counters: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0, "dead": 0})
 
     def dead_letter(self, rows: Batch, reasons: list[str] | str) -> None:
@@ -138,10 +142,11 @@ class Operator:
                                 hint=cls.params.get(req))
         return dict(spec)
 
-    def configure(self, **params: Any) -> None:
+    def configure(self, *args: Any, **params: Any) -> None:
         """Validate and keep the parameters (raise SpecError naming the field)."""
 
-    def process(self, batch: Batch) -> Any:
+    def process(self, batch: Any) -> Any:
+        """A :class:`Batch` (``accepts = "windows"``: :class:`~.windows.Windows`) -> what goes on."""
         return batch
 
     def flush(self) -> Any:
@@ -153,10 +158,21 @@ class Operator:
         return None
 
     def snapshot(self) -> Any:
+        """The operator's state as a JSON value (see :mod:`.state`), or None when it keeps none.
+
+        An operator that keeps state between batches (per-device windows, counters, the last values seen)
+        returns all of it here, devices named by id; a fresh operator given it in :meth:`restore` then goes on
+        exactly as this one would have. The engine saves it when a node stops cleanly and restores it when the
+        same instance of the same plan starts again.
+        """
         return None
 
     def restore(self, state: Any) -> None:
-        pass
+        """Take back what :meth:`snapshot` returned (on a freshly built operator, before any input)."""
+
+    def close(self) -> None:
+        """Release what the operator holds outside the process (open files) without emitting anything: the
+        instance stops with its state saved, instead of :meth:`flush` at end of input."""
 
 
 REGISTRY: dict[str, type[Operator]] = {}

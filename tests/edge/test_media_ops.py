@@ -12,7 +12,7 @@ import pytest
 
 from edge_runtime.engine import Instance, MemorySinks
 from edge_runtime.operators.base import SpecError
-from edge_runtime.operators.media import frames_batch
+from edge_runtime.operators.video_inputs import frames_batch
 from edge_runtime.pipeline import parse_pipeline
 from models.synth import generate_clip
 

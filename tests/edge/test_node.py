@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -207,3 +208,42 @@ def test_bad_node_config_exits_2_naming_file_line_and_field(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "p.yaml:4" in proc.stderr and "properties.t.type" in proc.stderr and "numbr" in proc.stderr
+
+
+def test_a_window_open_across_a_clean_restart_keeps_its_readings(tmp_path, mosquitto):
+    """Stopped cleanly with a 5 s window of pump-1 open, the node saves its pipelines' state in its store; started
+    again on the same config, the window goes on: its aggregate holds the readings from before the restart."""
+    server = ModbusServer().start()
+    server.set_holding(0, [700, 150])
+    cfg_path = write_config(tmp_path, mosquitto.port, server.port)
+    out = Collector(mosquitto.port, "edgeloop/edge-t/pipelines/overheat/out")
+    pub = publisher(mosquitto.port)
+    t0 = 1_800_000_000.0  # a multiple of 5: the window [t0, t0 + 5) of the overheat pipeline
+
+    def run_node(readings):
+        node = Node(load_node_config(cfg_path))
+        node.start()
+        try:
+            assert node.connectors["mqtt"].link.wait_connected(10)
+            before = node.bus.per_device["pump-1"]
+            for t, temp in readings:
+                pub.publish("plant/pumps/1/state", reading(t0 + t, temp, 6.0), qos=1).wait_for_publish(5)
+            wait_for(lambda: node.bus.per_device["pump-1"] >= before + len(readings), what="pump-1's readings")
+        finally:
+            node.stop()
+
+    try:
+        run_node([(0.0, 91.0), (0.5, 95.0), (1.0, 93.0)])
+        assert out.payloads("") == []  # the window was not flushed at the stop
+        db = sqlite3.connect(tmp_path / "node.db")
+        assert [r[0] for r in db.execute("SELECT instance FROM operator_state ORDER BY instance")] == ["estop", "overheat"]
+        db.close()
+        run_node([(2.0, 90.0), (3.5, 99.0), (5.0, 85.0)])  # the last one closes the window
+        (window,) = wait_for(lambda: out.payloads(""), what="the overheat window")
+        assert window["ts"] == t0 + 5 and window["values"]["count"] == 5
+        assert window["values"]["temperature_max"] == 99.0
+        assert window["values"]["temperature_mean"] == (91.0 + 95.0 + 93.0 + 90.0 + 99.0) / 5
+    finally:
+        pub.loop_stop()
+        out.close()
+        server.stop()

@@ -103,7 +103,7 @@ def test_uplink_spec_in_pipeline_yaml_and_builder():
     spec = {"name": "p", "product": "pump", "steps": [{"device_input": {}}, {"upload": {}}],
             "uplink": {"drop": ["current"], "hash": ["serial"]}}
     plan = parse_pipeline(spec)
-    built = Pipeline.name("p").product("pump").device_input().upload().uplink(drop=["current"], hash=["serial"]).build()
+    built = Pipeline.named("p").product("pump").device_input().upload().uplink(drop=["current"], hash=["serial"]).build()
     assert plan == built and plan.uplink == {"drop": ["current"], "hash": ["serial"]}
     with pytest.raises(SpecError, match=r"uplink.blur\[0\]"):
         parse_pipeline({**spec, "uplink": {"blur": [[0, 0, -1, 5]]}})

@@ -31,7 +31,7 @@ def test_yaml_and_builder_produce_the_same_plan(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text(OVERHEAT)
     from_yaml = load_pipeline(f)
-    built = (Pipeline.name("pump-overheat").product("pump")
+    built = (Pipeline.named("pump-overheat").product("pump")
              .device_input(properties=["temperature", "vibration"])
              .filter("temperature > 80")
              .time_window(size="10s")
@@ -73,7 +73,7 @@ def test_bad_specs_name_file_line_and_field(tmp_path, text, line, expected):
 
 
 def test_builder_error_points_at_the_call():
-    b = Pipeline.name("p").device_input()
+    b = Pipeline.named("p").device_input()
     with pytest.raises(SpecError, match=r"step #2 filter.*syntax error"):
         b.filter("temperature >")
     with pytest.raises(SpecError, match="unknown operator 'fliter'"):
@@ -175,7 +175,7 @@ def test_a_pipeline_is_a_template_whose_instances_bring_their_own_values(tmp_pat
     assert hot.steps[1].params == "temperature > 92.5" and hot.steps[2].params["level"] == "ERROR"
     assert hot != plain and plain.bind({"limit": 92.5, "level": "ERROR"}) == hot and plain.bind(None) is plain
     assert plain.to_dict() == hot.to_dict()  # the template, as the hub stores and digests it
-    built = (Pipeline.name("overheat").product("pump").params(limit=80, level="WARN", keep=["temperature"])
+    built = (Pipeline.named("overheat").product("pump").params(limit=80, level="WARN", keep=["temperature"])
              .device_input(properties="${keep}").filter("temperature > ${limit}")
              .alert(level="${level}", message="{device} over ${limit} degC, costs $${budget}"))
     assert built.build() == plain and built.build(limit=92.5, level="ERROR") == hot

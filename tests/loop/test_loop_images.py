@@ -35,10 +35,10 @@ def colour(i: int, frame: int = 0) -> tuple[int, int, int]:
 
 def media(i: int, kind: str) -> bytes:
     """What the node uploads: a 48x48 crop, or a clip of FRAMES of them as the upload operator encodes it."""
-    from edge_runtime.operators.structured import media_jpeg
+    from edge_runtime.operators.images import media_jpeg
 
     class Ctx:
-        uplink = None
+        desensitiser = None
 
     if kind == "image":
         return media_jpeg(Ctx(), np.full((48, 48, 3), colour(i), np.uint8), 95, "test")

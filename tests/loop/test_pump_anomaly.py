@@ -101,7 +101,7 @@ def test_edge_operators_compute_the_same_features(batch_size: int) -> None:
     window_s = DEFAULTS["window_s"]
     assert T0 % window_s == 0  # EdgeLoop aligns windows to multiples of the size since the epoch
     data = generate_telemetry(3, 4, rate_hz=0.1, seed=5, fault_rate=6.0)
-    plan = (Pipeline.name("pump-anomaly-features").product("pump").device_input()
+    plan = (Pipeline.named("pump-anomaly-features").product("pump").device_input()
             .time_window(size=f"{window_s:g}s").aggregate(**AGGREGATE_SPEC).build())
     out, result = replay_records(plan, data.to_records(), batch_size=batch_size)
     assert not result.dead_letters.items and len(out) == 3 * 4 * 6

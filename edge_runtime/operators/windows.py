@@ -1,4 +1,4 @@
-"""time_window and aggregate.
+"""Window operators: time_window and aggregate.
 
 Tumbling windows of ``size`` seconds aligned to multiples of ``size`` since the
 epoch, per device. A device has at most one open window; it is emitted when a
@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..records import Batch, Column
 from .base import Operator, SpecError, grow, parse_duration, register
+from .reductions import AGGREGATES, NUMERIC, as_numbers, int_origin, ints_of, reduce_windows
+from .state import batch_from_state, batch_state, by_code, by_device
 
 __all__ = ["Windows", "TimeWindow", "Aggregate", "AGGREGATES"]
 
@@ -31,17 +34,17 @@ class Windows:
     """Closed windows: ``rows`` grouped so that window k is rows[starts[k]:ends[k]]."""
 
     rows: Batch
-    starts: np.ndarray
-    codes: np.ndarray  # device code per window
-    product: np.ndarray
-    window_start: np.ndarray
-    window_end: np.ndarray
+    starts: NDArray[Any]
+    codes: NDArray[Any]  # device code per window
+    product: NDArray[Any]
+    window_start: NDArray[Any]
+    window_end: NDArray[Any]
 
     def __len__(self) -> int:
         return len(self.starts)
 
     @property
-    def ends(self) -> np.ndarray:
+    def ends(self) -> NDArray[Any]:
         return np.append(self.starts[1:], len(self.rows)).astype(np.int64)
 
     def to_batch(self) -> Batch:
@@ -86,12 +89,12 @@ class TimeWindow(Operator):
 
     def _reset(self) -> None:
         self.pending = Batch.empty()  # rows of open windows, arrival order
-        self.pending_seq = np.empty(0, np.int64)  # arrival sequence of pending rows
+        self.pending_seq: NDArray[np.int64] = np.empty(0, np.int64)  # arrival sequence of pending rows
         self.last_win = np.full(64, _NO_WIN, dtype=np.int64)  # per device: newest window seen
         self.seq = 0
         self.last_seen: dict[int, float] = {}
 
-    def _win(self, ts: np.ndarray) -> np.ndarray:
+    def _win(self, ts: NDArray[Any]) -> NDArray[Any]:
         return np.floor(ts / self.size).astype(np.int64)
 
     def process(self, batch: Batch) -> Windows | None:
@@ -147,7 +150,7 @@ class TimeWindow(Operator):
         closed = closed[np.argsort(trigger, kind="stable")]
         return self._windows(rows, order, run_starts, run_ends, closed, win_s)
 
-    def _late(self, codes: np.ndarray, win: np.ndarray) -> np.ndarray | None:
+    def _late(self, codes: NDArray[Any], win: NDArray[Any]) -> NDArray[Any] | None:
         prior = self.last_win[codes]
         order = np.argsort(codes, kind="stable")
         dev_s, win_s, prior_s = codes[order], win[order], prior[order]
@@ -170,8 +173,8 @@ class TimeWindow(Operator):
         late[order] = late_s
         return late if late.any() else None
 
-    def _windows(self, rows: Batch, order: np.ndarray, run_starts: np.ndarray, run_ends: np.ndarray,
-                 runs: np.ndarray, win_s: np.ndarray) -> Windows:
+    def _windows(self, rows: Batch, order: NDArray[Any], run_starts: NDArray[Any], run_ends: NDArray[Any],
+                 runs: NDArray[Any], win_s: NDArray[Any]) -> Windows:
         lengths = run_ends[runs] - run_starts[runs]
         idx = _gather(order, run_starts[runs], lengths)
         grouped = rows.take(idx)
@@ -217,18 +220,36 @@ class TimeWindow(Operator):
             self.last_seen.pop(c, None)
         return out
 
-    def snapshot(self) -> Any:
-        return {"pending": self.pending.to_records(), "seq": self.pending_seq.tolist(),
-                "last_win": self.last_win.tolist(), "next_seq": self.seq}
+    def snapshot(self) -> dict[str, Any]:
+        """The rows of the open windows (records, in arrival order, with their arrival numbers), per device id
+        the newest window seen (so that a record behind it is late after a restart too), and the next arrival
+        number."""
+        last = {c: w for c, w in enumerate(self.last_win.tolist()) if w != _NO_WIN}
+        return {"pending": batch_state(self.pending), "seq": self.pending_seq.tolist(),
+                "last_win": by_device(last), "next_seq": self.seq}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._reset()
+        self.pending = batch_from_state(state["pending"])
+        self.pending_seq = np.array(state["seq"], dtype=np.int64)
+        last = by_code(state["last_win"])
+        if last:
+            self.last_win = grow(self.last_win, max(last) + 1, _NO_WIN)
+            for c, w in last.items():
+                self.last_win[c] = w
+        self.seq = int(state["next_seq"])
+        if self.idle_flush is not None:  # wall-clock idleness starts again from now
+            import time
+            now = time.monotonic()
+            self.last_seen = {c: now for c in np.unique(self.pending.codes).tolist()}
 
 
-def _gather(order: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def _gather(order: NDArray[Any], starts: NDArray[Any], lengths: NDArray[Any]) -> NDArray[Any]:
     total = int(lengths.sum())
     offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return order[np.arange(total) + offsets]
+    idx: NDArray[Any] = order[np.arange(total) + offsets]
+    return idx
 
-
-AGGREGATES = ("count", "sum", "mean", "min", "max", "first", "last", "mode", "std")
 
 
 @register
@@ -276,9 +297,9 @@ class Aggregate(Operator):
                 if fn == "count":
                     cols[out] = Column(np.zeros(k, np.int64))
                 continue  # absent in every window: no value
-            if fn in _NUMERIC and col.data.dtype.kind not in "iufb":
+            if fn in NUMERIC and col.data.dtype.kind not in "iufb":
                 # only the windows that hold a non-number fail, not every window of this batch
-                numbers, wrong = _as_numbers(col)
+                numbers, wrong = as_numbers(col)
                 if wrong.any():
                     win_bad = np.add.reduceat(wrong.astype(np.int64), starts) > 0
                     first = np.minimum.reduceat(np.where(wrong, np.arange(len(wrong)), len(wrong)), starts)
@@ -287,12 +308,12 @@ class Aggregate(Operator):
                         reasons[i] = f"aggregate {out}: {fn} needs numbers, got {type(v).__name__} {v!r}"
                     bad |= win_bad
                     col = Column(numbers, ~wrong if col.present is None else col.present & ~wrong,
-                                 _ints_of(col, numbers))
+                                 ints_of(col, numbers))
                 else:
-                    col = Column(numbers, col.present, _ints_of(col, numbers))
-            data, present = _reduce(col, starts, counts, fn)
+                    col = Column(numbers, col.present, ints_of(col, numbers))
+            data, present = reduce_windows(col, starts, counts, fn)
             cols[out] = Column(data, None if present is None or present.all() else present,
-                               _int_origin(col, starts, counts, fn, data))
+                               int_origin(col, starts, counts, fn, data))
         cols["count"] = Column(counts)
         cols["window_start"] = Column(windows.window_start.astype(np.float64))
         out_batch = Batch(windows.codes, windows.product, windows.window_end.astype(np.float64), cols)
@@ -302,118 +323,3 @@ class Aggregate(Operator):
         return out_batch
 
 
-_NUMERIC = ("sum", "mean", "std", "min", "max")
-
-
-def _as_numbers(col: Column) -> tuple[np.ndarray, np.ndarray]:
-    """An object column as numbers (int64 when they are all whole, as a column of ints would be;
-    booleans count as 0/1, as in a boolean column) and the rows that hold something else."""
-    vals = col.data.tolist()
-    present = [True] * len(vals) if col.present is None else col.present.tolist()
-    wrong = np.fromiter((p and not isinstance(v, (int, float)) for v, p in zip(vals, present)),
-                        dtype=bool, count=len(vals))
-    filled = [v if isinstance(v, (int, float)) else 0 for v in vals]
-    if all(isinstance(v, int) for v in filled):
-        try:
-            return np.array(filled, dtype=np.int64), wrong
-        except OverflowError:
-            pass
-    return np.array(filled, dtype=np.float64), wrong
-
-
-def _ints_of(col: Column, numbers: np.ndarray) -> np.ndarray | None:
-    if numbers.dtype.kind != "f" or col.data.dtype != object:
-        return None
-    flags = np.fromiter((type(v) is int for v in col.data.tolist()), dtype=bool, count=len(col.data))
-    return flags if flags.any() else None
-
-
-def _int_origin(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str, data: np.ndarray) -> np.ndarray | None:
-    """For a float column that holds integers: which results are integers (so output does not
-    depend on whether ints shared a micro-batch with floats)."""
-    if col.ints is None or data.dtype.kind != "f" or not len(col.ints):
-        return None
-    if fn in ("first", "last"):
-        idx = np.arange(len(col.ints))
-        present = np.ones(len(col.ints), bool) if col.present is None else col.present
-        if fn == "first":
-            pick = np.minimum.reduceat(np.where(present, idx, len(idx)), starts)
-        else:
-            pick = np.maximum.reduceat(np.where(present, idx, -1), starts)
-        return col.ints[np.clip(pick, 0, len(idx) - 1)]
-    if fn in ("sum", "min", "max", "mode"):
-        ok = col.ints if col.present is None else (col.ints | ~col.present)
-        return np.logical_and.reduceat(ok, starts)
-    return None
-
-
-def _reduce(col: Column, starts: np.ndarray, counts: np.ndarray, fn: str) -> tuple[np.ndarray, np.ndarray | None]:
-    data, present = col.data, col.present
-    n_present = counts if present is None else np.add.reduceat(present.astype(np.int64), starts)
-    has = None if present is None else n_present > 0
-    if fn == "count":
-        return n_present.astype(np.int64), None
-    if fn in ("first", "last"):
-        idx = np.arange(len(data))
-        if present is None:
-            pick = starts if fn == "first" else starts + counts - 1
-        elif fn == "first":
-            pick = np.minimum.reduceat(np.where(present, idx, len(data)), starts)
-        else:
-            pick = np.maximum.reduceat(np.where(present, idx, -1), starts)
-        pick = np.clip(pick, 0, max(len(data) - 1, 0))
-        return data[pick], has
-    if fn == "mode":
-        return _mode(data, present, starts, counts), has
-    numeric = data.dtype.kind in "iuf" or data.dtype == bool
-    if not numeric:
-        data, wrong = _as_numbers(col)
-        if wrong.any():
-            bad = col.data[np.flatnonzero(wrong)[0]]
-            raise TypeError(f"{fn} needs numbers, got {type(bad).__name__} {bad!r}")
-    if data.dtype == bool:
-        data = data.astype(np.int64)
-    if fn in ("sum", "mean", "std"):
-        x = data if present is None else np.where(present, data, 0)
-        s = np.add.reduceat(x, starts)
-        if fn == "sum":
-            return s, has
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = s / np.maximum(n_present, 1)
-            if fn == "mean":
-                return mean, has
-            dev = data - np.repeat(mean, counts)
-            sq = dev * dev if present is None else np.where(present, dev * dev, 0.0)
-            return np.sqrt(np.add.reduceat(sq, starts) / np.maximum(n_present, 1)), has
-    if fn == "min":
-        fill = np.inf if data.dtype.kind == "f" else np.iinfo(np.int64).max
-        x = data if present is None else np.where(present, data, fill)
-        return np.minimum.reduceat(x, starts), has
-    if fn == "max":
-        fill = -np.inf if data.dtype.kind == "f" else np.iinfo(np.int64).min
-        x = data if present is None else np.where(present, data, fill)
-        return np.maximum.reduceat(x, starts), has
-    raise AssertionError(fn)  # pragma: no cover
-
-
-def _mode(data: np.ndarray, present: np.ndarray | None, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Most frequent value per window; ties go to the smallest value."""
-    k = len(starts)
-    out = np.empty(k, dtype=data.dtype if data.dtype != bool else bool)
-    vals = data.tolist()
-    pres = None if present is None else present.tolist()
-    for w, (a, c) in enumerate(zip(starts.tolist(), counts.tolist())):
-        freq: dict[Any, int] = {}
-        for j in range(a, a + c):
-            if pres is None or pres[j]:
-                v = vals[j]
-                freq[v] = freq.get(v, 0) + 1
-        if not freq:
-            out[w] = data[a] if len(data) else 0
-            continue
-        best = max(freq.values())
-        try:
-            out[w] = min(v for v, f in freq.items() if f == best)
-        except TypeError:
-            out[w] = next(v for v, f in freq.items() if f == best)
-    return out
