@@ -33,10 +33,11 @@ def modbus_server() -> Iterator[ModbusServer]:
 
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """All three reference models trained on tiny SYNTHETIC data, tracked in MLflow (tests/kit/trained.py)."""
-    from tests.kit.trained import build_workspace
+    """All three reference models trained on tiny SYNTHETIC data, tracked in MLflow: this session's copy of the
+    workspace trained once per parameters and model code (tests/kit/trained.py)."""
+    from tests.kit.trained import trained_workspace
 
-    return build_workspace(tmp_path_factory.mktemp("workspace"))
+    return trained_workspace(tmp_path_factory.mktemp("workspace") / "ws")
 
 
 @pytest.fixture
@@ -89,3 +90,29 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=90):
         yield str(PREFECT_API_URL.value())
+
+
+# -- how the suite runs: fast and slow tiers, and several workers (pytest-xdist) ------------------------------
+#: fixtures that start a service once per test session: the tests using them share one worker, so each starts once
+SESSION_SERVICES = {"label_studio", "prefect_api"}
+#: fixtures that train models or start heavy services: their tests are slow (not in `make check`)
+SLOW_FIXTURES = SESSION_SERVICES | {"workspace", "ws", "cv_models"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that use a slow fixture or live in tests/e2e are marked slow. Under xdist (``-n N --dist
+    loadgroup``) each module runs on one worker (its module fixtures are set up once), and the modules using
+    the session services share one worker; the slow modules are handed out first so the workers end together."""
+    e2e = Path(__file__).parent / "e2e"
+    slow_modules: set[Path] = set()
+    for item in items:
+        if set(item.fixturenames) & SLOW_FIXTURES or e2e in item.path.parents:
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow"):
+            slow_modules.add(item.path)
+    services = {item.path for item in items if set(item.fixturenames) & SESSION_SERVICES}
+    for item in items:
+        group = "session-services" if item.path in services else str(item.path.relative_to(Path(__file__).parent))
+        item.add_marker(pytest.mark.xdist_group(group))
+    rank = {path: (0 if path in services else 1 if path in slow_modules else 2) for path in {i.path for i in items}}
+    items.sort(key=lambda item: rank[item.path])  # stable: a module's tests keep their order

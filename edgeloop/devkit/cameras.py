@@ -18,6 +18,8 @@ import numpy as np
 
 from apps.sewage_dumping.generate import events, generate, score, write_node
 
+from .cache import CACHE, cached, fingerprint
+
 MODEL_PARAMS: dict[str, Any] = {
     "seed": 0, "scenes": {"frames": 300, "train_clips": 4, "clean_clips": 1, "drifted_clips": 1},
     "pump_anomaly": {"train_pumps": 2, "train_hours": 2.0, "holdout_pumps": 1, "holdout_hours": 2.0},
@@ -26,14 +28,21 @@ MODEL_PARAMS: dict[str, Any] = {
 """Small SYNTHETIC training data (4 clips of 300 frames, 4 epochs): good enough for the generated scenes in
 about a minute on 2 cores; the demo, the app's test and the benchmarks share it."""
 
-CACHE = Path(__file__).resolve().parents[2] / "var" / "demo-models"
 
 
 def ensure_models(cache: Path = CACHE) -> dict[str, Any]:
-    """The intrusion and activity artifacts under ``cache/artifacts`` (trained when missing)."""
+    """The intrusion and activity artifacts under ``<root>/artifacts``, trained on :data:`MODEL_PARAMS` once per
+    parameters and model code (:func:`edgeloop.devkit.cache.cached` under ``cache``); the demo, the app's test
+    and the benchmarks share them. Returns ``{"root", "seconds", "trained", "params"}``."""
     from models import stages
 
-    return stages.ensure_artifacts(cache, ("intrusion", "activity"), MODEL_PARAMS)
+    t = time.perf_counter()
+    built: dict[str, Any] = {"trained": []}
+    names = ("intrusion", "activity")
+    root = cached("cv-models", fingerprint(MODEL_PARAMS), lambda folder: built.update(
+        stages.ensure_artifacts(folder, names, MODEL_PARAMS)), cache=cache)
+    return {"root": str(root), "seconds": round(time.perf_counter() - t, 2), "trained": built["trained"],
+            "params": MODEL_PARAMS}
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -48,6 +57,7 @@ class CameraDemo:
         self.console, self.work, self.broker_port, self.hub = console, work, broker_port, hub
         self.cameras, self.frames, self.seed, self.node_name, self.cache = cameras, frames, seed, node, cache
         self.truths: dict[str, Any] = {}
+        self.models = self.cache  # set by prepare(): the trained artifacts
         self.node: Any = None
         self.admin = hub.admin()
         self.alerts: list[dict[str, Any]] = []  # as stored at the hub, in storage order
@@ -59,8 +69,9 @@ class CameraDemo:
     def prepare(self) -> None:
         t = time.perf_counter()
         got = ensure_models(self.cache)
+        self.models = Path(got["root"]) / "artifacts"
         how = f"trained in {got['seconds']:.0f} s" if got["trained"] else "reused"
-        self.console.print(f"[bold]models[/]: intrusion + activity CNNs on synthetic clips ({how}; {self.cache})")
+        self.console.print(f"[bold]models[/]: intrusion + activity CNNs on synthetic clips ({how}; {got['root']})")
         t = time.perf_counter()
         self.truths = generate(self.work / "cams", cameras=self.cameras, frames=self.frames, seed=self.seed,
                                realtime=True)
@@ -79,7 +90,7 @@ class CameraDemo:
                          token=token, heartbeat=2.0)
         store = ModelStore(self.work / "model-store")
         for name in ("intrusion", "activity"):
-            store.register(name, Predictor(self.cache / "artifacts" / name, version="demo"))
+            store.register(name, Predictor(self.models / name, version="demo"))
         self.node = Node(load_node_config(cfg), models=store)
         self.started_at = time.time()
         self.node.start()

@@ -20,7 +20,7 @@ from edge_runtime.modelstore import ModelStore
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import load_pipeline, parse_pipeline
-from edgeloop.devkit.cameras import MODEL_PARAMS
+from edgeloop.devkit.cameras import MODEL_PARAMS, ensure_models
 from tests.kit import ROOT
 from tests.kit.hub import HubProcess, all_uploads, wait_for
 
@@ -31,16 +31,10 @@ pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
-def cv_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """intrusion and activity trained on 4 SYNTHETIC day clips (a minute on 2 cores)."""
-    from models import stages
-
-    root = tmp_path_factory.mktemp("cv")
-    stages.generate(root, PARAMS)
-    stages.prepare(root, PARAMS, ["intrusion", "activity"])
-    for name in ("intrusion", "activity"):
-        stages.train(root, name, PARAMS, track=False)
-    return root / "artifacts"
+def cv_models() -> Path:
+    """intrusion and activity trained on 4 SYNTHETIC day clips (a minute on 2 cores), once per parameters and
+    model code: the demo's and the benchmarks' cached models (edgeloop.devkit.cameras.ensure_models)."""
+    return Path(ensure_models()["root"]) / "artifacts"
 
 
 def test_the_yaml_and_the_builder_are_the_same_pipeline(tmp_path: Path) -> None:
@@ -108,7 +102,7 @@ def test_edgeloop_demo_pumps_and_cameras_through_a_hub(cv_models: Path, tmp_path
     from edgeloop.demo import run_demo
 
     out = tmp_path / "summary.json"
-    rc = run_demo(duration=10, scenario="all", cameras=1, frames=150, model_cache=cv_models.parent, summary=out,
+    rc = run_demo(duration=10, scenario="all", cameras=1, frames=150, summary=out,
                   quiet=True, loop=False, report=tmp_path / "report")  # the loop: tests/loop/test_agile_loop.py
     got = json.loads(out.read_text())
     assert rc == 0, got

@@ -1,9 +1,15 @@
-"""A small trained workspace shared by the model tests: SYNTHETIC data, all three reference models trained
-(tiny settings: the point is the machinery, not accuracy), tracked in a real MLflow SQLite store, and an
-Ed25519 signing key pair."""
+"""The trained workspace every model test shares: SYNTHETIC data, all three reference models trained (tiny
+settings: the point is the machinery, not accuracy), tracked in a real MLflow SQLite store, and an Ed25519
+signing key pair.
+
+It is trained once per parameters and model code (:func:`edgeloop.devkit.cache.cached`, under var/cache) and
+each test session works on its own copy of it, its MLflow store's absolute paths pointing into the copy: a
+session may retrain, register and promote without touching the cache or another session.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +22,7 @@ TINY: dict[str, Any] = {
     "intrusion": {"epochs": 1, "channels": [8, 16, 16, 16]},
     "activity": {"epochs": 1, "channels": [8, 16, 16, 16]},
 }
+CACHE_VERSION = "workspace-1"  # bump when build_workspace makes something else from the same inputs
 
 
 @dataclass
@@ -29,7 +36,9 @@ class Workspace:
         return self.root / "artifacts" / name
 
 
-def build_workspace(root: Path) -> Workspace:
+def build_workspace(root: Path) -> None:
+    """Generate, prepare, train and evaluate the three models on :data:`TINY` in ``root``, tracked in MLflow
+    there; a signing key pair; ``runs.json``: what each training registered."""
     import yaml
 
     from edge_runtime.signing import init_keys
@@ -37,9 +46,6 @@ def build_workspace(root: Path) -> Workspace:
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(TINY))
-    home = root / "bentoml"
-    os.environ["BENTOML_HOME"] = str(home)  # before bentoml is imported anywhere in this process
-    os.environ["BENTOML_DO_NOT_TRACK"] = "true"
     stages.generate(root, TINY)
     stages.prepare(root, TINY)
     runs = {}
@@ -47,4 +53,17 @@ def build_workspace(root: Path) -> Workspace:
         runs[name] = stages.train(root, name, TINY)
         stages.evaluate(root, name)
     init_keys(root / "keys")
-    return Workspace(root, root / "keys", home, runs)
+    (root / "runs.json").write_text(json.dumps(runs, default=str))
+
+
+def trained_workspace(dest: Path) -> Workspace:
+    """A copy at ``dest`` of the cached trained workspace (built first when missing or out of date)."""
+    from edgeloop.devkit.cache import cached, copy_of, fingerprint
+
+    entry = cached("test-workspace", fingerprint(TINY, extra=CACHE_VERSION), build_workspace)
+    root = copy_of(entry, dest)
+    home = root / "bentoml"
+    home.mkdir(exist_ok=True)
+    os.environ["BENTOML_HOME"] = str(home)  # before bentoml is imported anywhere in this process
+    os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+    return Workspace(root, root / "keys", home, json.loads((root / "runs.json").read_text()))
