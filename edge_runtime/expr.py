@@ -214,7 +214,10 @@ class Expression:
                 if isinstance(op, (ast.In, ast.NotIn)):
                     members = [e.value for e in comp.elts]  # type: ignore[attr-defined]
                     negate = isinstance(op, ast.NotIn)
-                    steps.append(((lambda a, b, m=members, ng=negate: (a in m) != ng), lambda env: None))
+                    def member(a: Any, b: Any, m: list[Any] = members, ng: bool = negate) -> bool:
+                        return (a in m) != ng
+
+                    steps.append((member, lambda env: None))
                 else:
                     steps.append((_CMPOPS[type(op)], self._compile_scalar(comp)))
 
@@ -372,25 +375,25 @@ class Expression:
             return (np.negative(v) if isinstance(node.op, ast.USub) else v), f, r
         if isinstance(node, ast.BoolOp):
             results = [self._vector(v, batch) for v in node.values]
-            fn = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
-            acc = np.asarray(results[0][0]).astype(bool)
+            logic: Any = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+            truth = np.asarray(results[0][0]).astype(bool)
             fail, why = results[0][1], results[0][2]
             for v, f, r in results[1:]:
-                acc = fn(acc, np.asarray(v).astype(bool))
+                truth = logic(truth, np.asarray(v).astype(bool))
                 fail, why = _merge_fail(fail, why, f, r)
-            return acc, fail, why
+            return truth, fail, why
         if isinstance(node, ast.Compare):
             a, fail, why = self._vector(node.left, batch)
             acc: Any = True
-            for op, comp in zip(node.ops, node.comparators):
-                if isinstance(op, (ast.In, ast.NotIn)):
+            for cmp, comp in zip(node.ops, node.comparators):
+                if isinstance(cmp, (ast.In, ast.NotIn)):
                     members = [e.value for e in comp.elts]  # type: ignore[attr-defined]
                     res = np.isin(np.asarray(a), np.array(members, dtype=object))
-                    acc = np.logical_and(acc, ~res if isinstance(op, ast.NotIn) else res)
+                    acc = np.logical_and(acc, ~res if isinstance(cmp, ast.NotIn) else res)
                     continue
                 b, fb, rb = self._vector(comp, batch)
                 fail, why = _merge_fail(fail, why, fb, rb)
-                acc = np.logical_and(acc, _CMPOPS[type(op)](a, b))
+                acc = np.logical_and(acc, _CMPOPS[type(cmp)](a, b))
                 a = b
             return acc, fail, why
         if isinstance(node, ast.IfExp):
@@ -410,11 +413,11 @@ class Expression:
             if name == "abs":
                 return np.abs(args[0]), fail, why
             if name in ("min", "max"):
-                fn = np.minimum if name == "min" else np.maximum
-                acc = args[0]
+                pick: Any = np.minimum if name == "min" else np.maximum
+                best = args[0]
                 for x in args[1:]:
-                    acc = fn(acc, x)
-                return acc, fail, why
+                    best = pick(best, x)
+                return best, fail, why
             if len(args) == 1:
                 x = np.asarray(args[0])
                 if x.dtype.kind == "f" and not np.all(np.isfinite(x)):

@@ -37,7 +37,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
                 return port
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0, up: bool = True) -> bool:

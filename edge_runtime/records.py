@@ -35,7 +35,7 @@ class _Interner(dict):
     def __init__(self) -> None:
         super().__init__()
         self.names: list[str] = []
-        self._names_array = np.empty(0, dtype=object)
+        self._names_array: np.ndarray = np.empty(0, dtype=object)
 
     def __missing__(self, key: str) -> int:
         code = len(self.names)
@@ -49,7 +49,8 @@ class _Interner(dict):
     def lookup(self, codes: np.ndarray) -> np.ndarray:
         if len(self._names_array) != len(self.names):
             self._names_array = np.array(self.names + [""], dtype=object)[:-1]
-        return self._names_array[codes]
+        out: np.ndarray = self._names_array[codes]
+        return out
 
 
 DEVICES = _Interner()
@@ -180,7 +181,9 @@ class Batch:
             names.update(dict.fromkeys(b.cols))
         cols = {}
         for name in names:
-            parts, masks, any_missing = [], [], False
+            parts: list[np.ndarray | None] = []
+            masks: list[np.ndarray] = []
+            any_missing = False
             for b in batches:
                 col = b.cols.get(name)
                 if col is None:

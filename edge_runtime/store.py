@@ -168,7 +168,7 @@ class LocalStore:
             raise ValueError(f"no table {table!r}")
         self.flush()
         with self.lock:
-            return self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608 - fixed names
+            return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608 - fixed names
 
     # -- dead letters ------------------------------------------------------------------
     def add_dead_letters(self, items: Sequence[dict[str, Any]]) -> None:

@@ -60,7 +60,7 @@ class PumpDemo:
         import paho.mqtt.client as mqtt
 
         from edge_runtime.node import Node, load_node_config
-        from edge_runtime.testing import ModbusServer
+        from edgeloop.devkit.modbus import ModbusServer
 
         modbus = self.modbus = ModbusServer().start()
         self.started.append(modbus)

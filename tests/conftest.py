@@ -10,8 +10,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from edge_runtime.testing import ModbusServer
 from edgeloop.devkit.broker import Mosquitto
+from edgeloop.devkit.modbus import ModbusServer
 from tests.kit.rtsp import SYSTEM_PYTHON, RtspServer
 
 

@@ -80,7 +80,7 @@ class _Consumer:
             self.bus.dead(source, exc.reason, device=fb.device, raw=body[:1024])
 
     def _run(self) -> None:
-        import pika  # type: ignore[import-untyped]
+        import pika
 
         backoff = Backoff(0.5, 30.0)
         while not self._stop.is_set():

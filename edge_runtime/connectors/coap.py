@@ -176,7 +176,7 @@ class CoapConnector(Connector):
 
     # -- client side: observe and poll -------------------------------------------------------
     async def _observe(self, device: str) -> None:
-        from aiocoap import GET, Message  # type: ignore[import-untyped]
+        from aiocoap import GET, Message
 
         d = self.devices[device]
         uri, source = d.opt["uri"], f"coap:{d.opt['uri']}"

@@ -103,7 +103,7 @@ def credentials(opt: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _camera(opt: dict[str, Any]) -> Any:
-    from onvif import ONVIFCamera  # type: ignore[import-untyped]
+    from onvif import ONVIFCamera
 
     user, password = credentials(opt)
     return ONVIFCamera(str(opt["host"]), int(opt.get("port", 80)), user, password)

@@ -12,12 +12,12 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .. import jsonio
-from ..uplink import OutboxFull
+from ..outbox import OutboxFull
 
 if TYPE_CHECKING:
     from ..mqtt import MqttLink
+    from ..outbox import Outbox
     from ..store import LocalStore
-    from ..uplink import Outbox
     from .actuation import Actuator
 
 __all__ = ["NodeSinks"]

@@ -19,10 +19,11 @@ from ..devices.bus import DeadLetterSink, DeviceBus
 from ..engine import Engine, Instance
 from ..modelprovider import ModelProvider, as_provider
 from ..mqtt import QUEUE_LIMIT, BrokerConfig, MqttLink, RawPublisher
+from ..outbox import Outbox
 from ..pipeline import Plan, pinned_models
 from ..records import Batch, without_media
 from ..store import LocalStore
-from ..uplink import Outbox, Uplink
+from ..uplink import Uplink
 from .actuation import Actuator
 from .config import InstanceConfig, NodeConfig
 from .sinks import NodeSinks

@@ -62,11 +62,12 @@ class SpecError(ValueError):
         return SpecError(self.problem, file=self.file or file, line=self.line or line,
                          step=self.step or step, field=fld, hint=self.hint)
 
-    def __reduce__(self):  # pragma: no cover - keeps pickling (multiprocessing) working
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:  # pragma: no cover - keeps pickling (multiprocessing) working
         return (_rebuild_spec_error, (self.problem, self.file, self.line, self.step, self.field, self.hint))
 
 
-def _rebuild_spec_error(problem, file, line, step, field, hint):  # pragma: no cover
+def _rebuild_spec_error(problem: str, file: str | None, line: int | None, step: str | None, field: str | None,
+                        hint: str | None) -> SpecError:  # pragma: no cover
     return SpecError(problem, file=file, line=line, step=step, field=field, hint=hint)
 
 
@@ -243,7 +244,7 @@ def parse_duration(value: Any, field: str, *, zero: bool = False) -> float:
     return seconds
 
 
-def grow(array: np.ndarray, size: int, fill: Any) -> np.ndarray:
+def grow(array: np.ndarray[Any, Any], size: int, fill: Any) -> np.ndarray[Any, Any]:
     """Per-device state arrays grow as device codes appear."""
     if len(array) >= size:
         return array

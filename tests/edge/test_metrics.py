@@ -8,7 +8,8 @@ import pytest
 from edge_runtime.metrics import Family, render
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
-from edge_runtime.testing import ModbusServer, wait_for
+from edge_runtime.testing import wait_for
+from edgeloop.devkit.modbus import ModbusServer
 from tests.kit.mqtt import publisher
 from tests.kit.nodes import reading, write_config
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from edge_runtime.node import Node, load_node_config
-from edge_runtime.testing import ModbusServer, wait_for
+from edge_runtime.testing import wait_for
+from edgeloop.devkit.modbus import ModbusServer
 from tests.kit import ROOT
 from tests.kit.mqtt import Collector, publisher
 from tests.kit.nodes import reading, write_config

@@ -12,7 +12,7 @@ import pytest
 from edge_runtime.desensitise import Desensitiser
 from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import Pipeline, parse_pipeline
-from edge_runtime.uplink import Outbox
+from edge_runtime.outbox import Outbox
 from tests.kit.hub import ROOT, env
 
 
@@ -69,7 +69,7 @@ def test_bytes_and_age_bounds(tmp_path):
 def test_what_was_accepted_survives_sigkill(tmp_path):
     """A child puts 500 batches and kills itself with SIGKILL: every accepted batch is there."""
     path = tmp_path / "o.db"
-    code = (f"import os, signal\nfrom edge_runtime.uplink import Outbox\nbox = Outbox({str(path)!r})\n"
+    code = (f"import os, signal\nfrom edge_runtime.outbox import Outbox\nbox = Outbox({str(path)!r})\n"
             "for i in range(500):\n    box.put([{'kind': 'record', 'device': 'd', 'ts': float(i)}])\n"
             "print('accepted', flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60)
@@ -145,7 +145,7 @@ def test_a_full_disk_drops_the_oldest_records_first_then_refuses_and_counts(tmp_
     kept), counts what it dropped and refused, and stays usable once space comes back."""
     import pytest
 
-    from edge_runtime.uplink import OutboxFull
+    from edge_runtime.outbox import OutboxFull
 
     box = Outbox(tmp_path / "ob.db")
     alert = box.put([{"kind": "alert", "device": "d", "message": "keep me"}])[0]
