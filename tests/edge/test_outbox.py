@@ -11,8 +11,8 @@ import pytest
 
 from edge_runtime.desensitise import Desensitiser
 from edge_runtime.operators.base import SpecError
-from edge_runtime.pipeline import Pipeline, parse_pipeline
 from edge_runtime.outbox import Outbox
+from edge_runtime.pipeline import Pipeline, parse_pipeline
 from tests.kit.hub import ROOT, env
 
 
