@@ -66,8 +66,8 @@ def hub_serve(
 
     from edge_runtime.logs import setup_logging
 
-    from .server import serve
-    from .service import HubSettings
+    from .core import HubSettings
+    from .runner import serve
 
     setup_logging()
     token_file = data / "admin.token"
@@ -98,8 +98,8 @@ def hub_ingest(
     """A standalone ingest process: several share the uplink load through an MQTT shared subscription."""
     from edge_runtime.logs import setup_logging
 
-    from .server import run_ingest
-    from .service import HubSettings
+    from .core import HubSettings
+    from .runner import run_ingest
 
     setup_logging()
     run_ingest(HubSettings(db_url=db, broker=_broker_option(broker, broker_user, broker_password)))

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["deployed_version", "set_deployment", "Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
+__all__ = ["bump_revision", "deployed_version", "set_deployment", "set_assignment", "Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
            "ModelDeployment", "Rollout",
            "make_engine", "migrate", "insert_ignore"]
 
@@ -216,6 +216,12 @@ class Revision(Base):
     __tablename__ = "revision"
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     value: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+def bump_revision(s: Any) -> None:
+    """Something desired states depend on changed (call inside the changing transaction): heartbeats see a new
+    revision and recompute the desired state."""
+    s.execute(sa.update(Revision).where(Revision.id == 1).values(value=Revision.value + 1))
 
 
 class Media(Base):

@@ -23,8 +23,8 @@ from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import parse_pipeline
 from edge_runtime.testing import wait_for
 from hub.app import create_app
+from hub.core import Hub, HubSettings
 from hub.db import Base
-from hub.service import Hub, HubSettings
 from tests.kit.hub import ADMIN, PgDatabase, pg_available
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
