@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["bump_revision", "deployed_version", "set_deployment", "set_assignment", "Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
+__all__ = ["bump_revision", "deleted", "deployed_version", "set_deployment", "set_assignment", "Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
            "ModelDeployment", "Rollout",
            "make_engine", "migrate", "head_revision", "insert_ignore"]
 
@@ -219,6 +219,12 @@ class Revision(Base):
     value: Mapped[int] = mapped_column(sa.BigInteger, default=0)
 
 
+def deleted(s: Any, stmt: sa.Delete) -> int:
+    """Execute a DELETE in session ``s``; how many rows it deleted."""
+    result: sa.CursorResult[Any] = s.execute(stmt)
+    return result.rowcount
+
+
 def bump_revision(s: Any) -> None:
     """Something desired states depend on changed (call inside the changing transaction): heartbeats see a new
     revision and recompute the desired state."""
@@ -296,7 +302,9 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
 def insert_ignore(engine: sa.Engine, table: sa.Table, key: str) -> Any:
     """INSERT ... ON CONFLICT (key) DO NOTHING for SQLite and PostgreSQL."""
     if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=[key])
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=[key])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])

@@ -9,7 +9,7 @@ from fastapi import Body, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from .. import specs
-from ..db import Assignment, Node, PipelineVersion, bump_revision, set_assignment
+from ..db import Assignment, Node, PipelineVersion, bump_revision, deleted, set_assignment
 from ..specs import check_instance, pipeline_version
 from .deps import Admin, Db, hub_router
 from .names import BIGINT, PIPELINE_NAME, checked_target, is_name
@@ -86,7 +86,7 @@ def list_assignments(s: Db, _: Admin) -> list[dict[str, Any]]:
 
 @router.delete("/api/v1/assignments/{target}/{instance}", tags=["assignments"])
 def delete_assignment(target: str, instance: str, s: Db, _: Admin) -> dict[str, Any]:
-    n = s.execute(sa.delete(Assignment).where(Assignment.target == target, Assignment.instance == instance)).rowcount
+    n = deleted(s, sa.delete(Assignment).where(Assignment.target == target, Assignment.instance == instance))
     if not n:
         raise HTTPException(404, f"no assignment {instance!r} for {target!r}")
     bump_revision(s)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from ..auth import Principal
 from ..core import Hub
-from ..db import ModelDeployment, ModelVersion, Node, bump_revision, deployed_version, set_deployment
+from ..db import ModelDeployment, ModelVersion, Node, bump_revision, deleted, deployed_version, set_deployment
 from ..desired import pinned_models
 from .deps import Admin, Caller, Db, HubDep, hub_router
 from .names import NAME, checked_name, checked_target
@@ -185,8 +185,7 @@ def list_deployments(name: str, s: Db, _: Admin) -> list[dict[str, Any]]:
 
 @router.delete("/api/v1/models/{name}/deployments/{target}")
 def delete_deployment(name: str, target: str, s: Db, _: Admin) -> dict[str, Any]:
-    n = s.execute(sa.delete(ModelDeployment).where(ModelDeployment.target == target,
-                                                   ModelDeployment.name == name)).rowcount
+    n = deleted(s, sa.delete(ModelDeployment).where(ModelDeployment.target == target, ModelDeployment.name == name))
     if not n:
         raise HTTPException(404, f"model {name!r} is not deployed to {target!r}")
     bump_revision(s)

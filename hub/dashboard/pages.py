@@ -1,49 +1,36 @@
-"""The hub's dashboard: server-rendered pages for people, on the same data as the API.
+"""The dashboard's pages: nodes, alerts (with their media), shared pipelines, live device values (and their
+event stream), models and rollouts (with the promote and rollback buttons), sign-in and static files."""
 
-``/ui/`` nodes (online state, what they run, their counters), ``/ui/alerts`` alerts with their JPEGs,
-``/ui/devices`` live device values (server-sent events from ``/ui/events``), ``/ui/models`` the model
-warehouse and rollouts with promote and rollback buttons.
-
-Every page needs the admin token, like the API. A person signs in once on ``/ui/login``: the token goes into
-an HttpOnly, SameSite=Strict cookie scoped to ``/ui`` (an ``Authorization: Bearer`` header works too).
-Buttons post a form carrying a CSRF value derived from the token, checked before anything changes. Pages
-are rendered by Jinja2 with autoescaping: device ids, messages and values come from the field and are
-never trusted as markup.
-"""
-
-
-import asyncio
-import hashlib
-import hmac
-import json
 import time
 from pathlib import Path as FsPath
-from typing import Annotated, Any, AsyncIterator, Mapping
-from urllib.parse import parse_qs, quote
+from typing import Annotated, Any, Mapping
+from urllib.parse import quote
 
 import orjson
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from .api.deps import HubDep, Rollouts, hub_router
-from .api.names import BIGINT, is_name
-from .client import ACTIVE, record_values
-from .core import Hub
-from .db import Assignment, Media, ModelDeployment, ModelVersion, Node, PipelineVersion, Rollout, Upload
-from .rollouts.controller import RolloutController
-from .rollouts.views import view as rollout_view
+from ..api.deps import HubDep, Rollouts, hub_router
+from ..api.names import BIGINT, is_name
+from ..client import ACTIVE
+from ..core import Hub
+from ..db import Assignment, Media, ModelDeployment, ModelVersion, Node, PipelineVersion, Rollout, Upload
+from ..rollouts.controller import RolloutController
+from ..rollouts.views import view as rollout_view
+from .live import event_stream, latest_values, node_views, scalar
+from .session import COOKIE, Token, check_csrf, csrf_value, form, safe_next
 
-__all__ = ["COOKIE", "add_error_handlers", "csrf_value", "latest_values", "router"]
+__all__ = ["router"]
 
-COOKIE = "edgeloop_session"
 INLINE_MEDIA = ("image/jpeg", "image/png", "image/webp", "image/gif")
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css", "favicon.svg": "image/svg+xml"}
-MAX_FIELDS = 16          # values shown per device
-RECENT_RECORDS = 5000    # the live table starts from the newest this many records
-STREAM_S = 300.0         # an event stream's longest life (the browser reconnects and goes on)
+TEMPLATES = FsPath(__file__).parents[1] / "templates"
+
+router = hub_router(include_in_schema=False)
+RolloutId = Annotated[int, Path(ge=1, le=BIGINT)]
 
 _env = Environment(loader=PackageLoader("hub", "templates"), autoescape=select_autoescape(["html"]),
                    trim_blocks=True, lstrip_blocks=True)
@@ -64,86 +51,6 @@ _env.filters["ago"] = _ago
 _env.filters["when"] = _when
 
 
-def csrf_value(token: str) -> str:
-    """The CSRF value a form must carry: bound to the signed-in token, useless to another site."""
-    return hmac.new(token.encode(), b"edgeloop-ui-csrf", hashlib.sha256).hexdigest()[:32]
-
-
-def _scalar(v: Any) -> bool:
-    return isinstance(v, (int, float, str, bool)) or v is None
-
-
-def _values(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A record's values as a person reads them: scalars only, internal fields (``_...``) left out."""
-    vals = record_values(body)
-    out: dict[str, Any] = {}
-    for k, v in vals.items():
-        if k.startswith("_") or not _scalar(v):
-            continue
-        out[k] = round(v, 4) if isinstance(v, float) else v
-        if len(out) >= MAX_FIELDS:
-            break
-    return out
-
-
-def _device_row(pk: int, node: str, device: str | None, ts: float | None, body: str) -> dict[str, Any]:
-    doc = orjson.loads(body)
-    return {"cursor": pk, "node": node, "device": device or "-", "ts": ts, "values": _values(doc)}
-
-
-def latest_values(engine: sa.Engine, after: int = 0, limit: int = RECENT_RECORDS) -> tuple[list[dict[str, Any]], int]:
-    """The newest values per device among records stored after ``after`` (at most ``limit`` of the newest
-    when ``after`` is 0), and the cursor to continue from."""
-    with engine.connect() as c:
-        q = sa.select(Upload.pk, Upload.node, Upload.device, Upload.ts, Upload.body).where(Upload.kind == "record")
-        if after:
-            rows = c.execute(q.where(Upload.pk > after).order_by(Upload.pk).limit(limit)).all()
-        else:
-            rows = list(reversed(c.execute(q.order_by(Upload.pk.desc()).limit(limit)).all()))
-    latest: dict[tuple[str, str | None], Any] = {}
-    for r in rows:
-        latest[(r.node, r.device)] = r
-    cursor = rows[-1].pk if rows else after
-    return [_device_row(r.pk, r.node, r.device, r.ts, r.body) for r in latest.values()], cursor
-
-
-class _SignIn(Exception):
-    """No valid session: the page at ``path`` needs a sign-in first."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-router = hub_router(include_in_schema=False)
-RolloutId = Annotated[int, Path(ge=1, le=BIGINT)]
-
-
-def session_token(request: Request, hub: HubDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The signed-in admin token (the cookie, or a bearer header); to the sign-in page without one."""
-    token = request.cookies.get(COOKIE) or ""
-    if not token and authorization and authorization.startswith("Bearer "):
-        token = authorization[7:].strip()
-    p = hub.principal_for(token) if token and len(token) <= 200 else None
-    if p is None:
-        raise _SignIn(request.url.path)
-    if not p.admin:
-        raise HTTPException(403, f"the dashboard needs the admin token; this is a {p.kind} token")
-    return token
-
-
-Token = Annotated[str, Depends(session_token)]
-
-
-async def _sign_in(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, _SignIn)
-    return RedirectResponse(f"/ui/login?next={quote(exc.path)}", status_code=303)
-
-
-def add_error_handlers(app: FastAPI) -> None:
-    """A page asked for without a valid session goes to the sign-in page, then back."""
-    app.add_exception_handler(_SignIn, _sign_in)
-
-
 def page(name: str, token: str | None, **ctx: Any) -> HTMLResponse:
     html = _env.get_template(name).render(csrf=csrf_value(token) if token else "", now=time.time(), **ctx)
     return HTMLResponse(html, headers={
@@ -153,18 +60,6 @@ def page(name: str, token: str | None, **ctx: Any) -> HTMLResponse:
                                    "script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"})
 
 
-async def form(request: Request) -> dict[str, str]:
-    raw = await request.body()
-    if len(raw) > 4096:
-        raise HTTPException(413, "form too large")
-    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
-
-
-def check_csrf(token: str, fields: Mapping[str, str]) -> None:
-    if not hmac.compare_digest(fields.get("csrf", ""), csrf_value(token)):
-        raise HTTPException(403, "the form's CSRF value is missing or stale: reload the page and try again")
-
-
 @router.get("/ui")
 def ui_root() -> RedirectResponse:
     return RedirectResponse("/ui/", status_code=307)
@@ -172,13 +67,13 @@ def ui_root() -> RedirectResponse:
 
 @router.get("/ui/login")
 def login_page(next: str = "/ui/", error: str = "") -> HTMLResponse:
-    return page("login.html", None, next=_safe_next(next), error=error)
+    return page("login.html", None, next=safe_next(next), error=error)
 
 
 @router.post("/ui/login")
 async def login(request: Request, hub: HubDep) -> Response:
     fields = await form(request)
-    token, nxt = fields.get("token", "").strip(), _safe_next(fields.get("next", "/ui/"))
+    token, nxt = fields.get("token", "").strip(), safe_next(fields.get("next", "/ui/"))
     p = await run_in_threadpool(hub.principal_for, token) if token and len(token) <= 200 else None
     if p is None or not p.admin:
         why = "that is not an admin token" if p is not None else "unknown, expired or revoked token"
@@ -200,13 +95,7 @@ async def logout(request: Request, token: Token) -> Response:
 
 @router.get("/ui/")
 def nodes_page(token: Token, hub: HubDep) -> HTMLResponse:
-    return page("nodes.html", token, active="nodes", nodes=_nodes(hub))
-
-
-def _nodes(hub: Hub) -> list[dict[str, Any]]:
-    now = time.time()
-    with hub.sessions() as s:
-        return [hub.node_view(n, now) for n in s.scalars(sa.select(Node).order_by(Node.name))]
+    return page("nodes.html", token, active="nodes", nodes=node_views(hub))
 
 
 @router.get("/ui/alerts")
@@ -222,7 +111,7 @@ def alerts_page(token: Token, hub: HubDep, limit: int = 50) -> HTMLResponse:
         image = doc.get("image") if isinstance(doc.get("image"), dict) else {}
         extra = {k: v for k, v in doc.items() if k not in ("id", "kind", "device", "ts", "image", "seq",
                                                            "instance", "message", "level", "record")
-                 and _scalar(v)}
+                 and scalar(v)}
         alerts.append({"node": r.node, "device": r.device or "-", "ts": r.ts, "received_at": r.received_at,
                        "message": doc.get("message") or doc.get("alert") or "", "level": doc.get("level", ""),
                        "media": image.get("media"), "extra": extra, "instance": doc.get("instance", ""),
@@ -300,36 +189,7 @@ async def events(request: Request, token: Token, hub: HubDep, after: Annotated[i
     token is revoked; the browser reconnects by itself and resumes from ``Last-Event-ID``."""
     if last_event_id and last_event_id.isdigit() and int(last_event_id) < 2**63:
         after = max(after, int(last_event_id))
-
-    async def stream() -> AsyncIterator[bytes]:
-        cursor, last_nodes, last_auth = after, 0.0, time.monotonic()
-        ends = time.monotonic() + STREAM_S
-        if not cursor:
-            _, cursor = await asyncio.to_thread(latest_values, hub.engine, 0, 1)
-        yield b"retry: 2000\n\n"
-        while time.monotonic() < ends and not await request.is_disconnected():
-            if time.monotonic() - last_auth > 5.0:
-                last_auth = time.monotonic()
-                p = await asyncio.to_thread(hub.principal_for, token)
-                if p is None or not p.admin:
-                    yield b"event: signed-out\ndata: {}\n\n"
-                    return
-            rows: list[dict[str, Any]] = []
-            if only != "nodes":
-                rows, cursor = await asyncio.to_thread(latest_values, hub.engine, cursor)
-            for row in rows:
-                yield f"event: values\nid: {row['cursor']}\ndata: {json.dumps(row)}\n\n".encode()
-            if only != "values" and time.monotonic() - last_nodes >= 2.0:
-                last_nodes = time.monotonic()
-                nodes = await asyncio.to_thread(_nodes, hub)
-                summary = [{"name": n["name"], "online": n["online"], "last_seen": n["last_seen"],
-                            "counters": n["counters"]} for n in nodes]
-                yield f"event: nodes\ndata: {json.dumps(summary)}\n\n".encode()
-            elif not rows:
-                yield b": keep-alive\n\n"
-            await asyncio.sleep(every)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
+    return StreamingResponse(event_stream(request, hub, token, after, every, only), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -344,7 +204,7 @@ def models_page(token: Token, hub: HubDep, done: str = "", error: str = "") -> H
         for m in versions:
             e = models.setdefault(m.name, {"name": m.name, "versions": [], "deployed": []})
             e["versions"].append({"version": m.version, "size": m.size, "created_at": m.created_at,
-                                  "metrics": {k: v for k, v in (m.metrics or {}).items() if _scalar(v)}})
+                                  "metrics": {k: v for k, v in (m.metrics or {}).items() if scalar(v)}})
         for d in deployments:
             models.setdefault(d.name, {"name": d.name, "versions": [], "deployed": []})["deployed"].append(
                 {"target": d.target, "version": d.version})
@@ -384,13 +244,10 @@ async def ui_promote(request: Request, token: Token, rollout_id: RolloutId, hub:
 
 @router.get("/ui/static/{name}")
 def static(name: str) -> FileResponse:
-    path = FsPath(__file__).parent / "templates" / "static" / name
+    path = TEMPLATES / "static" / name
     ctype = STATIC.get(name)
     if ctype is None or not path.exists():
         raise HTTPException(404, f"no static file {name!r}")
     return FileResponse(path, media_type=ctype, headers={"Cache-Control": "max-age=300"})
 
 
-def _safe_next(nxt: str) -> str:
-    """Only a path of this dashboard: never an open redirect to another site."""
-    return nxt if nxt.startswith("/ui/") and not nxt.startswith("//") and "\\" not in nxt else "/ui/"
