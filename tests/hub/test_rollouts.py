@@ -35,8 +35,22 @@ def sim_node(hub: HubProcess, admin: HubClient, name: str, group: str, root: Pat
     return simfleet.SimNode(hub.url, admin, name, group, root, keys, model=MODEL)
 
 
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The nodes' key, a rogue key and the bundles (versions 1 and 2 for the nodes' key, 66 for the rogue one):
+    made once for both database kinds."""
+    tmp = tmp_path_factory.mktemp("rollout-bundles")
+    keys, rogue = tmp / "keys", tmp / "rogue"
+    init_keys(keys)
+    init_keys(rogue)
+    made = {version: (simfleet.make_bundle(tmp, MODEL, version, seed), key)
+            for version, seed, key in (("1", 1, keys), ("2", 2, keys), ("66", 3, rogue))}
+    return {"keys": keys, "bundles": made}
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+        bundles: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """One hub process per database kind; versions 1 and 2 signed with the nodes' key, 66 with a rogue key."""
     pg = None
     if request.param == "postgresql":
@@ -45,14 +59,12 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             pytest.skip(reason)
         pg = PgDatabase()
     tmp = tmp_path_factory.mktemp("rollouts")
-    keys, rogue = tmp / "keys", tmp / "rogue"
-    init_keys(keys)
-    init_keys(rogue)
+    keys = bundles["keys"]
     # nodes are offline after 6 s without a heartbeat (a loaded 2-core CI machine can starve a node's thread for seconds)
     hub = HubProcess(tmp / "hub", heartbeat=2.0, db_url=pg and pg.url).start()
     admin = hub.admin()
-    for version, seed, key in (("1", 1, keys), ("2", 2, keys), ("66", 3, rogue)):
-        simfleet.publish(admin, simfleet.make_bundle(tmp / "bundles", MODEL, version, seed), MODEL, version, key)
+    for version, (archive, key) in bundles["bundles"].items():
+        simfleet.publish(admin, archive, MODEL, version, key)
     nodes: list[simfleet.SimNode] = []
     try:
         yield {"hub": hub, "admin": admin, "keys": keys, "tmp": tmp, "nodes": nodes}
