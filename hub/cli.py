@@ -9,7 +9,7 @@ serving commands need the cloud extra. Only typer is imported at start-up.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -37,7 +37,7 @@ product_app = typer.Typer(help="Shared products on the hub.", no_args_is_help=Tr
 pipeline_app = typer.Typer(help="Shared pipelines on the hub: publish, assign, list.", no_args_is_help=True)
 node_app.add_typer(token_app, name="token")
 
-def _broker_option(broker: Optional[str], user: Optional[str], password: Optional[str]) -> Optional[dict]:
+def _broker_option(broker: Optional[str], user: Optional[str], password: Optional[str]) -> Optional[dict[str, Any]]:
     if not broker:
         return None
     host, _, port = broker.rpartition(":")
