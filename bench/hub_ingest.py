@@ -248,7 +248,7 @@ def _generator_main(port: int, plan: dict[str, Any], conn: Any) -> None:
 
 # -- the ingest under cProfile (every thread) ------------------------------------------------------------
 def ingest_worker(db: str, broker: str, profile_out: str) -> None:
-    """Like ``edgeloop hub ingest`` (hub.server.run_ingest), with every thread profiled; stats go to a file."""
+    """Like ``edgeloop hub ingest`` (hub.runner.run_ingest), with every thread profiled; stats go to a file."""
     from bench import profiling
 
     profiling.install(main_thread=False)

@@ -9,7 +9,7 @@ serving commands need the cloud extra. Only typer is imported at start-up.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -37,7 +37,7 @@ product_app = typer.Typer(help="Shared products on the hub.", no_args_is_help=Tr
 pipeline_app = typer.Typer(help="Shared pipelines on the hub: publish, assign, list.", no_args_is_help=True)
 node_app.add_typer(token_app, name="token")
 
-def _broker_option(broker: Optional[str], user: Optional[str], password: Optional[str]) -> Optional[dict]:
+def _broker_option(broker: Optional[str], user: Optional[str], password: Optional[str]) -> Optional[dict[str, Any]]:
     if not broker:
         return None
     host, _, port = broker.rpartition(":")
@@ -66,8 +66,8 @@ def hub_serve(
 
     from edge_runtime.logs import setup_logging
 
-    from .server import serve
-    from .service import HubSettings
+    from .core import HubSettings
+    from .runner import serve
 
     setup_logging()
     token_file = data / "admin.token"
@@ -98,8 +98,8 @@ def hub_ingest(
     """A standalone ingest process: several share the uplink load through an MQTT shared subscription."""
     from edge_runtime.logs import setup_logging
 
-    from .server import run_ingest
-    from .service import HubSettings
+    from .core import HubSettings
+    from .runner import run_ingest
 
     setup_logging()
     run_ingest(HubSettings(db_url=db, broker=_broker_option(broker, broker_user, broker_password)))

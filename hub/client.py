@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from edge_runtime.hubclient import HubClient, HubError, HubUnreachable
 
@@ -26,9 +26,9 @@ def record_values(item: Mapping[str, Any]) -> Mapping[str, Any]:
     operator's item); an item posted with ``values`` at the top is read too."""
     rec = item.get("record")
     if isinstance(rec, Mapping) and isinstance(rec.get("values"), Mapping):
-        return rec["values"]
+        return cast(Mapping[str, Any], rec["values"])
     values = item.get("values")
-    return values if isinstance(values, Mapping) else item
+    return cast(Mapping[str, Any], values) if isinstance(values, Mapping) else item
 
 
 def start_rollout(client: HubClient, name: str, version: str, group: str, canary: int = 1, watch_s: float = 60,
@@ -41,7 +41,8 @@ def start_rollout(client: HubClient, name: str, version: str, group: str, canary
     body: dict[str, Any] = {kind: name, "version": version, "group": group, "canary": canary, "watch_s": watch_s}
     if checks:
         body["checks"] = dict(checks)
-    return client.post("/api/v1/rollouts", body)
+    rollout: dict[str, Any] = client.post("/api/v1/rollouts", body)
+    return rollout
 
 
 def wait_rollout(client: HubClient, rollout_id: int, timeout: float, poll: float = 0.5,
@@ -50,7 +51,7 @@ def wait_rollout(client: HubClient, rollout_id: int, timeout: float, poll: float
     returns it. TimeoutError after ``timeout`` seconds. ``on_update(rollout)`` is called after every poll."""
     deadline = time.monotonic() + timeout
     while True:
-        r = client.get(f"/api/v1/rollouts/{int(rollout_id)}")
+        r: dict[str, Any] = client.get(f"/api/v1/rollouts/{int(rollout_id)}")
         if on_update is not None:
             on_update(r)
         if r["state"] in SETTLED:

@@ -7,6 +7,7 @@ database to the newest revision and is run by ``edgeloop hub serve`` on start.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["deployed_version", "set_deployment", "Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
+__all__ = ["bump_revision", "deleted", "deployed_version", "set_deployment", "set_assignment", "Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
            "ModelDeployment", "Rollout",
-           "make_engine", "migrate", "insert_ignore"]
+           "make_engine", "migrate", "head_revision", "insert_ignore"]
 
 
 class Base(DeclarativeBase):
@@ -218,6 +219,18 @@ class Revision(Base):
     value: Mapped[int] = mapped_column(sa.BigInteger, default=0)
 
 
+def deleted(s: Any, stmt: sa.Delete) -> int:
+    """Execute a DELETE in session ``s``; how many rows it deleted."""
+    result: sa.CursorResult[Any] = s.execute(stmt)
+    return result.rowcount
+
+
+def bump_revision(s: Any) -> None:
+    """Something desired states depend on changed (call inside the changing transaction): heartbeats see a new
+    revision and recompute the desired state."""
+    s.execute(sa.update(Revision).where(Revision.id == 1).values(value=Revision.value + 1))
+
+
 class Media(Base):
     __tablename__ = "media"
     id: Mapped[str] = mapped_column(sa.String(140), primary_key=True)  # "<node>/<the node's media id>"
@@ -252,13 +265,35 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def migrate(engine: sa.Engine, revision: str = "head") -> None:
-    """Bring the database to ``revision`` with Alembic (idempotent)."""
-    from alembic import command
+def _alembic_config() -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return cfg
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision of the hub's migrations (read from their scripts once per process)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "the hub's migrations have no head"
+    return head
+
+
+def migrate(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` with Alembic (idempotent). A database already at the newest revision
+    costs one query: Alembic's scripts are only run (and loaded) when there is something to upgrade."""
+    from alembic import command
+    from alembic.migration import MigrationContext
+
+    if revision == "head":
+        with engine.connect() as conn:
+            if MigrationContext.configure(conn).get_current_heads() == (head_revision(),):
+                return
+    cfg = _alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
@@ -267,7 +302,9 @@ def migrate(engine: sa.Engine, revision: str = "head") -> None:
 def insert_ignore(engine: sa.Engine, table: sa.Table, key: str) -> Any:
     """INSERT ... ON CONFLICT (key) DO NOTHING for SQLite and PostgreSQL."""
     if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing(index_elements=[key])
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing(index_elements=[key])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing(index_elements=[key])

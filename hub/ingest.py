@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_runtime.mqtt import BufferedClient
 
@@ -46,18 +47,18 @@ class Ingest:
         self.group = group
         self.max_batch = max_batch
         self.client_id = client_id or f"hub-ingest-{uuid.uuid4().hex[:8]}"
-        self.client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        self.client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                      protocol=mqtt.MQTTv311, clean_session=True)
         if username:
             self.client.username_pw_set(username, password)
-        self.client.reconnect_delay_set(0.2, 5)
+        self.client.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]  # paho takes floats
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         self.host, self.port = host, port
-        self.queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=10000)
+        self.queue: queue.Queue[tuple[str, bytes | bytearray] | None] = queue.Queue(maxsize=10000)
         self.connected = threading.Event()
         self.known: dict[str, float] = {}
         self.messages = self.stored = self.rejected = self.unknown = self.bad = 0
@@ -121,7 +122,7 @@ class Ingest:
             except Exception:  # the database is away: the nodes resend, nothing is acknowledged
                 log.exception("ingest of %d messages failed; not acknowledged", len(msgs))
 
-    def _handle(self, msgs: list[tuple[str, bytes]]) -> None:
+    def _handle(self, msgs: list[tuple[str, bytes | bytearray]]) -> None:
         acks: list[tuple[str, dict[str, Any]]] = []
         by_node: dict[str, list[dict[str, Any]]] = {}
         for topic, payload in msgs:

@@ -32,7 +32,8 @@ class RequestMetrics:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         t0, status = time.perf_counter(), [500]
 
         async def send_(message: Any) -> None:

@@ -76,7 +76,8 @@ def _wait(client: Any, r: dict[str, Any], timeout: float) -> dict[str, Any]:
                         description=f"rollout {now['id']} {_what(now)}:{now['version']}: {now['state']}")
 
         try:
-            return hub_call(wait_rollout, client, r["id"], timeout, on_update=update)
+            done: dict[str, Any] = hub_call(wait_rollout, client, r["id"], timeout, on_update=update)
+            return done
         except TimeoutError as exc:
             die(str(exc), FAILED)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -103,7 +103,8 @@ def store_items(engine: sa.Engine, by_node: dict[str, list[dict[str, Any]]]) -> 
             cur = conn.exec_driver_sql(_PG_INSERT, [tuple(r[c] for c in _COLS) for r in rows])
             return cur.rowcount
     # SQLite: count what RETURNING gives back (rowcount of an executemany is not reliable everywhere)
-    stmt = insert_ignore(engine, Upload.__table__, "id").returning(Upload.__table__.c.pk)
+    table = cast(sa.Table, Upload.__table__)
+    stmt = insert_ignore(engine, table, "id").returning(table.c.pk)
     with engine.begin() as conn:
         return len(conn.execute(stmt, rows).all())
 

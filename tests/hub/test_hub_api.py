@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import parse_pipeline
 from edge_runtime.testing import wait_for
 from hub.app import create_app
+from hub.core import Hub, HubSettings
 from hub.db import Base
-from hub.service import Hub, HubSettings
 from tests.kit.hub import ADMIN, PgDatabase, pg_available
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -884,6 +885,19 @@ def test_longest_node_and_media_ids_fit_the_stored_key(api: HubUnderTest) -> Non
 def test_nul_in_the_url_is_refused_not_a_500(api: HubUnderTest, method: str, url: str, kw: Any) -> None:
     r = api.client.request(method, url, headers=AUTH, **kw)
     assert (r.status_code, r.json()) == (422, {"detail": "NUL characters are not allowed in the URL"})
+
+
+def test_every_route_checks_its_url_for_nul_before_anything_else(api: HubUnderTest) -> None:
+    """Each router brings the check along (hub.api.deps.hub_router), the dashboard's too: without a token,
+    without a body, a NUL in the query is what every route answers first."""
+    routes = [r for r in api.app.routes if isinstance(r, APIRoute)]
+    assert len(routes) == 52  # the API's 38 and the dashboard's 14
+    for route in routes:
+        url = re.sub(r"\{[^}]+\}", "x", route.path) + "?q=a%00b"
+        for method in route.methods:
+            r = api.client.request(method, url, follow_redirects=False)
+            assert r.status_code == 422, f"{method} {route.path}: {r.status_code} {r.text[:200]}"
+            assert r.json() == {"detail": "NUL characters are not allowed in the URL"}, f"{method} {route.path}"
 
 
 @pytest.mark.parametrize(("method", "url", "kw", "loc"), [

@@ -30,7 +30,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
 from hub.app import create_app
-from hub.service import HubSettings
+from hub.core import HubSettings
 from tests.kit.hub import ADMIN
 
 NODE = "fuzz-node"

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hub.app import create_app
-from hub.service import HubSettings
+from hub.core import HubSettings
 from tests.kit.hub import ADMIN
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}

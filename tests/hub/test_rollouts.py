@@ -6,7 +6,7 @@ verifies, loads and health-checks them, and a small loop that reconciles toward 
 sends heartbeats (and, where a test wants them, inference records) like the agent does. The bundles are tiny
 scikit-learn models packed the way ``edgeloop model package`` packs them, signed with a trusted key, or with
 a key the nodes do not trust for the bad version.
-The unit tests at the end exercise :func:`hub.rollouts.decide` without I/O.
+The unit tests at the end exercise :func:`hub.rollouts.decision.decide` without I/O.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from edge_runtime.signing import init_keys
 from edgeloop.devkit import simfleet
 from hub.client import start_rollout, wait_rollout
 from hub.rollout_cli import rollout_app
-from hub.rollouts import Checks, NodeObs, decide, select_canaries, tally_confidence
+from hub.rollouts.decision import Checks, NodeObs, decide, observe_pipeline, select_canaries, tally_confidence
 from tests.kit.hub import ADMIN, HubProcess, PgDatabase, pg_available, wait_for
 
 MODEL = "rmodel"
@@ -35,8 +35,22 @@ def sim_node(hub: HubProcess, admin: HubClient, name: str, group: str, root: Pat
     return simfleet.SimNode(hub.url, admin, name, group, root, keys, model=MODEL)
 
 
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The nodes' key, a rogue key and the bundles (versions 1 and 2 for the nodes' key, 66 for the rogue one):
+    made once for both database kinds."""
+    tmp = tmp_path_factory.mktemp("rollout-bundles")
+    keys, rogue = tmp / "keys", tmp / "rogue"
+    init_keys(keys)
+    init_keys(rogue)
+    made = {version: (simfleet.make_bundle(tmp, MODEL, version, seed), key)
+            for version, seed, key in (("1", 1, keys), ("2", 2, keys), ("66", 3, rogue))}
+    return {"keys": keys, "bundles": made}
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+        bundles: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """One hub process per database kind; versions 1 and 2 signed with the nodes' key, 66 with a rogue key."""
     pg = None
     if request.param == "postgresql":
@@ -45,14 +59,12 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             pytest.skip(reason)
         pg = PgDatabase()
     tmp = tmp_path_factory.mktemp("rollouts")
-    keys, rogue = tmp / "keys", tmp / "rogue"
-    init_keys(keys)
-    init_keys(rogue)
+    keys = bundles["keys"]
     # nodes are offline after 6 s without a heartbeat (a loaded 2-core CI machine can starve a node's thread for seconds)
     hub = HubProcess(tmp / "hub", heartbeat=2.0, db_url=pg and pg.url).start()
     admin = hub.admin()
-    for version, seed, key in (("1", 1, keys), ("2", 2, keys), ("66", 3, rogue)):
-        simfleet.publish(admin, simfleet.make_bundle(tmp / "bundles", MODEL, version, seed), MODEL, version, key)
+    for version, (archive, key) in bundles["bundles"].items():
+        simfleet.publish(admin, archive, MODEL, version, key)
     nodes: list[simfleet.SimNode] = []
     try:
         yield {"hub": hub, "admin": admin, "keys": keys, "tmp": tmp, "nodes": nodes}
@@ -291,7 +303,7 @@ def obs(name: str, *, online: bool = True, active: str | None = "2", error: str 
 
 def run(state: str = "canary", nodes: list[NodeObs] | None = None, **kw: Any) -> Any:
     nodes = nodes if nodes is not None else [obs("n1"), obs("n2", active="1"), obs("n3", active="1")]
-    args: dict[str, Any] = {"model": "m", "version": "2", "state": state, "canaries": ["n1"],
+    args: dict[str, Any] = {"name": "m", "version": "2", "state": state, "canaries": ["n1"],
                             "nodes": {n.name: n for n in nodes}, "watch_s": 10.0, "checks": Checks(), "now": 100.0}
     return decide(**(args | kw))
 
@@ -388,15 +400,13 @@ def test_checks_canaries_tallies_and_durations() -> None:
 def test_a_pipeline_canary_waiting_on_a_model_download_is_pending_not_refused() -> None:
     """A node that could not fetch an instance's pinned model because the hub was away says so with
     ``retry``: the rollout waits for it; a refusal of the version is an error the rollout acts on."""
-    from hub.rollouts import _observe_pipeline
-
     base = {"name": "n1", "online": True, "instances": [{"instance": "f1", "pipeline": "flt", "version": 1, "source": "hub"}],
             "counters": {"dead_letters": 0}}
     pending = {**base, "errors": [{"instance": "f1", "pipeline": "flt", "version": 2, "retry": True,
                                    "error": "model m:3 cannot be served here: hub unreachable"}]}
     refused = {**base, "errors": [{"instance": "f1", "pipeline": "flt", "version": 2,
                                    "error": "model m:3 cannot be served here: signature refused"}]}
-    assert _observe_pipeline(pending, "flt", ["f1"]).error is None
-    assert _observe_pipeline(pending, "flt", ["f1"]).active == "1"
+    assert observe_pipeline(pending, "flt", ["f1"]).error is None
+    assert observe_pipeline(pending, "flt", ["f1"]).active == "1"
     assert "flt:2 instance f1: model m:3 cannot be served here: signature refused" in \
-        _observe_pipeline(refused, "flt", ["f1"]).error
+        observe_pipeline(refused, "flt", ["f1"]).error

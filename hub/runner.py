@@ -7,7 +7,7 @@ import signal
 import threading
 from typing import Any
 
-from .service import Hub, HubSettings
+from .core import Hub, HubSettings
 
 __all__ = ["serve", "run_ingest"]
 
