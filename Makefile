@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Two workers; each test module on one of them, the modules using Label Studio and Prefect together (the
+# scheduler is in tests/conftest.py). `make test XDIST=` runs the suite in one process.
+XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
 CODE := edgeloop edge_runtime hub models flows apps tests bench
 
 .PHONY: install deps label-studio static check test demo bench chaos lint types imports clean repro
@@ -65,11 +68,11 @@ static: lint imports types
 
 # The inner loop (target: 2 minutes on 2 cores): static checks and the fast tests (not marked slow).
 check: static deps
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # The CI gate: the static checks of `make check`, then the whole suite (its fast tests included).
 test: static deps label-studio
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 demo: install deps label-studio
 	$(BIN)/edgeloop demo

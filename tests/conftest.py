@@ -4,6 +4,7 @@ Studio and a Prefect server (each once per session where it is slow to start).""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
@@ -94,25 +95,51 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 # -- how the suite runs: fast and slow tiers, and several workers (pytest-xdist) ------------------------------
 #: fixtures that start a service once per test session: the tests using them share one worker, so each starts once
-SESSION_SERVICES = {"label_studio", "prefect_api"}
+SESSION_SERVICES = ("label_studio", "prefect_api")
 #: fixtures that train models or start heavy services: their tests are slow (not in `make check`)
-SLOW_FIXTURES = SESSION_SERVICES | {"workspace", "ws", "cv_models"}
+SLOW_FIXTURES = {*SESSION_SERVICES, "workspace", "ws", "cv_models"}
+TESTS = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that use a slow fixture or live in tests/e2e are marked slow. Under xdist (``-n N --dist
-    loadgroup``) each module runs on one worker (its module fixtures are set up once), and the modules using
-    the session services share one worker; the slow modules are handed out first so the workers end together."""
-    e2e = Path(__file__).parent / "e2e"
-    slow_modules: set[Path] = set()
+    """Tests that use a slow fixture or live in tests/e2e are marked slow. The modules that use the session
+    services come first, then the slow ones, then the rest (a module's tests keep their order): under xdist the
+    longest work is handed out first, so the workers end together."""
+    e2e = TESTS / "e2e"
+    slow: set[Path] = set()
+    services: set[Path] = set()
     for item in items:
         if set(item.fixturenames) & SLOW_FIXTURES or e2e in item.path.parents:
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("slow"):
-            slow_modules.add(item.path)
-    services = {item.path for item in items if set(item.fixturenames) & SESSION_SERVICES}
-    for item in items:
-        group = "session-services" if item.path in services else str(item.path.relative_to(Path(__file__).parent))
-        item.add_marker(pytest.mark.xdist_group(group))
-    rank = {path: (0 if path in services else 1 if path in slow_modules else 2) for path in {i.path for i in items}}
-    items.sort(key=lambda item: rank[item.path])  # stable: a module's tests keep their order
+            slow.add(item.path)
+        if set(item.fixturenames) & set(SESSION_SERVICES):
+            services.add(item.path)
+    rank = {path: 0 if path in services else 1 if path in slow else 2 for path in {i.path for i in items}}
+    items.sort(key=lambda item: rank[item.path])  # stable
+
+
+def _service_modules(root: Path) -> set[str]:
+    """The test modules (as in node ids) that use a session service, read from their source."""
+    pattern = re.compile(r"\b(" + "|".join(SESSION_SERVICES) + r")\b")
+    return {str(p.relative_to(root)) for p in TESTS.rglob("test_*.py") if pattern.search(p.read_text())}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``-n N --dist loadscope`` with scopes of our own: each test module runs on one worker (its module
+    fixtures are set up once), and every module that uses Label Studio or the Prefect server runs on one worker,
+    which starts them once. (xdist's ``xdist_group`` marks are not honoured under pytest 9: it rewrites
+    ``item._nodeid``, which pytest 9's ``nodeid`` no longer reads.) Scopes are handed out in collection order
+    (``--no-loadscope-reorder``): the longest first."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    services = _service_modules(config.rootpath)
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "session-services" if module in services else module
+
+    return ModuleScheduling(config, log)
