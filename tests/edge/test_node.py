@@ -18,7 +18,7 @@ from edge_runtime.testing import wait_for
 from edgeloop.devkit.modbus import ModbusServer
 from tests.kit import ROOT
 from tests.kit.mqtt import Collector, publisher
-from tests.kit.nodes import reading, write_config
+from tests.kit.nodes import pump_app_node, reading
 
 pytestmark = [pytest.mark.broker, pytest.mark.modbus]
 
@@ -27,7 +27,7 @@ def node_env(tmp_path, mosquitto):
     server = ModbusServer().start()
     server.set_holding(0, [int(70.0 * 10), 150])  # 70.0 degC, 1.50 mm/s
     server.set_coil(0, True)
-    cfg = load_node_config(write_config(tmp_path, mosquitto.port, server.port))
+    cfg = load_node_config(pump_app_node(tmp_path, mosquitto.port, server.port))
     node = Node(cfg)
     out = Collector(mosquitto.port, "edgeloop/edge-t/#")
     node.start()
@@ -156,7 +156,7 @@ def test_node_reconnects_after_broker_restart(node_env):
 def test_node_run_cli_stops_cleanly_on_sigterm(tmp_path, mosquitto):
     server = ModbusServer().start()
     try:
-        cfg = write_config(tmp_path, mosquitto.port, server.port)
+        cfg = pump_app_node(tmp_path, mosquitto.port, server.port)
         out = Collector(mosquitto.port, "edgeloop/edge-t/status")
         proc = subprocess.Popen([sys.executable, "-m", "edgeloop", "node", "run", "--config", str(cfg)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -175,7 +175,7 @@ def test_node_run_cli_stops_cleanly_on_sigterm(tmp_path, mosquitto):
 def test_node_yaml_instances_of_one_template_bring_their_own_params(tmp_path):
     from edge_runtime.operators.base import SpecError
 
-    cfg = write_config(tmp_path, 1883, 502)
+    cfg = pump_app_node(tmp_path, 1883, 502)
     data = yaml.safe_load(cfg.read_text())
     data["pipelines"].append({"instance": "overheat-strict", "pipeline": "pipelines/overheat.yaml",
                               "params": {"hot_c": 70, "vibration_mm_s": 3}})
@@ -216,7 +216,7 @@ def test_a_window_open_across_a_clean_restart_keeps_its_readings(tmp_path, mosqu
     again on the same config, the window goes on: its aggregate holds the readings from before the restart."""
     server = ModbusServer().start()
     server.set_holding(0, [700, 150])
-    cfg_path = write_config(tmp_path, mosquitto.port, server.port)
+    cfg_path = pump_app_node(tmp_path, mosquitto.port, server.port)
     out = Collector(mosquitto.port, "edgeloop/edge-t/pipelines/overheat/out")
     pub = publisher(mosquitto.port)
     t0 = 1_800_000_000.0  # a multiple of 5: the window [t0, t0 + 5) of the overheat pipeline
