@@ -5,7 +5,6 @@ verified bundle, and MQTT devices. The node's predictions must equal the trainin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +17,12 @@ from edge_runtime.modelkit import Predictor
 from edge_runtime.node import Node, load_node_config
 from models.common import load_split
 from models.pump_anomaly.features import FEATURES
+from tests.kit.cli import edgeloop
 from tests.kit.hub import ADMIN, HubProcess, wait_for
 from tests.kit.mqtt import Collector, publisher
 from tests.kit.nodes import write_node
 
 pytestmark = [pytest.mark.broker]
-
-
-def edgeloop(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeloop", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
 
 
 def write_scoring_node(tmp: Path, *, broker: int, hub: str, token: str, keys: Path) -> Path:

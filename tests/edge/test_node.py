@@ -17,6 +17,7 @@ from edge_runtime.node import Node, load_node_config
 from edge_runtime.testing import wait_for
 from edgeloop.devkit.modbus import ModbusServer
 from tests.kit import ROOT
+from tests.kit.cli import edgeloop
 from tests.kit.mqtt import Collector, publisher
 from tests.kit.nodes import dead_letter_reasons, pump_app_node, reading
 
@@ -203,8 +204,7 @@ def test_bad_node_config_exits_2_naming_file_line_and_field(tmp_path):
     bad = tmp_path / "node.yaml"
     bad.write_text("node: edge-x\nbroker: {port: 1883}\nproducts: [p.yaml]\n")
     (tmp_path / "p.yaml").write_text("products:\n  - name: pump\n    properties:\n      t: {type: numbr}\n")
-    proc = subprocess.run([sys.executable, "-m", "edgeloop", "node", "run", "--config", str(bad)],
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = edgeloop("node", "run", "--config", str(bad))
     assert proc.returncode == 2
     assert "p.yaml:4" in proc.stderr and "properties.t.type" in proc.stderr and "numbr" in proc.stderr
 

@@ -17,6 +17,7 @@ from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.records import RecordError
 from edge_runtime.testing import wait_for
+from tests.kit.cli import edgeloop
 from tests.kit.nodes import write_catalog, write_node
 from tests.kit.onvif import OnvifCamera
 
@@ -44,15 +45,12 @@ def test_a_directed_ws_discovery_probe_finds_the_camera(camera: OnvifCamera) -> 
 
 def test_edgeloop_onvif_discover_prints_the_camera(camera: OnvifCamera) -> None:
     import json
-    import subprocess
-    import sys
 
-    cmd = [sys.executable, "-m", "edgeloop", "onvif", "discover", "--timeout", "1"]
-    out = subprocess.run([*cmd, "--to", f"127.0.0.1:{camera.discovery_port}", "--json"], capture_output=True,
-                         text=True, timeout=60)
+    discover = ("onvif", "discover", "--timeout", "1")
+    out = edgeloop(*discover, "--to", f"127.0.0.1:{camera.discovery_port}", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["xaddrs"] == [f"{camera.base}/device_service"]
-    bad = subprocess.run([*cmd, "--to", "nowhere"], capture_output=True, text=True, timeout=60)
+    bad = edgeloop(*discover, "--to", "nowhere")
     assert bad.returncode == 2 and "expected host:port" in bad.stderr
 
 
