@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit.hub import HubProcess, NodeProcess, all_uploads, uploads_beyond, wait_for
-from tests.kit.nodes import drain_outbox, hold, modbus_upload_node, write_node
+from tests.kit.hub import HubProcess, NodeProcess, all_uploads, wait_for
+from tests.kit.nodes import drain_outbox, hold, modbus_upload_node, uploads_beyond, write_node
 
 FAULTS = int(os.environ.get("EDGELOOP_CHAOS_FAULTS", "6"))
 SEED = int(os.environ.get("EDGELOOP_CHAOS_SEED") or random.SystemRandom().randrange(1 << 30))

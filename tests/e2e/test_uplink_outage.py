@@ -14,8 +14,8 @@ import os
 
 import pytest
 
-from tests.kit.hub import HubProcess, NodeProcess, all_uploads, uploads_beyond
-from tests.kit.nodes import drain_outbox, hold, modbus_upload_node
+from tests.kit.hub import HubProcess, NodeProcess, all_uploads
+from tests.kit.nodes import drain_outbox, hold, modbus_upload_node, uploads_beyond
 
 OUTAGE = float(os.environ.get("EDGELOOP_OUTAGE_S", "10"))
 

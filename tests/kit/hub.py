@@ -31,10 +31,4 @@ def all_uploads(client: HubClient, **query: Any) -> list[dict[str, Any]]:
     return client.all_uploads(**query)
 
 
-def uploads_beyond(hub: HubProcess, node: str, beyond: int, what: str, timeout: float = 60) -> int:
-    """Wait until the hub stores more than ``beyond`` uploads from ``node``; how many it stores then."""
-    return wait_for(lambda: (n := len(all_uploads(hub.admin(), node=node))) > beyond and n, timeout, what)
-
-
-__all__ = ["ADMIN", "HubProcess", "NodeProcess", "PgDatabase", "pg_available", "all_uploads", "uploads_beyond", "wait_for",
-           "ROOT"]
+__all__ = ["ADMIN", "HubProcess", "NodeProcess", "PgDatabase", "pg_available", "all_uploads", "wait_for", "ROOT"]

@@ -1,6 +1,7 @@
 """Nodes under test: their configuration (:func:`write_node`, from edgeloop.devkit.nodes, and the two nodes
 several tests share: the pump-monitoring app on a broker and a Modbus server, and Modbus pumps uploading
-every record to a hub), what a node wrote (dead letters, its outbox), and the outages tests hold."""
+every record to a hub), what a node wrote (dead letters, its outbox) and delivered to the hub, and the
+outages tests hold."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from tests.kit import ROOT
 
 if TYPE_CHECKING:
     from edge_runtime.node import Node
-    from edgeloop.devkit.hub import NodeProcess
+    from edgeloop.devkit.hub import HubProcess, NodeProcess
 
 __all__ = ["Spec", "dead_letter_reasons", "drain_outbox", "hold", "modbus_upload_node", "outbox_state",
-           "pump_app_node", "reading", "write_catalog", "write_node"]
+           "pump_app_node", "reading", "uploads_beyond", "write_catalog", "write_node"]
 
 APP = ROOT / "apps" / "pump_monitoring"
 
@@ -97,6 +98,12 @@ def drain_outbox(node: NodeProcess, outbox: Path, tries: int = 3) -> dict[str, i
         node.start()
     assert rows == 0, f"{rows} records still in the outbox after {tries} drains"
     return last_seq
+
+
+def uploads_beyond(hub: HubProcess, node: str, beyond: int, what: str, timeout: float = 60) -> int:
+    """Wait until the hub stores more than ``beyond`` uploads from ``node``; how many it stores then."""
+    stored: int = wait_for(lambda: (n := len(hub.admin().all_uploads(node=node))) > beyond and n, timeout, what)
+    return stored
 
 
 def hold(seconds: float) -> None:
