@@ -7,7 +7,7 @@ import pytest
 from edge_runtime.hubclient import HubError
 from edge_runtime.node import Node, load_node_config
 from tests.kit.hub import HubProcess, wait_for
-from tests.kit.nodes import write_node
+from tests.kit.nodes import modbus_upload_node
 
 HOT = {"name": "hot", "product": "pump", "steps": [{"device_input": {}}, {"filter": "temperature > 20"}]}
 COLD = {"name": "cold", "product": "pump", "steps": [{"device_input": {}}, {"filter": "temperature < 20"}]}
@@ -22,8 +22,8 @@ def test_agent_reconciles_without_disturbing_others(tmp_path, mosquitto, modbus_
     try:
         admin = hub.admin()
         token = admin.post("/api/v1/nodes", {"name": "edge-r", "group": "line-1"})["token"]
-        cfg = write_node(tmp_path, "edge-r", broker_port=mosquitto.port, hub_url=hub.url, token=token,
-                         modbus_port=modbus_server.port, interval="50ms")
+        cfg = modbus_upload_node(tmp_path, "edge-r", broker_port=mosquitto.port, hub_url=hub.url, token=token,
+                                 modbus_port=modbus_server.port, interval="50ms")
         node = Node(load_node_config(cfg))
         node.start()
         local = node.instances["all"]  # from node.yaml: must run undisturbed throughout

@@ -17,23 +17,17 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.kit.hub import HubProcess, NodeProcess, all_uploads, wait_for
-from tests.kit.nodes import outbox_state, write_node
+from tests.kit.nodes import drain_outbox, hold, modbus_upload_node, uploads_beyond, write_node
 
 FAULTS = int(os.environ.get("EDGELOOP_CHAOS_FAULTS", "6"))
 SEED = int(os.environ.get("EDGELOOP_CHAOS_SEED") or random.SystemRandom().randrange(1 << 30))
 KINDS = ("broker_stop", "hub_kill", "hub_stop", "node_kill", "node_stop")
-
-
-def pause(seconds: float) -> None:
-    """Keep a fault going for this long (the schedule's duration, not a synchronisation)."""
-    threading.Event().wait(seconds)
 
 
 @pytest.mark.broker
@@ -49,49 +43,36 @@ def test_random_kills_lose_nothing_and_store_nothing_twice(tmp_path: Path, mosqu
     try:
         admin = hub.admin()
         token = admin.post("/api/v1/nodes", {"name": "edge-c"})["token"]
-        cfg = write_node(tmp_path, "edge-c", broker_port=mosquitto.port, hub_url=hub.url, token=token,
-                         modbus_port=modbus_server.port)
+        cfg = modbus_upload_node(tmp_path, "edge-c", broker_port=mosquitto.port, hub_url=hub.url, token=token,
+                                 modbus_port=modbus_server.port)
         node = NodeProcess(cfg).start()
-
-        def stored() -> int:
-            return len(all_uploads(hub.admin(), node="edge-c"))
-
-        n = wait_for(lambda: (k := stored()) > 50 and k, 60, "records flowing to the hub")
+        n = uploads_beyond(hub, "edge-c", 50, "records flowing to the hub")
         for i in range(FAULTS):
             kind = rng.choice(KINDS)
-            pause(rng.uniform(0.0, 2.0))  # a random point in the flow
+            hold(rng.uniform(0.0, 2.0))  # a random point in the flow
             down = rng.uniform(0.5, 4.0)
             if kind == "broker_stop":
                 mosquitto.stop()
-                pause(down)
+                hold(down)
                 mosquitto.start()
             elif kind in ("hub_kill", "hub_stop"):
                 if kind == "hub_kill":
                     hub.kill()
                 else:
                     hub.stop()
-                pause(down)
+                hold(down)
                 hub.start()
             else:
                 if kind == "node_kill":
                     node.kill()
                 else:
                     node.stop()
-                pause(down)
+                hold(down)
                 node.start()
             injected.append({"fault": kind, "down_s": round(down, 2)})
-            n = wait_for(lambda: (k := stored()) > n + 20 and k, 120,  # noqa: B023
-                         f"records flowing again after fault {i + 1} ({kind})")
+            n = uploads_beyond(hub, "edge-c", n + 20, f"records flowing again after fault {i + 1} ({kind})", 120)
         modbus_server.stop()  # no more input: let the outbox drain
-        outbox = tmp_path / "edge-c-outbox.db"
-        for _ in range(3):
-            wait_for(lambda: outbox_state(outbox)[0] == 0, 120, "the node's outbox to drain")
-            node.stop()  # what the node accepted is final once it has stopped
-            rows, last_seq = outbox_state(outbox)
-            if rows == 0:
-                break
-            node.start()
-        assert rows == 0, f"{rows} records still in the outbox after three drains"
+        last_seq = drain_outbox(node, tmp_path / "edge-c-outbox.db")
         items = all_uploads(hub.admin(), node="edge-c")
     finally:
         if node is not None:
@@ -125,22 +106,16 @@ def test_random_kills_lose_nothing_and_store_nothing_twice(tmp_path: Path, mosqu
 def test_device_clock_jumps_are_dead_lettered_or_windowed_and_the_node_keeps_going(tmp_path: Path, mosquitto) -> None:
     """A device whose clock jumps back an hour, then forward a day: readings behind a window the node already
     emitted are dead letters that say so; windows before and after the jumps are emitted; nothing crashes."""
-    import yaml
-
     from edge_runtime.node import Node, load_node_config
     from tests.kit.mqtt import Collector, publisher
 
-    (tmp_path / "products.yaml").write_text(yaml.safe_dump({"products": [
-        {"name": "meter", "properties": {"power": {"type": "number"}}}]}))
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [
-        {"id": "m1", "product": "meter", "connector": "mqtt", "topic": "site/m1", "ts_field": "t"}]}))
-    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"name": "w", "product": "meter", "steps": [
-        {"device_input": {}}, {"time_window": {"size": "10s"}}, {"aggregate": {"power": ["count", "mean"]}}]}))
-    (tmp_path / "node.yaml").write_text(yaml.safe_dump({
-        "node": "edge-clock", "broker": {"host": "127.0.0.1", "port": mosquitto.port}, "store": {"path": "n.db"},
-        "products": ["products.yaml"], "devices": ["devices.yaml"],
-        "pipelines": [{"instance": "w", "pipeline": "w.yaml"}], "publish_telemetry": False}))
-    node = Node(load_node_config(tmp_path / "node.yaml"))
+    cfg = write_node(tmp_path, "edge-clock", broker_port=mosquitto.port,
+                     products=[{"name": "meter", "properties": {"power": {"type": "number"}}}],
+                     devices=[{"id": "m1", "product": "meter", "connector": "mqtt", "topic": "site/m1", "ts_field": "t"}],
+                     pipelines={"w": {"name": "w", "product": "meter", "steps": [
+                         {"device_input": {}}, {"time_window": {"size": "10s"}},
+                         {"aggregate": {"power": ["count", "mean"]}}]}})
+    node = Node(load_node_config(cfg))
     out = Collector(mosquitto.port, "edgeloop/edge-clock/pipelines/w/out")
     node.start()
     try:

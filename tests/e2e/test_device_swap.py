@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from edge_runtime.node import Node, load_node_config
 from tests.kit.hub import HubProcess, wait_for
 from tests.kit.mqtt import Collector, publisher
+from tests.kit.nodes import write_node
 
 pytestmark = pytest.mark.broker
 
@@ -36,18 +36,15 @@ def test_an_mqtt_meter_swapped_for_an_http_one_keeps_the_pipeline_running(tmp_pa
     try:
         admin = hub.admin()
         token = admin.post("/api/v1/nodes", {"name": "edge-s"})["token"]
-        (tmp_path / "products.yaml").write_text(yaml.safe_dump({"products": [
-            {"name": "meter", "properties": {"power": {"type": "number", "min": 0}}}]}))
-        (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [
-            {"id": "meter-mqtt", "product": "meter", "connector": "mqtt", "topic": "site/meter", "qos": 1,
-             "mapping": {"power": "w"}},
-            {"id": "meter-http", "product": "meter", "connector": "http", "mapping": {"power": "watts"}}]}))
-        (tmp_path / "node.yaml").write_text(yaml.safe_dump({
-            "node": "edge-s", "broker": {"host": "127.0.0.1", "port": mosquitto.port}, "store": {"path": "n.db"},
-            "products": ["products.yaml"], "devices": ["devices.yaml"], "publish_telemetry": False,
-            "hub": {"url": hub.url, "token": token, "heartbeat": 0.5}, "outbox": {"path": "outbox.db"},
-            "http": {"port": 0, "token_env": "SWAP_HTTP_TOKEN"}}))
-        node = Node(load_node_config(tmp_path / "node.yaml"))
+        cfg = write_node(tmp_path, "edge-s", broker_port=mosquitto.port,
+                         products=[{"name": "meter", "properties": {"power": {"type": "number", "min": 0}}}],
+                         devices=[{"id": "meter-mqtt", "product": "meter", "connector": "mqtt", "topic": "site/meter",
+                                   "qos": 1, "mapping": {"power": "w"}},
+                                  {"id": "meter-http", "product": "meter", "connector": "http",
+                                   "mapping": {"power": "watts"}}],
+                         hub={"url": hub.url, "token": token, "heartbeat": 0.5}, outbox={"path": "outbox.db"},
+                         http={"port": 0, "token_env": "SWAP_HTTP_TOKEN"})
+        node = Node(load_node_config(cfg))
         node.start()
         version = admin.post("/api/v1/pipelines", WATCH)["version"]
         admin.put("/api/v1/assignments/node:edge-s/watch", {"pipeline": "meter-watch", "devices": ["meter-mqtt"]})

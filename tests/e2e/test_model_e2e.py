@@ -5,7 +5,6 @@ verified bundle, and MQTT devices. The node's predictions must equal the trainin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,41 +12,32 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from edge_runtime.modelkit import Predictor
 from edge_runtime.node import Node, load_node_config
 from models.common import load_split
 from models.pump_anomaly.features import FEATURES
+from tests.kit.cli import edgeloop
 from tests.kit.hub import ADMIN, HubProcess, wait_for
 from tests.kit.mqtt import Collector, publisher
+from tests.kit.nodes import write_node
 
 pytestmark = [pytest.mark.broker]
 
 
-def edgeloop(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeloop", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, **(env or {})})
-
-
-def write_node(tmp: Path, *, broker: int, hub: str, token: str, keys: Path) -> Path:
-    (tmp / "products.yaml").write_text(yaml.safe_dump({"products": [
-        {"name": "pump_window", "properties": {f: {"type": "number"} for f in FEATURES}}]}))
-    (tmp / "devices.yaml").write_text(yaml.safe_dump({"devices": [
-        {"id": f"pump-{i}", "product": "pump_window", "connector": "mqtt", "topic": f"plant/pumps/{i}/window",
-         "ts_field": "ts"} for i in (1, 2)]}))
-    (tmp / "score.yaml").write_text(yaml.safe_dump({"name": "score", "product": "pump_window", "steps": [
-        {"device_input": {}},
-        {"apply_model": {"model": "pump_anomaly", "inputs": FEATURES, "output": "anomaly",
-                         "select": {"low_confidence": 0.7}}}]}))
-    cfg = tmp / "node.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "node": "edge-m", "broker": {"host": "127.0.0.1", "port": broker}, "store": {"path": "node.db"},
-        "products": ["products.yaml"], "devices": ["devices.yaml"],
-        "pipelines": [{"instance": "score", "pipeline": "score.yaml"}], "publish_telemetry": False,
-        "hub": {"url": hub, "token": token, "heartbeat": 0.5},
-        "models": {"store": "models", "trusted_keys": str(keys / "signing.pub")}}))
-    return cfg
+def write_scoring_node(tmp: Path, *, broker: int, hub: str, token: str, keys: Path) -> Path:
+    """Node edge-m scoring the windows of pumps 1 and 2 with the pump_anomaly model its agent installs."""
+    return write_node(
+        tmp, "edge-m", broker_port=broker,
+        products=[{"name": "pump_window", "properties": {f: {"type": "number"} for f in FEATURES}}],
+        devices=[{"id": f"pump-{i}", "product": "pump_window", "connector": "mqtt", "topic": f"plant/pumps/{i}/window",
+                  "ts_field": "ts"} for i in (1, 2)],
+        pipelines={"score": {"name": "score", "product": "pump_window", "steps": [
+            {"device_input": {}},
+            {"apply_model": {"model": "pump_anomaly", "inputs": FEATURES, "output": "anomaly",
+                             "select": {"low_confidence": 0.7}}}]}},
+        hub={"url": hub, "token": token, "heartbeat": 0.5},
+        models={"store": "models", "trusted_keys": str(keys / "signing.pub")})
 
 
 def test_train_register_package_warehouse_node_inference(workspace: Any, tmp_path: Path, mosquitto: Any) -> None:
@@ -76,8 +66,8 @@ def test_train_register_package_warehouse_node_inference(workspace: Any, tmp_pat
         assert again.returncode == 2 and "immutable" in again.stderr  # a rebuilt archive is another bundle
 
         token = admin.post("/api/v1/nodes", {"name": "edge-m", "group": "pumps"})["token"]
-        (tmp_path / "node").mkdir()
-        cfg = write_node(tmp_path / "node", broker=mosquitto.port, hub=hub.url, token=token, keys=workspace.keys)
+        cfg = write_scoring_node(tmp_path / "node", broker=mosquitto.port, hub=hub.url, token=token,
+                                 keys=workspace.keys)
         node = Node(load_node_config(cfg))
         out = Collector(mosquitto.port, "edgeloop/edge-m/pipelines/score/out")
         node.start()

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from edge_runtime.hubclient import HubClient, HubError
 from edge_runtime.node import Node, load_node_config
 from models.pump_anomaly.features import FEATURES
 from tests.kit.hub import HubProcess, wait_for
 from tests.kit.mqtt import Collector, publisher
+from tests.kit.nodes import write_node
 
 pytestmark = [pytest.mark.broker]
 
@@ -34,19 +34,15 @@ def publish(admin: HubClient, workspace: Any, tmp: Path, version: str) -> None:
     bento.upload(admin, archive, *bento.sign(archive, "pump_anomaly", version, {}, workspace.keys))
 
 
-def write_node(tmp: Path, *, broker: int, hub: str, token: str, keys: Path) -> Path:
-    (tmp / "products.yaml").write_text(yaml.safe_dump({"products": [
-        {"name": "pump_window", "properties": {f: {"type": "number"} for f in FEATURES}}]}))
-    (tmp / "devices.yaml").write_text(yaml.safe_dump({"devices": [
-        {"id": "pump-1", "product": "pump_window", "connector": "mqtt", "topic": "plant/pumps/1/window",
-         "ts_field": "ts"}]}))
-    cfg = tmp / "node.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "node": "edge-p", "broker": {"host": "127.0.0.1", "port": broker}, "store": {"path": "node.db"},
-        "products": ["products.yaml"], "devices": ["devices.yaml"], "publish_telemetry": False,
-        "hub": {"url": hub, "token": token, "heartbeat": 0.3},
-        "models": {"store": "models", "trusted_keys": str(keys / "signing.pub")}}))
-    return cfg
+def write_hub_node(tmp: Path, *, broker: int, hub: str, token: str, keys: Path) -> Path:
+    """Node edge-p with pump-1's windows and no pipeline of its own: the hub assigns them."""
+    return write_node(
+        tmp, "edge-p", broker_port=broker,
+        products=[{"name": "pump_window", "properties": {f: {"type": "number"} for f in FEATURES}}],
+        devices=[{"id": "pump-1", "product": "pump_window", "connector": "mqtt", "topic": "plant/pumps/1/window",
+                  "ts_field": "ts"}],
+        hub={"url": hub, "token": token, "heartbeat": 0.3},
+        models={"store": "models", "trusted_keys": str(keys / "signing.pub")})
 
 
 def test_two_instances_of_one_template_serve_two_versions_of_a_model(workspace: Any, tmp_path: Path,
@@ -83,9 +79,8 @@ def test_two_instances_of_one_template_serve_two_versions_of_a_model(workspace: 
             nodec.get("/api/v1/models/pump_anomaly/versions/3")
         assert still.value.status == 403
 
-        (tmp_path / "node").mkdir()
-        node = Node(load_node_config(write_node(tmp_path / "node", broker=mosquitto.port, hub=hub.url, token=token,
-                                                keys=workspace.keys)))
+        node = Node(load_node_config(write_hub_node(tmp_path / "node", broker=mosquitto.port, hub=hub.url, token=token,
+                                                    keys=workspace.keys)))
         out = Collector(mosquitto.port, "edgeloop/edge-p/pipelines/+/out")
         node.start()
         wait_for(lambda: {"score-now", "score-old"} <= set(node.instances), 60, "both instances on the node")

@@ -10,32 +10,27 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-import yaml
 
 from edge_runtime.node import Node, load_node_config
 from tests.kit.hub import HubProcess, wait_for
+from tests.kit.nodes import write_node
 
 pytestmark = pytest.mark.broker
 
 
 def write_config(tmp: Path, url: str, broker_port: int, hub_url: str, token: str) -> Path:
-    (tmp / "products.yaml").write_text(yaml.safe_dump({"products": [
-        {"name": "street_camera", "properties": {"frame": {"type": "video"}}}]}))
-    (tmp / "devices.yaml").write_text(yaml.safe_dump({"devices": [
-        {"id": "gate-cam", "product": "street_camera", "connector": "video", "url": url,
-         "stall_timeout": 2, "backoff": 0.2, "max_backoff": 1}]}))
-    (tmp / "snapshots.yaml").write_text(yaml.safe_dump({
-        "name": "snapshots", "product": "street_camera",
-        "uplink": {"blur": [[0, 0, 640, 60]]},
-        "steps": [{"device_input": {}}, {"frame_rate": {"fps": 5}},
-                  {"file_output": {"path": str(tmp / "rec" / "{device}.mp4"), "fps": 5}},
-                  {"alert": {"message": "snapshot of {device}", "image": "frame", "cooldown": "1s"}}]}))
-    cfg = {"node": "edge-rtsp", "broker": {"host": "127.0.0.1", "port": broker_port},
-           "store": {"path": "edge.db"}, "products": ["products.yaml"], "devices": ["devices.yaml"],
-           "pipelines": [{"instance": "snapshots", "pipeline": "snapshots.yaml"}], "publish_telemetry": False,
-           "hub": {"url": hub_url, "token": token, "heartbeat": 0.5}, "outbox": {"path": "outbox.db"}}
-    (tmp / "node.yaml").write_text(yaml.safe_dump(cfg))
-    return tmp / "node.yaml"
+    """Node edge-rtsp recording the camera at ``url`` and sending a blurred snapshot alert every second."""
+    return write_node(
+        tmp, "edge-rtsp", broker_port=broker_port,
+        products=[{"name": "street_camera", "properties": {"frame": {"type": "video"}}}],
+        devices=[{"id": "gate-cam", "product": "street_camera", "connector": "video", "url": url,
+                  "stall_timeout": 2, "backoff": 0.2, "max_backoff": 1}],
+        pipelines={"snapshots": {
+            "name": "snapshots", "product": "street_camera", "uplink": {"blur": [[0, 0, 640, 60]]},
+            "steps": [{"device_input": {}}, {"frame_rate": {"fps": 5}},
+                      {"file_output": {"path": str(tmp / "rec" / "{device}.mp4"), "fps": 5}},
+                      {"alert": {"message": "snapshot of {device}", "image": "frame", "cooldown": "1s"}}]}},
+        hub={"url": hub_url, "token": token, "heartbeat": 0.5}, outbox={"path": "outbox.db"})
 
 
 def test_rtsp_camera_to_hub_through_an_outage(rtsp_server: Any, mosquitto: Any, tmp_path: Path) -> None:

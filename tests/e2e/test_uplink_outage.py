@@ -11,18 +11,13 @@ timeouts, two keep-alives, several reconnects with backoff), 30 in `make chaos`.
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
-from tests.kit.hub import HubProcess, NodeProcess, all_uploads, wait_for
-from tests.kit.nodes import outbox_state, write_node
+from tests.kit.hub import HubProcess, NodeProcess, all_uploads
+from tests.kit.nodes import drain_outbox, hold, modbus_upload_node, uploads_beyond
 
 OUTAGE = float(os.environ.get("EDGELOOP_OUTAGE_S", "10"))
-
-def hold(seconds: float) -> None:
-    """Keep an outage going for this long (the scenario's duration, not a synchronisation)."""
-    threading.Event().wait(seconds)
 
 
 @pytest.mark.broker
@@ -35,41 +30,23 @@ def test_every_record_reaches_the_hub_exactly_once_in_order(tmp_path, mosquitto,
     try:
         admin = hub.admin()
         token = admin.post("/api/v1/nodes", {"name": "edge-x"})["token"]
-        cfg = write_node(tmp_path, "edge-x", broker_port=mosquitto.port, hub_url=hub.url, token=token,
-                         modbus_port=modbus_server.port)
+        cfg = modbus_upload_node(tmp_path, "edge-x", broker_port=mosquitto.port, hub_url=hub.url, token=token,
+                                 modbus_port=modbus_server.port)
         node = NodeProcess(cfg).start()
-
-        def stored() -> int:
-            return len(all_uploads(admin, node="edge-x"))
-
-        def grows(beyond: int, what: str, timeout: float = 60) -> int:
-            return wait_for(lambda: (n := stored()) > beyond and n, timeout, what)
-
-        n = grows(100, "records flowing to the hub")
+        n = uploads_beyond(hub, "edge-x", 100, "records flowing to the hub")
         mosquitto.stop()
         hold(OUTAGE)
         mosquitto.start()
-        n = grows(n + 100, "the backlog of the broker outage arriving")
+        n = uploads_beyond(hub, "edge-x", n + 100, "the backlog of the broker outage arriving")
         hub.stop()
         hold(OUTAGE)
         hub.start()
-        admin = hub.admin()
-        n = grows(n + 100, "the backlog of the hub outage arriving")
+        n = uploads_beyond(hub, "edge-x", n + 100, "the backlog of the hub outage arriving")
         node.kill()
         node.start()
-        n = grows(n + 100, "records flowing again after the node was killed")
+        uploads_beyond(hub, "edge-x", n + 100, "records flowing again after the node was killed")
         modbus_server.stop()  # no more input: let the outbox drain
-        outbox = tmp_path / "edge-x-outbox.db"
-        for _ in range(3):
-            wait_for(lambda: outbox_state(outbox)[0] == 0, 120, "the node's outbox to drain")
-            # what the node accepted is only final once it has stopped: a poll answered just before the
-            # Modbus server went away can still become a record after the drain
-            node.stop()
-            rows, last_seq = outbox_state(outbox)
-            if rows == 0:
-                break
-            node.start()  # it came in after the drain: let this node deliver it too
-        assert rows == 0, f"{rows} records still in the outbox after three drains"
+        last_seq = drain_outbox(node, tmp_path / "edge-x-outbox.db")
     finally:
         if node is not None:
             node.stop()

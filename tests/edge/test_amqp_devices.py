@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.testing import wait_for
+from tests.kit.nodes import dead_letter_reasons, write_node
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -31,15 +31,10 @@ pytestmark = [pytest.mark.broker, pytest.mark.skipif(not rabbit_up(), reason="no
 
 
 def write(tmp: Path, broker: int, devices: list[dict[str, Any]]) -> Path:
-    (tmp / "products.yaml").write_text(yaml.safe_dump({"products": [
-        {"name": "meter", "properties": {"power": {"type": "number", "min": 0, "max": 1000}}}]}))
-    (tmp / "devices.yaml").write_text(yaml.safe_dump({"devices": devices}))
-    (tmp / "p.yaml").write_text(yaml.safe_dump({"name": "all", "product": "meter", "steps": [{"device_input": {}}]}))
-    (tmp / "node.yaml").write_text(yaml.safe_dump({
-        "node": "edge-a", "broker": {"host": "127.0.0.1", "port": broker}, "store": {"path": "n.db"},
-        "products": ["products.yaml"], "devices": ["devices.yaml"], "pipelines": [{"instance": "all", "pipeline": "p.yaml"}],
-        "publish_telemetry": False}))
-    return tmp / "node.yaml"
+    """Node edge-a with the meters ``devices``, their readings as instance all."""
+    return write_node(tmp, "edge-a", broker_port=broker, devices=devices,
+                      products=[{"name": "meter", "properties": {"power": {"type": "number", "min": 0, "max": 1000}}}],
+                      pipelines={"all": {"name": "all", "product": "meter", "steps": [{"device_input": {}}]}})
 
 
 def test_readings_are_acknowledged_once_on_the_bus_and_a_bad_device_delays_no_other(
@@ -75,8 +70,7 @@ def test_readings_are_acknowledged_once_on_the_bus_and_a_bad_device_delays_no_ot
         wait_for(lambda: "Authentication" in (node.connectors["amqp"].stats()[1]["last_error"] or ""), 20, "the refused login reported")
         assert node.connectors["amqp"].stats()[1]["connected"] is False and node.connectors["amqp"].stats()[1]["reconnects"] >= 1
         assert "wrong-password" not in json.dumps(node.connectors["amqp"].stats())  # no password in stats or heartbeats
-        node.dead_letters.flush()
-        reasons = [d["reason"] for d in node.store.dead_letters()]
+        reasons = dead_letter_reasons(node)
         assert any("malformed JSON" in r for r in reasons) and any("power" in r for r in reasons)
     finally:
         node.stop()

@@ -9,30 +9,24 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import yaml
 
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.testing import wait_for
 from tests.kit.coap import CoapDevice, free_udp_port, request
+from tests.kit.nodes import dead_letter_reasons, write_catalog, write_node
 
 pytestmark = pytest.mark.broker
 
-PRODUCTS = {"products": [{"name": "meter",
-                          "properties": {"power": {"type": "number", "min": 0, "max": 1000}, "on": {"type": "boolean"}},
-                          "services": {"stop": {}, "set_level": {"args": {"level": {"type": "integer"}}}}}]}
+PRODUCTS = [{"name": "meter",
+             "properties": {"power": {"type": "number", "min": 0, "max": 1000}, "on": {"type": "boolean"}},
+             "services": {"stop": {}, "set_level": {"args": {"level": {"type": "integer"}}}}}]
 
 
 def write(tmp: Path, broker: int, devices: list[dict[str, Any]], steps: list[Any] | None = None, **extra: Any) -> Path:
-    (tmp / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
-    (tmp / "devices.yaml").write_text(yaml.safe_dump({"devices": devices}))
-    (tmp / "p.yaml").write_text(yaml.safe_dump({"name": "all", "product": "meter",
-                                                "steps": steps or [{"device_input": {}}]}))
-    cfg = {"node": "edge-c", "broker": {"host": "127.0.0.1", "port": broker}, "store": {"path": "n.db"},
-           "products": ["products.yaml"], "devices": ["devices.yaml"],
-           "pipelines": [{"instance": "all", "pipeline": "p.yaml"}], "publish_telemetry": False, **extra}
-    (tmp / "node.yaml").write_text(yaml.safe_dump(cfg))
-    return tmp / "node.yaml"
+    """Node edge-c with the meters ``devices``, running ``steps`` (default: their readings) as instance all."""
+    return write_node(tmp, "edge-c", broker_port=broker, products=PRODUCTS, devices=devices, pipelines={
+        "all": {"name": "all", "product": "meter", "steps": steps or [{"device_input": {}}]}}, **extra)
 
 
 @pytest.fixture
@@ -44,11 +38,6 @@ def device() -> Iterator[CoapDevice]:
 
 def powers(node: Node, device: str) -> list[float]:
     return [r["values"]["power"] for r in node.store.query(devices=[device])]
-
-
-def reasons(node: Node) -> list[str]:
-    node.dead_letters.flush()
-    return [d["reason"] for d in node.store.dead_letters()]
 
 
 def test_an_observed_device_notifies_and_is_observed_again_after_a_restart(tmp_path: Path, mosquitto: Any,
@@ -67,7 +56,8 @@ def test_an_observed_device_notifies_and_is_observed_again_after_a_restart(tmp_p
         assert powers(node, "c1") == [1.5, 2.0, 3.0, 4.0, 5.0]
         # a notification the product refuses is a dead letter; the observation goes on
         device.notify(b'{"p": 5000}')
-        wait_for(lambda: any("power" in r and "outside" in r for r in reasons(node)), what="the refused notification")
+        wait_for(lambda: any("power" in r and "outside" in r for r in dead_letter_reasons(node)),
+                 what="the refused notification")
         # the device restarts on the same port: it has forgotten its observers; the node registers again
         device.stop()
         device.start()
@@ -101,10 +91,11 @@ def test_polled_devices_count_garbage_and_errors_and_a_slow_one_delays_no_other(
         # the fast device is polled every 100 ms while the others time out after 1 s
         wait_for(lambda: len(powers(node, "fast")) >= 15, timeout=5, what="15 polls of the fast device in 5 s")
         device.body = b"{not json"
-        wait_for(lambda: any(r.startswith("malformed JSON") for r in reasons(node)), what="garbage as a dead letter")
+        wait_for(lambda: any(r.startswith("malformed JSON") for r in dead_letter_reasons(node)),
+                 what="garbage as a dead letter")
         device.code = aiocoap.NOT_FOUND
-        wait_for(lambda: any("answered 4.04 Not Found" in r for r in reasons(node)), what="an error code")
-        wait_for(lambda: sum("unreachable" in r for r in reasons(node)) >= 2, timeout=10,
+        wait_for(lambda: any("answered 4.04 Not Found" in r for r in dead_letter_reasons(node)), what="an error code")
+        wait_for(lambda: sum("unreachable" in r for r in dead_letter_reasons(node)) >= 2, timeout=10,
                  what="the slow and the silent devices reported")
         st = node.stats()["coap"]["devices"]
         assert st["slow"]["errors"] >= 1 and st["gone"]["errors"] >= 1 and "unreachable" in st["gone"]["last_error"]
@@ -154,7 +145,7 @@ def test_pushed_readings_need_a_valid_token_and_bad_ones_are_refused_with_the_re
     wait_for(lambda: node.bus.records_in == 5, what="the 5 accepted readings on the bus")
     assert [r["values"] for r in node.store.query(devices=["c1"])] == [
         {"power": 12.5, "on": True}, {"power": 1}, {"power": 1}, {"power": 1}]
-    assert sum("power" in r and "outside" in r for r in reasons(node)) == 1
+    assert sum("power" in r and "outside" in r for r in dead_letter_reasons(node)) == 1
 
 
 def test_services_and_set_become_coap_requests(tmp_path: Path, mosquitto: Any, device: CoapDevice) -> None:
@@ -188,12 +179,11 @@ def test_bad_coap_bindings_are_refused_naming_the_field(tmp_path: Path) -> None:
         ({"uri": "coap://x/y", "services": {"set_level": {"path": "/l", "payload": {"x": "$speed"}}}},
          "services.set_level"),
     ]:
-        (tmp_path / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
-        (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [
-            {"id": "c1", "product": "meter", "connector": "coap", **spec}]}))
+        products, devices = write_catalog(tmp_path, PRODUCTS,
+                                          [{"id": "c1", "product": "meter", "connector": "coap", **spec}])
         from edge_runtime.devices.catalog import load_catalog
 
         with pytest.raises(SpecError) as err:
-            load_catalog([tmp_path / "products.yaml"], [tmp_path / "devices.yaml"])
+            load_catalog([products], [devices])
         assert err.value.field == field, (spec, str(err.value))
         assert "devices.yaml" in str(err.value)

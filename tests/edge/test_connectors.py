@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -16,6 +15,7 @@ from edge_runtime.devices.catalog import load_catalog
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.testing import wait_for
+from tests.kit.nodes import dead_letter_reasons, write_catalog, write_node
 
 # A protocol in one module: readings appended to a local file, one JSON object a line; ``set`` appends the
 # values to the file's ``.out`` twin. This is all a connector author writes.
@@ -100,21 +100,11 @@ class LineFileConnector(Connector):
             f.write(json.dumps({"set": values}) + "\\n")
 '''
 
-PRODUCTS = """products:
-  - name: heater
-    properties:
-      temperature: {type: number, min: -50, max: 200}
-      setpoint: {type: number}
-    services:
-      reset: {}
-"""
-PIPELINE = """name: cool-down
-product: heater
-steps:
-  - device_input: {}
-  - filter: "temperature > 80"
-  - device_output: {set: {setpoint: "temperature - 30"}}
-"""
+PRODUCTS = [{"name": "heater",
+             "properties": {"temperature": {"type": "number", "min": -50, "max": 200}, "setpoint": {"type": "number"}},
+             "services": {"reset": {}}}]
+PIPELINE = {"name": "cool-down", "product": "heater", "steps": [
+    {"device_input": {}}, {"filter": "temperature > 80"}, {"device_output": {"set": {"setpoint": "temperature - 30"}}}]}
 
 
 @pytest.fixture
@@ -137,30 +127,16 @@ def linefile(tmp_path, monkeypatch):
         registry._ENTRY_POINTS_LOADED = False  # the next lookup scans the installed packages again
 
 
-def write_node(folder: Path, broker_port: int, devices: str) -> Path:
-    (folder / "products.yaml").write_text(PRODUCTS)
-    (folder / "devices.yaml").write_text(devices)
-    (folder / "cool.yaml").write_text(PIPELINE)
-    (folder / "node.yaml").write_text(f"node: edge-lf\nbroker: {{port: {broker_port}}}\nstore: {{path: node.db}}\n"
-                                      "products: [products.yaml]\ndevices: [devices.yaml]\n"
-                                      "pipelines:\n  - {instance: cool, pipeline: cool.yaml}\nstats_interval: 1\n")
-    return folder / "node.yaml"
-
-
-DEVICES = """devices:
-  - id: boiler-1
-    product: heater
-    connector: linefile
-    path: boiler.jsonl
-    mapping: {temperature: temp}
-    ts_field: at
-"""
+BOILER = {"id": "boiler-1", "product": "heater", "connector": "linefile", "path": "boiler.jsonl",
+          "mapping": {"temperature": "temp"}, "ts_field": "at"}
 
 
 @pytest.mark.broker
 def test_a_plugin_connector_feeds_a_real_node_and_carries_out_its_actions(tmp_path, mosquitto, linefile):
     assert linefile.__module__ == "linefile_conn" and "linefile" in names()
-    node = Node(load_node_config(write_node(tmp_path, mosquitto.port, DEVICES)))
+    node = Node(load_node_config(write_node(tmp_path, "edge-lf", broker_port=mosquitto.port, products=PRODUCTS,
+                                            devices=[BOILER], pipelines={"cool": PIPELINE}, publish_telemetry=True,
+                                            stats_interval=1)))
     assert isinstance(node.connectors["linefile"], linefile)
     node.start()
     try:
@@ -180,8 +156,7 @@ def test_a_plugin_connector_feeds_a_real_node_and_carries_out_its_actions(tmp_pa
         assert json.loads(out.read_text().splitlines()[0]) == {"set": {"setpoint": 65.0}}
         # bad lines are dead letters with their reasons, the connector goes on
         wait_for(lambda: node.dead_letters.total >= 2, what="two dead letters")
-        node.dead_letters.flush()
-        reasons = [d["reason"] for d in node.store.dead_letters(10)]
+        reasons = dead_letter_reasons(node)
         assert any("malformed JSON" in r for r in reasons) and any("outside" in r for r in reasons), reasons
         # its stats under its name, its families in /metrics
         wait_for(lambda: node.stats()["linefile"]["boiler-1"]["lines"] == 5, what="stats")
@@ -198,7 +173,7 @@ def test_a_plugin_connector_feeds_a_real_node_and_carries_out_its_actions(tmp_pa
 
 
 def test_a_plugin_connector_checks_its_bindings_naming_file_line_device_and_field(tmp_path, linefile):
-    (tmp_path / "products.yaml").write_text(PRODUCTS)
+    products, _ = write_catalog(tmp_path, PRODUCTS)
     cases = [
         ("    path: 5\n", "path", "expected the path of the file to follow"),
         ("    path: b.jsonl\n    every: often\n", "every", "expected a duration"),
@@ -210,12 +185,12 @@ def test_a_plugin_connector_checks_its_bindings_naming_file_line_device_and_fiel
         devices = tmp_path / "devices.yaml"
         devices.write_text("devices:\n  - id: boiler-2\n    product: heater\n    connector: linefile\n" + options)
         with pytest.raises(SpecError) as err:
-            load_catalog([tmp_path / "products.yaml"], [devices])
+            load_catalog([products], [devices])
         key = field.split(".")[-1]
         line = next(i for i, text in enumerate(devices.read_text().splitlines(), 1) if f"{key}:" in text)
         assert str(err.value).startswith(f"{devices}:{line}, device 'boiler-2', field '{field}': "), str(err.value)
         assert says in str(err.value), str(err.value)
-    err = pytest.raises(SpecError, load_catalog, [tmp_path / "products.yaml"], [], devices_data=[
+    err = pytest.raises(SpecError, load_catalog, [products], [], devices_data=[
         ("d.yaml", {"devices": [{"id": "x", "product": "heater", "connector": "linefile", "paht": "a"}]})]).value
     assert "linefile takes: path, every, mapping, ts_field, ts_unit" in str(err)
 

@@ -11,18 +11,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import yaml
 
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.ports import free_port
 from edge_runtime.testing import wait_for
+from tests.kit.nodes import write_node
 
 pytestmark = pytest.mark.broker
 
-PRODUCTS = {"products": [{"name": "meter", "properties": {"power": {"type": "number", "min": 0, "max": 1000},
-                                                         "on": {"type": "boolean"}},
-                          "services": {"reset": {"args": {"to": {"type": "integer"}}}}}]}
+PRODUCTS = [{"name": "meter",
+             "properties": {"power": {"type": "number", "min": 0, "max": 1000}, "on": {"type": "boolean"}},
+             "services": {"reset": {"args": {"to": {"type": "integer"}}}}}]
 
 
 class Device:
@@ -68,15 +68,9 @@ class Device:
 
 
 def write(tmp: Path, broker: int, devices: list[dict[str, Any]], steps: list[Any] | None = None, **extra: Any) -> Path:
-    (tmp / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
-    (tmp / "devices.yaml").write_text(yaml.safe_dump({"devices": devices}))
-    (tmp / "p.yaml").write_text(yaml.safe_dump({"name": "all", "product": "meter",
-                                                "steps": steps or [{"device_input": {}}]}))
-    cfg = {"node": "edge-h", "broker": {"host": "127.0.0.1", "port": broker}, "store": {"path": "n.db"},
-           "products": ["products.yaml"], "devices": ["devices.yaml"],
-           "pipelines": [{"instance": "all", "pipeline": "p.yaml"}], "publish_telemetry": False, **extra}
-    (tmp / "node.yaml").write_text(yaml.safe_dump(cfg))
-    return tmp / "node.yaml"
+    """Node edge-h with the meters ``devices``, running ``steps`` (default: their readings) as instance all."""
+    return write_node(tmp, "edge-h", broker_port=broker, products=PRODUCTS, devices=devices, pipelines={
+        "all": {"name": "all", "product": "meter", "steps": steps or [{"device_input": {}}]}}, **extra)
 
 
 @pytest.fixture
@@ -251,7 +245,5 @@ def test_bad_http_bindings_are_refused_naming_the_field(tmp_path: Path) -> None:
         ({"id": "x", "product": "meter", "connector": "http", "services": {"reset": {"url": "/r", "method": "GET"}}},
          "POST, PUT"),
     )):
-        folder = tmp_path / f"case-{i}"
-        folder.mkdir()
         with pytest.raises(SpecError, match=want):
-            load_node_config(write(folder, 1883, [device]))
+            load_node_config(write(tmp_path / f"case-{i}", 1883, [device]))

@@ -11,7 +11,7 @@ from edge_runtime.operators.base import SpecError
 from edge_runtime.testing import wait_for
 from edgeloop.devkit.modbus import ModbusServer
 from tests.kit.mqtt import publisher
-from tests.kit.nodes import reading, write_config
+from tests.kit.nodes import pump_app_node, reading
 
 
 def test_the_text_format_escapes_labels_and_writes_numbers_prometheus_reads() -> None:
@@ -25,25 +25,20 @@ def test_the_text_format_escapes_labels_and_writes_numbers_prometheus_reads() ->
 
 
 def test_a_bad_metrics_section_is_refused_naming_the_field(tmp_path) -> None:
-    path = write_config(tmp_path, 1883, 502, metrics={"port": "ninety"})
+    path = pump_app_node(tmp_path, 1883, 502, metrics={"port": "ninety"})
     with pytest.raises(SpecError) as e:
         load_node_config(path)
     assert "metrics.port" in str(e.value) and "ninety" in str(e.value)
 
 
-def mk(path):
-    path.mkdir()
-    return path
-
-
 def test_a_metrics_token_the_config_names_must_exist_and_remote_metrics_need_one(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("NO_SUCH_TOKEN_VAR", raising=False)
     with pytest.raises(SpecError, match="NO_SUCH_TOKEN_VAR"):
-        load_node_config(write_config(mk(tmp_path / "a"), 1883, 502, metrics={"port": 0, "token_env": "NO_SUCH_TOKEN_VAR"}))
+        load_node_config(pump_app_node(tmp_path / "a", 1883, 502, metrics={"port": 0, "token_env": "NO_SUCH_TOKEN_VAR"}))
     with pytest.raises(SpecError, match="need a token"):
-        load_node_config(write_config(mk(tmp_path / "b"), 1883, 502, metrics={"port": 0, "host": "10.1.2.3"}))
+        load_node_config(pump_app_node(tmp_path / "b", 1883, 502, metrics={"port": 0, "host": "10.1.2.3"}))
     monkeypatch.setenv("SCRAPE_TOKEN", "abc")
-    cfg = load_node_config(write_config(mk(tmp_path / "c"), 1883, 502,
+    cfg = load_node_config(pump_app_node(tmp_path / "c", 1883, 502,
                                         metrics={"host": "10.1.2.3", "token_env": "SCRAPE_TOKEN"}))
     assert (cfg.metrics.host, cfg.metrics.port, cfg.metrics.bearer) == ("10.1.2.3", 9464, "abc")
 
@@ -53,7 +48,7 @@ def test_a_metrics_token_the_config_names_must_exist_and_remote_metrics_need_one
 def test_a_node_serves_its_counters_on_metrics_behind_its_token(tmp_path, mosquitto) -> None:
     server = ModbusServer().start()
     server.set_holding(0, [700, 150])
-    node = Node(load_node_config(write_config(tmp_path, mosquitto.port, server.port,
+    node = Node(load_node_config(pump_app_node(tmp_path, mosquitto.port, server.port,
                                               metrics={"port": 0, "token": "scrape-me"})))
     node.start()
     try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from edge_runtime.mqtt import BrokerConfig, MqttLink
 from edge_runtime.testing import wait_for
+from tests.kit.mqtt import publisher
 
 pytestmark = pytest.mark.broker
 
@@ -30,9 +30,7 @@ def test_every_message_arrives_once_in_order_whatever_its_size_and_qos(mosquitto
     link.start()
     try:
         assert link.wait_connected(10)
-        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="link-test-pub")
-        pub.connect("127.0.0.1", mosquitto.port)
-        pub.loop_start()
+        pub = publisher(mosquitto.port)
         wait_for(lambda: link.client._sock is not None, what="subscribed")
         sent, infos, levels = [], [], {}
         for i in range(1500):

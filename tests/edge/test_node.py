@@ -17,8 +17,9 @@ from edge_runtime.node import Node, load_node_config
 from edge_runtime.testing import wait_for
 from edgeloop.devkit.modbus import ModbusServer
 from tests.kit import ROOT
+from tests.kit.cli import edgeloop
 from tests.kit.mqtt import Collector, publisher
-from tests.kit.nodes import reading, write_config
+from tests.kit.nodes import dead_letter_reasons, pump_app_node, reading
 
 pytestmark = [pytest.mark.broker, pytest.mark.modbus]
 
@@ -27,7 +28,7 @@ def node_env(tmp_path, mosquitto):
     server = ModbusServer().start()
     server.set_holding(0, [int(70.0 * 10), 150])  # 70.0 degC, 1.50 mm/s
     server.set_coil(0, True)
-    cfg = load_node_config(write_config(tmp_path, mosquitto.port, server.port))
+    cfg = load_node_config(pump_app_node(tmp_path, mosquitto.port, server.port))
     node = Node(cfg)
     out = Collector(mosquitto.port, "edgeloop/edge-t/#")
     node.start()
@@ -92,9 +93,7 @@ def test_bad_input_becomes_dead_letters_and_the_node_keeps_running(node_env):
                                                       "values": {"temperature": 51.5}}).encode(), qos=1).wait_for_publish(5)
     wait_for(lambda: node.dead_letters.total >= len(bad), what="dead letters for each bad message")
     wait_for(lambda: len(node.store.query(devices=["pump-1", "pump-2"], since=t)) == 2, what="the good records")
-    node.dead_letters.flush()
-    stored = node.store.dead_letters(100)
-    reasons = [d["reason"] for d in stored]
+    reasons = dead_letter_reasons(node)
     for _, _, expected in bad:
         assert any(expected in r for r in reasons), f"no dead letter saying {expected!r} in {reasons}"
     # counted and reported in the node's stats
@@ -156,7 +155,7 @@ def test_node_reconnects_after_broker_restart(node_env):
 def test_node_run_cli_stops_cleanly_on_sigterm(tmp_path, mosquitto):
     server = ModbusServer().start()
     try:
-        cfg = write_config(tmp_path, mosquitto.port, server.port)
+        cfg = pump_app_node(tmp_path, mosquitto.port, server.port)
         out = Collector(mosquitto.port, "edgeloop/edge-t/status")
         proc = subprocess.Popen([sys.executable, "-m", "edgeloop", "node", "run", "--config", str(cfg)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -175,7 +174,7 @@ def test_node_run_cli_stops_cleanly_on_sigterm(tmp_path, mosquitto):
 def test_node_yaml_instances_of_one_template_bring_their_own_params(tmp_path):
     from edge_runtime.operators.base import SpecError
 
-    cfg = write_config(tmp_path, 1883, 502)
+    cfg = pump_app_node(tmp_path, 1883, 502)
     data = yaml.safe_load(cfg.read_text())
     data["pipelines"].append({"instance": "overheat-strict", "pipeline": "pipelines/overheat.yaml",
                               "params": {"hot_c": 70, "vibration_mm_s": 3}})
@@ -205,8 +204,7 @@ def test_bad_node_config_exits_2_naming_file_line_and_field(tmp_path):
     bad = tmp_path / "node.yaml"
     bad.write_text("node: edge-x\nbroker: {port: 1883}\nproducts: [p.yaml]\n")
     (tmp_path / "p.yaml").write_text("products:\n  - name: pump\n    properties:\n      t: {type: numbr}\n")
-    proc = subprocess.run([sys.executable, "-m", "edgeloop", "node", "run", "--config", str(bad)],
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = edgeloop("node", "run", "--config", str(bad))
     assert proc.returncode == 2
     assert "p.yaml:4" in proc.stderr and "properties.t.type" in proc.stderr and "numbr" in proc.stderr
 
@@ -216,7 +214,7 @@ def test_a_window_open_across_a_clean_restart_keeps_its_readings(tmp_path, mosqu
     again on the same config, the window goes on: its aggregate holds the readings from before the restart."""
     server = ModbusServer().start()
     server.set_holding(0, [700, 150])
-    cfg_path = write_config(tmp_path, mosquitto.port, server.port)
+    cfg_path = pump_app_node(tmp_path, mosquitto.port, server.port)
     out = Collector(mosquitto.port, "edgeloop/edge-t/pipelines/overheat/out")
     pub = publisher(mosquitto.port)
     t0 = 1_800_000_000.0  # a multiple of 5: the window [t0, t0 + 5) of the overheat pipeline

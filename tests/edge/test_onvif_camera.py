@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import yaml
 
 from edge_runtime.connectors.onvif import discover, stream_uri
 from edge_runtime.devices.catalog import load_catalog
@@ -18,12 +17,14 @@ from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.records import RecordError
 from edge_runtime.testing import wait_for
+from tests.kit.cli import edgeloop
+from tests.kit.nodes import write_catalog, write_node
 from tests.kit.onvif import OnvifCamera
 
 pytestmark = pytest.mark.broker
 
-PRODUCTS = {"products": [{"name": "street_camera", "properties": {"frame": {"type": "video"}},
-                          "services": {"look_left": {}, "go_to": {"args": {"name": {"type": "string"}}}}}]}
+PRODUCTS = [{"name": "street_camera", "properties": {"frame": {"type": "video"}},
+             "services": {"look_left": {}, "go_to": {"args": {"name": {"type": "string"}}}}}]
 
 
 @pytest.fixture
@@ -44,15 +45,12 @@ def test_a_directed_ws_discovery_probe_finds_the_camera(camera: OnvifCamera) -> 
 
 def test_edgeloop_onvif_discover_prints_the_camera(camera: OnvifCamera) -> None:
     import json
-    import subprocess
-    import sys
 
-    cmd = [sys.executable, "-m", "edgeloop", "onvif", "discover", "--timeout", "1"]
-    out = subprocess.run([*cmd, "--to", f"127.0.0.1:{camera.discovery_port}", "--json"], capture_output=True,
-                         text=True, timeout=60)
+    discover = ("onvif", "discover", "--timeout", "1")
+    out = edgeloop(*discover, "--to", f"127.0.0.1:{camera.discovery_port}", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["xaddrs"] == [f"{camera.base}/device_service"]
-    bad = subprocess.run([*cmd, "--to", "nowhere"], capture_output=True, text=True, timeout=60)
+    bad = edgeloop(*discover, "--to", "nowhere")
     assert bad.returncode == 2 and "expected host:port" in bad.stderr
 
 
@@ -73,22 +71,17 @@ def test_the_stream_uri_needs_the_account_and_names_the_profile(camera: OnvifCam
 
 def test_a_node_reads_the_onvif_camera_and_moves_it_through_services(tmp_path: Path, mosquitto: Any,
                                                                     camera: OnvifCamera) -> None:
-    (tmp_path / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [
+    cfg = write_node(tmp_path, "edge-onvif", broker_port=mosquitto.port, products=PRODUCTS, devices=[
         {"id": "street-4", "product": "street_camera", "connector": "video", "stall_timeout": 2,
          "onvif": {"host": "127.0.0.1", "port": camera.port, "profile": "main", "username_env": "CAM_USER",
                    "password_env": "CAM_PASSWORD"},
          "services": {"look_left": {"ptz": "continuous_move", "pan": -0.5, "timeout": "1s"},
-                      "go_to": {"ptz": "goto_preset", "preset": "$name"}}}]}))
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"name": "patrol", "product": "street_camera", "steps": [
-        {"device_input": {}}, {"sample": {"every": 1000}},
-        {"device_output": {"service": "look_left"}},
-        {"device_output": {"service": "go_to", "args": {"name": "'gate'"}}}]}))
-    (tmp_path / "node.yaml").write_text(yaml.safe_dump({
-        "node": "edge-onvif", "broker": {"host": "127.0.0.1", "port": mosquitto.port}, "store": {"path": "n.db"},
-        "products": ["products.yaml"], "devices": ["devices.yaml"], "publish_telemetry": False,
-        "pipelines": [{"instance": "patrol", "pipeline": "p.yaml"}]}))
-    node = Node(load_node_config(tmp_path / "node.yaml"))
+                      "go_to": {"ptz": "goto_preset", "preset": "$name"}}}],
+        pipelines={"patrol": {"name": "patrol", "product": "street_camera", "steps": [
+            {"device_input": {}}, {"sample": {"every": 1000}},
+            {"device_output": {"service": "look_left"}},
+            {"device_output": {"service": "go_to", "args": {"name": "'gate'"}}}]}})
+    node = Node(load_node_config(cfg))
     node.start()
     try:
         wait_for(lambda: node.connectors["video"].cameras["street-4"].stats()["frames"] >= 10, 30, "frames from the ONVIF camera")
@@ -112,9 +105,8 @@ def test_a_node_reads_the_onvif_camera_and_moves_it_through_services(tmp_path: P
     ({"url": "rtsp://10.0.0.4/s", "services": {"look_left": {"ptz": "stop"}}}, "services.look_left"),
 ])
 def test_bad_onvif_bindings_are_refused_naming_the_field(tmp_path: Path, device: dict[str, Any], field: str) -> None:
-    (tmp_path / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [
-        {"id": "c", "product": "street_camera", "connector": "video", **device}]}))
+    products, devices = write_catalog(tmp_path, PRODUCTS,
+                                      [{"id": "c", "product": "street_camera", "connector": "video", **device}])
     with pytest.raises(SpecError) as err:
-        load_catalog([tmp_path / "products.yaml"], [tmp_path / "devices.yaml"])
+        load_catalog([products], [devices])
     assert err.value.field == field, str(err.value)

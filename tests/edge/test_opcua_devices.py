@@ -9,21 +9,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import yaml
 
 from edge_runtime.devices.catalog import load_catalog
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.ports import free_port
 from edge_runtime.testing import wait_for
+from tests.kit.nodes import dead_letter_reasons, write_catalog, write_node
 from tests.kit.opcua import OpcuaServer
 
 pytestmark = pytest.mark.broker
 
-PRODUCTS = {"products": [{"name": "pump",
-                          "properties": {"temperature": {"type": "number", "min": -40, "max": 200},
-                                         "running": {"type": "boolean"}, "speed": {"type": "integer"}},
-                          "services": {"stop": {}, "set_speed": {"args": {"rpm": {"type": "integer"}}}}}]}
+PRODUCTS = [{"name": "pump",
+             "properties": {"temperature": {"type": "number", "min": -40, "max": 200},
+                            "running": {"type": "boolean"}, "speed": {"type": "integer"}},
+             "services": {"stop": {}, "set_speed": {"args": {"rpm": {"type": "integer"}}}}}]
 
 
 def pump(n: int, endpoint: str, **extra: Any) -> dict[str, Any]:
@@ -33,15 +33,9 @@ def pump(n: int, endpoint: str, **extra: Any) -> dict[str, Any]:
 
 
 def write(tmp: Path, broker: int, devices: list[dict[str, Any]], steps: list[Any] | None = None) -> Path:
-    (tmp / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
-    (tmp / "devices.yaml").write_text(yaml.safe_dump({"devices": devices}))
-    (tmp / "p.yaml").write_text(yaml.safe_dump({"name": "all", "product": "pump",
-                                                "steps": steps or [{"device_input": {}}]}))
-    cfg = {"node": "edge-o", "broker": {"host": "127.0.0.1", "port": broker}, "store": {"path": "n.db"},
-           "products": ["products.yaml"], "devices": ["devices.yaml"],
-           "pipelines": [{"instance": "all", "pipeline": "p.yaml"}], "publish_telemetry": False}
-    (tmp / "node.yaml").write_text(yaml.safe_dump(cfg))
-    return tmp / "node.yaml"
+    """Node edge-o with the pumps ``devices``, running ``steps`` (default: their readings) as instance all."""
+    return write_node(tmp, "edge-o", broker_port=broker, products=PRODUCTS, devices=devices, pipelines={
+        "all": {"name": "all", "product": "pump", "steps": steps or [{"device_input": {}}]}})
 
 
 @pytest.fixture
@@ -53,11 +47,6 @@ def plc() -> Iterator[OpcuaServer]:
 
 def temps(node: Node, device: str) -> list[float]:
     return [r["values"]["temperature"] for r in node.store.query(devices=[device]) if "temperature" in r["values"]]
-
-
-def reasons(node: Node) -> list[str]:
-    node.dead_letters.flush()
-    return [d["reason"] for d in node.store.dead_letters()]
 
 
 def test_subscribed_values_arrive_and_the_subscription_comes_back_after_a_server_restart(
@@ -76,7 +65,7 @@ def test_subscribed_values_arrive_and_the_subscription_comes_back_after_a_server
                  what="pump-2 stopping")
         # a value the product refuses is a dead letter naming the node; the subscription goes on
         plc.set("Pump1.Temperature", 500.0)
-        wait_for(lambda: any("Pump1.Temperature" in r and "outside" in r for r in reasons(node)),
+        wait_for(lambda: any("Pump1.Temperature" in r and "outside" in r for r in dead_letter_reasons(node)),
                  what="the refused value")
         (ep,) = node.connectors["opcua"].endpoints.values()
         assert ep.connected and ep.reconnects == 0
@@ -137,12 +126,12 @@ def test_unknown_nodes_refused_logins_and_an_unreachable_server_are_reported_and
     try:
         # the healthy device keeps its pace while the others fail
         wait_for(lambda: len(temps(node, "pump-2")) >= 10, timeout=10, what="ten reads of the healthy pump")
-        wait_for(lambda: any("NoSuchThing" in r and "BadNodeIdUnknown" in r for r in reasons(node)),
+        wait_for(lambda: any("NoSuchThing" in r and "BadNodeIdUnknown" in r for r in dead_letter_reasons(node)),
                  what="the unknown node id named")
-        wait_for(lambda: any(r.startswith("the server refused the session") for r in reasons(node)), timeout=15,
-                 what="the refused login")
-        wait_for(lambda: any(r.startswith("the server is unreachable") for r in reasons(node)), timeout=15,
-                 what="the unreachable server")
+        wait_for(lambda: any(r.startswith("the server refused the session") for r in dead_letter_reasons(node)),
+                 timeout=15, what="the refused login")
+        wait_for(lambda: any(r.startswith("the server is unreachable") for r in dead_letter_reasons(node)),
+                 timeout=15, what="the unreachable server")
         by_url = {s["endpoint"]: s for s in node.stats()["opcua"]}
         assert by_url[locked.endpoint]["accepted"] == 0 and not by_url[locked.endpoint]["connected"]
         assert "wrong" not in str(node.stats()["opcua"])  # the password never shows
@@ -197,9 +186,8 @@ def test_a_secure_only_server_refuses_a_plain_session_and_takes_a_signed_and_enc
      "services.set_speed"),
 ])
 def test_bad_opcua_bindings_are_refused_naming_the_field(tmp_path: Path, change: dict[str, Any], field: str) -> None:
-    (tmp_path / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [{**pump(1, "opc.tcp://plc:4840"), **change}]}))
+    products, devices = write_catalog(tmp_path, PRODUCTS, [{**pump(1, "opc.tcp://plc:4840"), **change}])
     with pytest.raises(SpecError) as err:
-        load_catalog([tmp_path / "products.yaml"], [tmp_path / "devices.yaml"])
+        load_catalog([products], [devices])
     assert err.value.field == field, str(err.value)
     assert "devices.yaml" in str(err.value)

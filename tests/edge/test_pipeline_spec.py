@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import ParamValueError, Pipeline, load_pipeline, parse_pipeline
-from tests.kit import ROOT
+from tests.kit.cli import edgeloop
 
 OVERHEAT = """\
 name: pump-overheat
@@ -81,11 +78,6 @@ def test_builder_error_points_at_the_call():
     assert len(b.build().steps) == 1  # the bad calls left nothing behind
 
 
-def run_cli(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "edgeloop", *args], capture_output=True, text=True,
-                          input=stdin, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
-
-
 def test_cli_replay_writes_outputs_in_order_and_counts_bad_lines(tmp_path):
     spec = tmp_path / "p.yaml"
     spec.write_text(OVERHEAT)
@@ -101,7 +93,7 @@ def test_cli_replay_writes_outputs_in_order_and_counts_bad_lines(tmp_path):
     out = tmp_path / "out.jsonl"
     dead = tmp_path / "dead.jsonl"
     alerts = tmp_path / "alerts.jsonl"
-    proc = run_cli("pipeline", "run", str(spec), "--input", str(inp), "--output", str(out),
+    proc = edgeloop("pipeline", "run", str(spec), "--input", str(inp), "--output", str(out),
                    "--dead-letters", str(dead), "--alerts", str(alerts))
     assert proc.returncode == 0, proc.stderr
     assert "2 bad input lines" in proc.stderr
@@ -126,10 +118,10 @@ def test_cli_bad_spec_exits_2_with_the_error_on_stderr(tmp_path):
     spec.write_text("name: p\nsteps:\n  - device_input: {}\n  - filter: {expr: 'a ** '}\n")
     inp = tmp_path / "in.jsonl"
     inp.write_text("")
-    proc = run_cli("pipeline", "run", str(spec), "--input", str(inp), "--output", str(tmp_path / "o.jsonl"))
+    proc = edgeloop("pipeline", "run", str(spec), "--input", str(inp), "--output", str(tmp_path / "o.jsonl"))
     assert proc.returncode == 2
     assert "bad.yaml:4" in proc.stderr and "step #2 filter" in proc.stderr and "field 'expr'" in proc.stderr
-    missing = run_cli("pipeline", "validate", str(tmp_path / "nope.yaml"))
+    missing = edgeloop("pipeline", "validate", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "nope.yaml" in missing.stderr
 
 
@@ -137,7 +129,7 @@ def test_replay_from_stdin_to_stdout(tmp_path):
     spec = tmp_path / "p.yaml"
     spec.write_text("name: p\nsteps:\n  - device_input: {}\n  - change_trigger: {fields: [state]}\n")
     recs = [{"device": "d", "ts": float(i), "values": {"state": s}} for i, s in enumerate("aabbba")]
-    proc = run_cli("pipeline", "run", str(spec), "-i", "-", "-o", "-",
+    proc = edgeloop("pipeline", "run", str(spec), "-i", "-", "-o", "-",
                    stdin="".join(json.dumps(r) + "\n" for r in recs))
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(x)["values"]["state"] for x in proc.stdout.splitlines()] == ["a", "b", "a"]
@@ -227,13 +219,13 @@ def test_cli_runs_and_validates_a_template_with_param_values(tmp_path):
     spec.write_text(TEMPLATE)
     recs = [{"device": "pump-1", "ts": float(i), "values": {"temperature": t}} for i, t in enumerate([79, 85, 91, 95])]
     stdin = "".join(json.dumps(r) + "\n" for r in recs)
-    default = run_cli("pipeline", "run", str(spec), "-i", "-", "-o", "-", stdin=stdin)
-    hot = run_cli("pipeline", "run", str(spec), "-i", "-", "-o", "-", "--param", "limit=90", "-p", "level=ERROR",
+    default = edgeloop("pipeline", "run", str(spec), "-i", "-", "-o", "-", stdin=stdin)
+    hot = edgeloop("pipeline", "run", str(spec), "-i", "-", "-o", "-", "--param", "limit=90", "-p", "level=ERROR",
                   stdin=stdin)
     assert default.returncode == hot.returncode == 0, default.stderr + hot.stderr
     assert [json.loads(x)["values"]["temperature"] for x in default.stdout.splitlines()] == [85, 91, 95]
     assert [json.loads(x)["values"]["temperature"] for x in hot.stdout.splitlines()] == [91, 95]
-    bad = run_cli("pipeline", "validate", str(spec), "--param", "limit=hot")
+    bad = edgeloop("pipeline", "validate", str(spec), "--param", "limit=hot")
     assert bad.returncode == 2 and "parameter 'limit': expected a number like its default 80, got 'hot'" in bad.stderr
-    malformed = run_cli("pipeline", "validate", str(spec), "--param", "limit")
+    malformed = edgeloop("pipeline", "validate", str(spec), "--param", "limit")
     assert malformed.returncode == 2 and "--param 'limit': expected NAME=VALUE" in malformed.stderr

@@ -11,22 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from edge_runtime.devices.catalog import load_catalog
 from edge_runtime.node import Node, load_node_config
 from edge_runtime.operators.base import SpecError
 from edge_runtime.testing import wait_for
 from tests.kit.mqtt import Collector, publisher
+from tests.kit.nodes import dead_letter_reasons, write_catalog, write_node
 from tests.kit.opcua import OpcuaServer
 
 pytestmark = pytest.mark.broker
 
-PRODUCTS = {"products": [{"name": "pump",
-                          "properties": {"temperature": {"type": "number"}, "running": {"type": "boolean"}},
-                          "services": {"stop": {}},
-                          "events": {"overheat": {"level": "WARN", "fields": ["temperature"]},
-                                     "jammed": {"level": "ERROR", "fields": ["code"]}}}]}
+PRODUCTS = [{"name": "pump",
+             "properties": {"temperature": {"type": "number"}, "running": {"type": "boolean"}},
+             "services": {"stop": {}},
+             "events": {"overheat": {"level": "WARN", "fields": ["temperature"]},
+                        "jammed": {"level": "ERROR", "fields": ["code"]}}}]
 ON_EVENT = {"name": "on-event", "product": "pump", "steps": [
     {"event_input": ["overheat", "jammed"]}, {"custom_function": {"set": {"seen": "event"}}}]}
 READINGS = {"name": "readings", "product": "pump", "steps": [{"device_input": {}}]}
@@ -36,22 +36,14 @@ def test_events_from_devices_and_from_conditions_reach_event_input_and_only_it(
         tmp_path: Path, mosquitto: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PUMP_HTTP_TOKEN", "secret")
     plc = OpcuaServer(pumps=1).start()
-    (tmp_path / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [
+    cfg = write_node(tmp_path, "edge-e", broker_port=mosquitto.port, products=PRODUCTS, devices=[
         {"id": "mq", "product": "pump", "connector": "mqtt", "topic": "plant/mq", "event_topic": "plant/mq/events"},
         {"id": "hp", "product": "pump", "connector": "http", "token_env": "PUMP_HTTP_TOKEN"},
         {"id": "ua", "product": "pump", "connector": "opcua", "endpoint": plc.endpoint, "interval": "50ms",
-         "nodes": {"temperature": "ns=2;s=Pump1.Temperature"}, "events": {"overheat": "temperature > 90"}}]}))
-    (tmp_path / "on-event.yaml").write_text(yaml.safe_dump(ON_EVENT))
-    (tmp_path / "readings.yaml").write_text(yaml.safe_dump(READINGS))
-    (tmp_path / "node.yaml").write_text(yaml.safe_dump({
-        "node": "edge-e", "broker": {"host": "127.0.0.1", "port": mosquitto.port}, "store": {"path": "n.db"},
-        "products": ["products.yaml"], "devices": ["devices.yaml"], "publish_telemetry": False,
-        "http": {"port": 0}, "outputs": {"qos": 1},
-        "pipelines": [{"instance": "events", "pipeline": "on-event.yaml"},
-                      {"instance": "readings", "pipeline": "readings.yaml"}]}))
+         "nodes": {"temperature": "ns=2;s=Pump1.Temperature"}, "events": {"overheat": "temperature > 90"}}],
+        pipelines={"events": ON_EVENT, "readings": READINGS}, http={"port": 0}, outputs={"qos": 1})
     out = Collector(mosquitto.port, "edgeloop/edge-e/pipelines/+/out")
-    node = Node(load_node_config(tmp_path / "node.yaml"))
+    node = Node(load_node_config(cfg))
     node.start()
     pub = publisher(mosquitto.port)
     try:
@@ -80,8 +72,7 @@ def test_events_from_devices_and_from_conditions_reach_event_input_and_only_it(
         # the readings pipeline saw readings only
         wait_for(lambda: any(r["device"] == "mq" for r in out.payloads("/readings/out")), what="the MQTT reading")
         assert all("event" not in r["values"] for r in out.payloads("/readings/out"))
-        node.dead_letters.flush()
-        assert any("declares no event 'exploded'" in d["reason"] for d in node.store.dead_letters())
+        assert any("declares no event 'exploded'" in r for r in dead_letter_reasons(node))
     finally:
         pub.loop_stop()
         out.close()
@@ -97,17 +88,15 @@ def test_events_from_devices_and_from_conditions_reach_event_input_and_only_it(
     ({"event_topic": "plant/p"}, "event_topic"),
 ])
 def test_bad_event_bindings_are_refused_naming_the_field(tmp_path: Path, change: dict[str, Any], field: str) -> None:
-    (tmp_path / "products.yaml").write_text(yaml.safe_dump(PRODUCTS))
-    (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [
-        {"id": "p", "product": "pump", "connector": "mqtt", "topic": "plant/p", **change}]}))
+    products, devices = write_catalog(tmp_path, PRODUCTS,
+                                      [{"id": "p", "product": "pump", "connector": "mqtt", "topic": "plant/p", **change}])
     with pytest.raises(SpecError) as err:
-        load_catalog([tmp_path / "products.yaml"], [tmp_path / "devices.yaml"])
+        load_catalog([products], [devices])
     assert err.value.field == field, str(err.value)
 
 
 def test_a_property_cannot_be_called_event(tmp_path: Path) -> None:
-    (tmp_path / "products.yaml").write_text(yaml.safe_dump({"products": [
-        {"name": "x", "properties": {"event": {"type": "string"}}}]}))
+    products, _ = write_catalog(tmp_path, [{"name": "x", "properties": {"event": {"type": "string"}}}])
     with pytest.raises(SpecError) as err:
-        load_catalog([tmp_path / "products.yaml"])
+        load_catalog([products])
     assert err.value.field == "properties.event"

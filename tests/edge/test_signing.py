@@ -6,15 +6,13 @@ import base64
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edge_runtime import signing
 from edge_runtime.signing import BundleRefused, verify_bundle
-from tests.kit import ROOT
+from tests.kit.cli import edgeloop
 
 ARCHIVE = bytes(range(256)) * 4096 + b"tail"  # ~1 MiB: more than one read chunk for the streamed hash
 
@@ -177,15 +175,9 @@ def test_load_public_keys_from_a_directory_and_a_list(keys, tmp_path):
         signing.load_public_keys(keys["priv_path"])
 
 
-def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env}
-    return subprocess.run([sys.executable, "-m", "edgeloop", *args], cwd=ROOT, env=e,
-                          capture_output=True, text=True, timeout=60)
-
-
 def test_cli_keys_init_and_show(tmp_path):
     d = tmp_path / "k"
-    out = _cli("keys", "init", "--dir", str(d))
+    out = edgeloop("keys", "init", "--dir", str(d))
     assert out.returncode == 0, out.stderr
     assert (d / "signing.key").is_file() and (d / "signing.pub").is_file()
     assert stat.S_IMODE(os.stat(d / "signing.key").st_mode) == 0o600
@@ -193,16 +185,16 @@ def test_cli_keys_init_and_show(tmp_path):
     assert kid in out.stdout and str(d / "signing.key") in out.stdout
 
     key = (d / "signing.key").read_bytes()
-    again = _cli("keys", "init", "--dir", str(d))
+    again = edgeloop("keys", "init", "--dir", str(d))
     assert again.returncode == 2 and "exists" in again.stderr and "--force" in again.stderr
     assert (d / "signing.key").read_bytes() == key
 
-    show = _cli("keys", "show", "--dir", str(d))
+    show = edgeloop("keys", "show", "--dir", str(d))
     assert show.returncode == 0 and kid in show.stdout and "warning" not in show.stdout
 
-    forced = _cli("keys", "init", "--force", **{"EDGELOOP_KEYS_DIR": str(d)})
+    forced = edgeloop("keys", "init", "--force", env={"EDGELOOP_KEYS_DIR": str(d)})
     assert forced.returncode == 0, forced.stderr
     assert (d / "signing.key").read_bytes() != key and kid not in forced.stdout
 
-    missing = _cli("keys", "show", **{"EDGELOOP_KEYS_DIR": str(tmp_path / "none")})
+    missing = edgeloop("keys", "show", env={"EDGELOOP_KEYS_DIR": str(tmp_path / "none")})
     assert missing.returncode == 2 and "keys init" in missing.stderr

@@ -16,7 +16,7 @@ from edge_runtime.hubclient import HubError
 from edge_runtime.node import Node, load_node_config
 from hub.rollout_cli import rollout_app
 from tests.kit.hub import ADMIN, HubProcess, wait_for
-from tests.kit.nodes import write_node
+from tests.kit.nodes import modbus_upload_node as write_node
 
 HOT = {"name": "hot", "product": "pump", "steps": [{"device_input": {}}, {"filter": "temperature > 20"}]}
 

@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-
-def edgeloop(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeloop", *args], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "COLUMNS": "200"})
+from tests.kit.cli import edgeloop
 
 
 @pytest.fixture(scope="module")

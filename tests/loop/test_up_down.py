@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +14,11 @@ import httpx
 import pytest
 
 from edge_runtime.testing import wait_for
-from tests.kit import ROOT
+from tests.kit.cli import edgeloop
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow, pytest.mark.timeout(900)]
 
 HEALTH = {"hub": "/health", "prefect": "/api/health", "mlflow": "/health", "label_studio": "/health"}
-
-
-def cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeloop", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
 
 
 def answers(url: str) -> bool:
@@ -53,7 +46,7 @@ def test_up_starts_the_stack_and_down_stops_it(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     try:
-        started = cli("up", "--workspace", str(ws), timeout=600)
+        started = edgeloop("up", "--workspace", str(ws), timeout=600)
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
         state: dict[str, Any] = json.loads((ws / "var" / "up" / "stack.json").read_text())
         services = state["services"]
@@ -66,12 +59,12 @@ def test_up_starts_the_stack_and_down_stops_it(tmp_path: Path) -> None:
         got = wait_for(lambda: (lambda d: d if len(d) >= 2 else None)(deployments(services["prefect"]["url"])), 120,
                        "the worker's deployments on the Prefect server")
         assert got == ["hourly", "nightly"]
-        again = cli("up", "--workspace", str(ws), timeout=120)  # idempotent: nothing starts twice
+        again = edgeloop("up", "--workspace", str(ws), timeout=120)  # idempotent: nothing starts twice
         assert again.returncode == 0, again.stderr
         assert json.loads((ws / "var" / "up" / "stack.json").read_text())["services"]["hub"]["pid"] == \
             services["hub"]["pid"]
     finally:
-        stopped = cli("down", "--workspace", str(ws), timeout=120)
+        stopped = edgeloop("down", "--workspace", str(ws), timeout=120)
     assert stopped.returncode == 0, stopped.stderr
     pids = {n: s["pid"] for n, s in services.items() if s.get("pid")}
     for name in ("hub", "prefect", "mlflow", "label_studio", "loop-worker"):

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeloop.devkit import nodes
+
 MODEL = "pump_anomaly"
 LABELS = ["normal", "anomalous"]
 PARAMS: dict[str, Any] = {
@@ -66,28 +68,19 @@ def field_windows(tmp: Path, seed: int, params: dict[str, Any] = PARAMS) -> tupl
 def write_node(folder: Path, broker: int, hub: str, token: str, keys: Path, *, name: str = "edge-p",
                label_share: float = 0.05) -> Path:
     """node.yaml (+ products, devices, pipeline) for four pumps publishing feature windows."""
-    import yaml
-
     feats = features()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "products.yaml").write_text(yaml.safe_dump({"products": [
-        {"name": "pump_window", "properties": {f: {"type": "number"} for f in feats}}]}))
-    (folder / "devices.yaml").write_text(yaml.safe_dump({"devices": [
-        {"id": f"pump-{i}", "product": "pump_window", "connector": "mqtt", "topic": f"plant/pumps/{i}/window",
-         "ts_field": "ts"} for i in range(4)]}))
-    (folder / "score.yaml").write_text(yaml.safe_dump({"name": "score", "product": "pump_window", "steps": [
-        {"device_input": {}},
-        {"apply_model": {"model": MODEL, "inputs": feats, "output": "anomaly",
-                         "select": {"low_confidence": 0.8, "random": label_share, "seed": 1}}},
-        {"upload": {}}]}))
-    cfg = folder / "node.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "node": name, "broker": {"host": "127.0.0.1", "port": broker}, "store": {"path": "node.db"},
-        "products": ["products.yaml"], "devices": ["devices.yaml"],
-        "pipelines": [{"instance": "score", "pipeline": "score.yaml"}], "publish_telemetry": False,
-        "models": {"store": "models", "trusted_keys": [str(keys / "signing.pub")]},
-        "hub": {"url": hub, "token": token, "heartbeat": 0.5}, "outbox": {"path": "outbox.db"}}))
-    return cfg
+    return nodes.write_node(
+        folder, name, broker_port=broker,
+        products=[{"name": "pump_window", "properties": {f: {"type": "number"} for f in feats}}],
+        devices=[{"id": f"pump-{i}", "product": "pump_window", "connector": "mqtt", "topic": f"plant/pumps/{i}/window",
+                  "ts_field": "ts"} for i in range(4)],
+        pipelines={"score": {"name": "score", "product": "pump_window", "steps": [
+            {"device_input": {}},
+            {"apply_model": {"model": MODEL, "inputs": feats, "output": "anomaly",
+                             "select": {"low_confidence": 0.8, "random": label_share, "seed": 1}}},
+            {"upload": {}}]}},
+        models={"store": "models", "trusted_keys": [str(keys / "signing.pub")]},
+        hub={"url": hub, "token": token, "heartbeat": 0.5}, outbox={"path": "outbox.db"})
 
 
 def send(pub: Any, X: np.ndarray, y: np.ndarray, t0: float) -> dict[tuple[str, float], int]:
