@@ -204,10 +204,13 @@ def up(root: Path, *, say: Any = print) -> dict[str, Any]:
                      str(port["prefect"])],
          {"port": port["prefect"], "env": prefect_env, "url": f"http://127.0.0.1:{port['prefect']}",
           "timeout": 180}),
+        # one worker and no job runner: the loop only logs runs and reads the registry (MLflow's defaults start
+        # four web workers and a pool of background-job processes, a dozen interpreters on a small machine)
         ("mlflow", [str(bin_dir / "mlflow"), "server", "--backend-store-uri",
                     f"sqlite:///{root.resolve()}/var/mlflow/mlflow.db", "--host", "127.0.0.1", "--port",
-                    str(port["mlflow"])],
-         {"port": port["mlflow"], "url": f"http://127.0.0.1:{port['mlflow']}", "timeout": 180}),
+                    str(port["mlflow"]), "--workers", "1"],
+         {"port": port["mlflow"], "url": f"http://127.0.0.1:{port['mlflow']}", "timeout": 180,
+          "env": {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}}),
     ], also=label_studio)
     loop_env = {**prefect_env, "PREFECT_API_URL": f"http://127.0.0.1:{port['prefect']}/api",
                 "EDGELOOP_WORKSPACE": str(root.resolve()), "EDGELOOP_HUB_URL": f"http://127.0.0.1:{port['hub']}",

@@ -143,3 +143,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return "session-services" if module in services else module
 
     return ModuleScheduling(config, log)
+
+
+# EDGELOOP_TEST_CPU=FILE: each test's CPU seconds (its process and the children it reaped: hub and node
+# processes, DVC stages, servers it stopped) appended to FILE as JSON lines, to see where the suite's time goes.
+if os.environ.get("EDGELOOP_TEST_CPU"):
+    import json
+    import resource
+    import time
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+        def cpu() -> float:
+            s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+            return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+        t0, c0 = time.perf_counter(), cpu()
+        try:
+            return (yield)
+        finally:
+            with open(os.environ["EDGELOOP_TEST_CPU"], "a") as f:
+                f.write(json.dumps({"test": item.nodeid, "wall": round(time.perf_counter() - t0, 2),
+                                    "cpu": round(cpu() - c0, 2), "worker": os.environ.get("PYTEST_XDIST_WORKER")})
+                        + "\n")
