@@ -4,9 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# Two workers; each test module on one of them, the modules using Label Studio and Prefect together (the
-# scheduler is in tests/conftest.py). `make test XDIST=` runs the suite in one process.
-XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
+# Three workers on two cores (the suite waits on services and processes a good part of the time); each test module
+# on one of them, the modules using Label Studio and Prefect together (the scheduler is in tests/conftest.py).
+# `make test XDIST=` runs the suite in one process.
+XDIST ?= -n 3 --dist loadscope --no-loadscope-reorder
 CODE := edgeloop edge_runtime hub models flows apps tests bench
 
 .PHONY: install deps label-studio static check test demo bench chaos lint types imports clean repro
@@ -70,9 +71,13 @@ static: lint imports types
 check: static deps
 	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
-# The CI gate: the static checks of `make check`, then the whole suite (its fast tests included).
-test: static deps label-studio
-	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+# The CI gate: the static checks of `make check` and the whole suite (its fast tests included); mypy runs beside
+# the tests (it takes a minute cold, on one core, while the suite leaves part of the other idle).
+test: lint imports deps label-studio
+	@$(BIN)/mypy > $(VENV)/mypy.out 2>&1 & mypy=$$!; \
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS); tests=$$?; \
+	wait $$mypy; types=$$?; cat $(VENV)/mypy.out; \
+	test $$tests -eq 0 && test $$types -eq 0
 
 demo: install deps label-studio
 	$(BIN)/edgeloop demo

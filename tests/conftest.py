@@ -3,6 +3,7 @@ Studio and a Prefect server (each once per session where it is slow to start).""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -63,18 +64,33 @@ def rtsp_server() -> Iterator[RtspServer]:
 
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real Label Studio (flows.labelstudio.LabelStudioServer) started once per test session, in a temp dir.
+    """A real Label Studio (edgeloop.devkit.labelstudio.LabelStudioServer) started once per test session.
 
-    ``.url`` and ``.token``; ``.labelling()`` gives a client. Installed by `make label-studio`.
+    Its first start on an empty data folder spends most of a minute migrating its database; the migrated, still
+    empty data (with the test user and token) is kept in the cache (~/.cache/edgeloop) per installed Label Studio, and later
+    sessions start from a copy in about 5 s. ``.url`` and ``.token``; ``.labelling()`` gives a client. Installed
+    by `make label-studio`.
     """
+    from edgeloop.devkit.cache import copy_of, keep, lookup
     from edgeloop.devkit.labelstudio import LabelStudioServer
 
     try:
-        server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"))
-        server.executable()
+        exe = LabelStudioServer.executable()
     except FileNotFoundError as e:
         pytest.fail(str(e))
+    user = {"token": "0123456789abcdef0123456789abcdef01234567", "password": "edgeloop-tests-0123"}  # noqa: S105
+    dist = sorted(p.name for p in exe.parents[1].glob("lib/python*/site-packages/label_studio-*.dist-info"))
+    key = hashlib.sha256("\n".join([str(exe), *dist, *user.values(), "1"]).encode()).hexdigest()[:16]
+    work = tmp_path_factory.mktemp("label-studio") / "ls"
+    migrated = lookup("label-studio", key)
+    if migrated is not None:
+        copy_of(migrated, work)
+    server = LabelStudioServer(work, **user)
     server.start()
+    if migrated is None:  # keep the freshly migrated, still empty data for the next sessions (a restart: 5 s)
+        server.stop()
+        keep("label-studio", key, work)
+        server.start()
     try:
         yield server
     finally:
@@ -97,7 +113,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 #: fixtures that start a service once per test session: the tests using them share one worker, so each starts once
 SESSION_SERVICES = ("label_studio", "prefect_api")
 #: fixtures that train models or start heavy services: their tests are slow (not in `make check`)
-SLOW_FIXTURES = {*SESSION_SERVICES, "workspace", "ws", "cv_models"}
+SLOW_FIXTURES = {*SESSION_SERVICES, "workspace", "ws", "reproduced_ws", "cv_models"}
 TESTS = Path(__file__).parent
 
 
@@ -121,7 +137,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _service_modules(root: Path) -> set[str]:
     """The test modules (as in node ids) that use a session service, read from their source."""
-    pattern = re.compile(r"\b(" + "|".join(SESSION_SERVICES) + r")\b")
+    names = "|".join(SESSION_SERVICES)  # as a parameter (annotated, or bare): the fixture, not a word in a string
+    pattern = re.compile(rf"\b({names})\s*:\s*[A-Za-z]|[(,]\s*({names})\s*[,)]")
     return {str(p.relative_to(root)) for p in TESTS.rglob("test_*.py") if pattern.search(p.read_text())}
 
 

@@ -1,6 +1,8 @@
-"""Trained things worth keeping between runs (the demo's CNNs, the tests' trained workspace), cached on disk
-under a key that changes whenever what they were made from changes: the parameters, the code that trains
-them (``models/``, ``edge_runtime/modelkit.py``) and the versions of the libraries that do.
+"""Trained things worth keeping between runs (the demo's CNNs, the tests' trained workspace, Label Studio's
+migrated database), cached on disk under a key that changes whenever what they were made from changes: the
+parameters, the code that trains them (``models/``, ``edge_runtime/modelkit.py``) and the versions of the
+libraries that do. The cache is ``$EDGELOOP_CACHE``, else ``~/.cache/edgeloop`` (``$XDG_CACHE_HOME``): shared
+by every checkout on the machine, as pip's and PyTorch's caches are.
 
 :func:`cached` builds at most once for a key, whoever asks (several test workers, the demo and a benchmark at
 the same time): the first caller builds into a temporary folder under a file lock and renames it into place
@@ -14,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import uuid
@@ -22,10 +25,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROOT", "CACHE", "fingerprint", "cached", "relocate"]
+__all__ = ["ROOT", "CACHE", "fingerprint", "cached", "lookup", "keep", "copy_of", "relocate"]
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / "var" / "cache"
+CACHE = Path(os.environ.get("EDGELOOP_CACHE")
+             or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgeloop")
 #: the code a trained model depends on: a change in any of these trains again
 TRAINING_CODE = ("models", "edge_runtime/modelkit.py")
 TRAINING_LIBS = ("numpy", "scikit-learn", "torch", "mlflow", "opencv-python-headless")
@@ -70,6 +74,31 @@ def cached(name: str, key: str, build: Callable[[Path], Any], *, cache: Path = C
             build(tmp)
             (tmp / BUILT_AT).write_text(str(tmp))
             for old in cache.glob(f"{name}-*"):  # older keys: never used again
+                shutil.rmtree(old, ignore_errors=True)
+            tmp.rename(entry)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return entry
+
+
+def lookup(name: str, key: str, *, cache: Path = CACHE) -> Path | None:
+    """The cached folder ``cache/name-key`` if it is there (complete), else None."""
+    entry = cache / f"{name}-{key}"
+    return entry if (entry / BUILT_AT).exists() else None
+
+
+def keep(name: str, key: str, folder: Path, *, cache: Path = CACHE) -> Path:
+    """Put a copy of ``folder`` (something made in the course of other work) into the cache as ``name-key``,
+    unless it is there already; for :func:`copy_of` later."""
+    with _locked(cache / f"{name}.lock"):
+        entry = cache / f"{name}-{key}"
+        if (entry / BUILT_AT).exists():
+            return entry
+        tmp = cache / f".{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            shutil.copytree(folder, tmp, symlinks=True)
+            (tmp / BUILT_AT).write_text(str(folder))
+            for old in cache.glob(f"{name}-*"):
                 shutil.rmtree(old, ignore_errors=True)
             tmp.rename(entry)
         finally:

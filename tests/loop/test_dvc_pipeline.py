@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.kit.dvc import dvc, labelled
+from tests.kit.trained import dvc, labelled
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -1,5 +1,6 @@
 """Retraining several models at the same time through Prefect's Dask task runner, in a copy of the project's
-DVC pipeline (tiny SYNTHETIC settings, real DVC, a real MLflow SQLite store, a real Prefect server): two
+DVC pipeline, every stage run (the shared trained workspace: tiny SYNTHETIC settings, real DVC, a real MLflow
+SQLite store), and a real Prefect server: two
 models with new labels train in two Dask worker processes whose trainings overlap, both get a new
 ``challenger`` version, and DVC's bookkeeping leaves the pipeline as `dvc repro` would (up to date)."""
 
@@ -14,7 +15,7 @@ import yaml
 
 from flows import dvc as fdvc
 from flows import steps
-from tests.kit.dvc import dvc
+from tests.kit.trained import dvc
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -28,13 +29,12 @@ def test_the_option_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> 
     assert steps.LoopConfig.from_env().parallel_retrain is True
 
 
-def test_two_models_retrain_at_once_and_the_pipeline_stays_reproduced(ws: Path,  # noqa: F811
-                                                                       prefect_api: str) -> None:
+def test_two_models_retrain_at_once_and_the_pipeline_stays_reproduced(reproduced_ws: Path, prefect_api: str) -> None:
     from flows.loop import retrain_models
     from models import tracking
     from models.common import digest_dir, load_split
 
-    _reproduce(ws)
+    ws = reproduced_ws
     status = dvc(ws, "status")
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
     cfg = steps.LoopConfig(workspace=str(ws), models=list(RETRAINED), min_labels=5)
@@ -88,22 +88,6 @@ def test_two_models_retrain_at_once_and_the_pipeline_stays_reproduced(ws: Path, 
     assert status.returncode == 0 and "Data and pipelines are up to date" in status.stdout, status.stdout
     now = _locked_artifacts(ws)  # dvc.lock records the new artifacts, as `dvc repro` would have
     assert all(now[m] != locked[m] for m in RETRAINED) and now["activity"] == locked["activity"], (locked, now)
-
-
-def _reproduce(root: Path) -> None:
-    """The whole pipeline, as `dvc repro` would run it, but its stages in this process (half the time: no
-    interpreter per stage), recorded in dvc.lock by `dvc commit` (tests/loop/test_dvc_pipeline.py runs `dvc repro`)."""
-    from models import stages
-    from models.common import load_params
-
-    params = load_params(root / "params.yaml")
-    stages.generate(root, params)
-    stages.prepare(root, params)
-    for name in stages.MODELS:
-        stages.train(root, name, params)
-        stages.evaluate(root, name)
-    committed = dvc(root, "commit", "-f", "-q")
-    assert committed.returncode == 0, committed.stderr
 
 
 def _overlap(a: tuple[float, float] | list[float], b: tuple[float, float] | list[float]) -> float:
