@@ -407,11 +407,11 @@ class Engine:
             time.sleep(0.01)
         return False
 
-    def stop_all(self, timeout: float = 10.0) -> None:
+    def stop_all(self, timeout: float = 10.0, *, keep_state: bool = True) -> None:
         """Stop every instance: with a state store each saves its state for the next start (a clean
-        restart), without one each flushes."""
+        restart), without one, or with ``keep_state=False`` (the end for good), each flushes."""
         for name in list(self.workers):
-            self.stop(name, timeout, keep_state=True)
+            self.stop(name, timeout, keep_state=keep_state)
 
     def stats(self) -> list[dict[str, Any]]:
         return [{**w.instance.stats(), "queue": w.queue.qsize(), "processed": w.processed}

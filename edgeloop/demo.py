@@ -143,7 +143,7 @@ class PumpDemo:
         self.sim.join(5)
         self.stats = self.node.stats()
         self.running_after = self.modbus.coil(0)
-        self.node.stop()
+        self.node.stop(keep_state=False)  # the demo's end: windows still open are emitted (an alert may be in one)
         self.watcher.loop_stop()
         self.watcher.disconnect()
         for s in reversed(self.started):

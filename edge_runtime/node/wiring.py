@@ -177,8 +177,10 @@ class Node:
         t.start()
         self._threads.append(t)
 
-    def stop(self) -> None:
-        """Stop in order: no new input, drain the bus and pipelines, then publish the last stats."""
+    def stop(self, *, keep_state: bool = True) -> None:
+        """Stop in order: no new input, drain the bus and pipelines, then publish the last stats. Operators keep
+        their state (open windows, cooldowns) for the next start of the node; ``keep_state=False`` flushes them
+        instead (a node that will not start again: what is open is emitted now)."""
         self._stop.set()
         if self.metrics_server is not None:
             self.metrics_server.stop()
@@ -193,7 +195,7 @@ class Node:
                 log.exception("stopping the %s connector failed", conn.name)
         self.bus.wait_idle(10)
         self.bus.stop()
-        self.engine.stop_all()
+        self.engine.stop_all(keep_state=keep_state)
         self.actuator.stop()
         for t in self._threads:
             t.join(10)

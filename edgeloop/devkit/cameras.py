@@ -135,7 +135,7 @@ class CameraDemo:
             time.sleep(0.1)
         self.played_s = time.time() - self.started_at
         self.stats = {c: s.stats() for c, s in self.node.connectors["video"].cameras.items()}
-        self.node.stop()
+        self.node.stop(keep_state=False)  # the demo ends: what is still open is emitted
 
     def report(self) -> dict[str, Any]:
         """Per camera and in total: frames, fps, alerts, precision/recall, latency, bytes."""
