@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 
 from bench import common  # noqa: E402
 from bench.pipeline_inproc import loadavg, pin_to_one_core  # noqa: E402
-from edge_runtime.engine import Instance  # noqa: E402
+from edge_runtime.instance import Instance  # noqa: E402
 from edge_runtime.modelkit import Predictor  # noqa: E402
 from edge_runtime.pipeline import parse_pipeline  # noqa: E402
 from edge_runtime.records import Batch  # noqa: E402

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 
 from bench import common  # noqa: E402
 from bench.baseline_loop import run_baseline  # noqa: E402
-from edge_runtime.engine import Instance  # noqa: E402
+from edge_runtime.instance import Instance  # noqa: E402
 from edge_runtime.pipeline import parse_pipeline  # noqa: E402
 from edge_runtime.records import DEVICES, Batch  # noqa: E402
 

@@ -55,7 +55,7 @@ from bench import common  # noqa: E402
 from bench.model_apply import artifacts_root, build_artifacts, one_thread, profile_of  # noqa: E402
 from bench.pipeline_inproc import loadavg, pin_to_one_core  # noqa: E402
 from edge_runtime.desensitise import Desensitiser  # noqa: E402
-from edge_runtime.engine import Instance, MemorySinks  # noqa: E402
+from edge_runtime.instance import Instance, MemorySinks  # noqa: E402
 from edge_runtime.modelkit import Predictor, to_tensor  # noqa: E402
 from edge_runtime.modelstore import ModelStore  # noqa: E402
 from edge_runtime.operators.video_inputs import frames_batch  # noqa: E402

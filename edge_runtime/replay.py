@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Iterator
 
 from . import jsonio
-from .engine import DeadLetterList, Instance, MemorySinks
+from .instance import DeadLetterList, Instance, MemorySinks
 from .pipeline import Plan
 from .records import Batch, RecordError, validate_record
 

@@ -16,7 +16,8 @@ from ..connectors.base import NO_STATS, Connector, NodeContext
 from ..connectors.registry import BUILTIN, connector_classes
 from ..connectors.registry import lookup as lookup_connector
 from ..devices.bus import DeadLetterSink, DeviceBus
-from ..engine import Engine, Instance
+from ..engine import Engine
+from ..instance import Instance
 from ..modelprovider import ModelProvider, as_provider
 from ..mqtt import QUEUE_LIMIT, BrokerConfig, MqttLink, RawPublisher
 from ..outbox import Outbox

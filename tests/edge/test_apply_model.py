@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.engine import Instance, MemorySinks
+from edge_runtime.instance import Instance, MemorySinks
 from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import parse_pipeline
 from edge_runtime.records import Batch

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.engine import Instance, MemorySinks
+from edge_runtime.instance import Instance, MemorySinks
 from edge_runtime.operators.base import SpecError
 from edge_runtime.operators.video_inputs import frames_batch
 from edge_runtime.pipeline import parse_pipeline

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.engine import Instance
+from edge_runtime.instance import Instance
 from edge_runtime.modelkit import Predictor
 from edge_runtime.modelstore import InstallError, ModelStore
 from edge_runtime.pipeline import parse_pipeline

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.engine import Instance
+from edge_runtime.instance import Instance
 from edge_runtime.operators import REGISTRY, Operator, StepContext, load_entry_points
 from edge_runtime.operators.base import SpecError
 from edge_runtime.pipeline import parse_pipeline

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from edge_runtime.engine import Instance
+from edge_runtime.instance import Instance
 from edge_runtime.pipeline import parse_pipeline
 from edge_runtime.store import LocalStore
 
