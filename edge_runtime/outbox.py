@@ -280,10 +280,12 @@ class Outbox:
             self.db.execute("DELETE FROM media WHERE id = ?", (media_id,))
             self._count("media.failed" if failed else "media.delivered", 1)
             self.db.execute("COMMIT")
-        if row and failed:  # kept for a person to look at, out of the sender's way
-            Path(row[0]).replace(row[0] + ".rejected") if Path(row[0]).exists() else None
-        elif row:
-            Path(row[0]).unlink(missing_ok=True)
+            # the file goes after the row (a crash in between leaves a stray file, not a row without one) and
+            # under the lock, so whoever sees the row gone sees the file gone
+            if row and failed:  # kept for a person to look at, out of the sender's way
+                Path(row[0]).replace(row[0] + ".rejected") if Path(row[0]).exists() else None
+            elif row:
+                Path(row[0]).unlink(missing_ok=True)
 
     def stats(self) -> dict[str, Any]:
         with self.lock:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from edge_runtime.pipeline import parse_pipeline
 from edge_runtime.replay import replay_records
+from tests.kit import examples
 
 values = st.one_of(st.integers(-1000, 1000), st.floats(-1000, 1000, allow_nan=False).map(lambda x: round(x, 3)))
 records = st.lists(st.tuples(st.sampled_from(["a", "b"]), values, st.integers(0, 3)), min_size=1, max_size=40)
@@ -29,7 +30,7 @@ def as_records(rows):
             for i, (d, v, gap) in enumerate(rows)]
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(records, st.sampled_from(range(len(PIPELINES))))
 def test_json_output_is_the_same_for_every_batch_size(rows, which):
     recs = sorted(as_records(rows), key=lambda r: r["ts"])

@@ -31,8 +31,9 @@ from edge_runtime.devices.catalog import load_catalog
 from edge_runtime.mqtt import BrokerConfig
 from edge_runtime.operators.base import REGISTRY, SpecError
 from edge_runtime.pipeline import parse_pipeline
+from tests.kit import examples
 
-EXAMPLES = int(os.environ.get("EDGELOOP_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("EDGELOOP_FUZZ_EXAMPLES", examples(300)))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 PRODUCTS = [("products.yaml", {"products": [{"name": "pump", "properties": {

@@ -23,6 +23,7 @@ from edge_runtime.expr import Expression
 from edge_runtime.pipeline import parse_pipeline
 from edge_runtime.records import Batch
 from edge_runtime.replay import replay_records
+from tests.kit import examples
 from tests.kit.reference import RowFailure, StrictExpr, TooBig, run_reference
 
 BATCH_SIZES = (1, 3, 7, 4096)
@@ -30,8 +31,8 @@ T0 = 1_700_000_000.0
 DEVICES = [f"pump-{i}" for i in range(5)]
 MISSING = object()
 
-PROPS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FEW = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEW = settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- values ------------------------------------------------------------------------------------------
 
@@ -350,14 +351,14 @@ def _row(**values: Any) -> dict:
     return {"device": "pump-0", "product": "pump", "ts": T0, "values": values}
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(src=expressions, records=rows())
 def test_expression_matches_python(src: str, records: list[dict]) -> None:
     check_expression(src, records)
 
 
 @pytest.mark.parametrize("src", OPERATOR_FORMS)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records=rows())
 # regressions: numpy's 0.0 ** -1 is inf where Python raises ZeroDivisionError; np.round(2.45, 1)
 # is 2.4 where Python's round gives 2.5

@@ -26,7 +26,7 @@ from edge_runtime.testing import wait_for
 from hub.app import create_app
 from hub.core import Hub, HubSettings
 from hub.db import Base
-from tests.kit.hub import ADMIN, PgDatabase, pg_available
+from tests.kit.hub import ADMIN, DATABASES, PgDatabase, pg_available
 
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 MISSING = "missing token: send 'Authorization: Bearer <token>'"
@@ -60,7 +60,7 @@ def sha(data: bytes) -> str:
 
 
 # -- a hub per test on a database per module ------------------------------------------------------
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=DATABASES)
 def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The module's database: a SQLite file, or a fresh PostgreSQL database dropped afterwards."""
     if request.param == "sqlite":

@@ -8,10 +8,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from hub.db import Base, make_engine, migrate
-from tests.kit.hub import PgDatabase, pg_available
+from tests.kit.hub import DATABASES, PgDatabase, pg_available
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=DATABASES)
 def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/hub.db"

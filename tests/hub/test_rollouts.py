@@ -25,7 +25,7 @@ from edgeloop.devkit import simfleet
 from hub.client import start_rollout, wait_rollout
 from hub.rollout_cli import rollout_app
 from hub.rollouts.decision import Checks, NodeObs, decide, observe_pipeline, select_canaries, tally_confidence
-from tests.kit.hub import ADMIN, HubProcess, PgDatabase, pg_available, wait_for
+from tests.kit.hub import ADMIN, DATABASES, HubProcess, PgDatabase, pg_available, wait_for
 
 MODEL = "rmodel"
 
@@ -48,7 +48,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"keys": keys, "bundles": made}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=DATABASES)
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
         bundles: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """One hub process per database kind; versions 1 and 2 signed with the nodes' key, 66 with a rogue key."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edge_runtime.hubclient import HubClient
 from edge_runtime.testing import wait_for
 from edgeloop.devkit.hub import HubProcess as _HubProcess
@@ -31,4 +33,8 @@ def all_uploads(client: HubClient, **query: Any) -> list[dict[str, Any]]:
     return client.all_uploads(**query)
 
 
-__all__ = ["ADMIN", "HubProcess", "NodeProcess", "PgDatabase", "pg_available", "all_uploads", "wait_for", "ROOT"]
+#: the databases a hub test module runs on: SQLite in `make check`, PostgreSQL too in `make test` (slow: a fresh
+#: database per module, and the same tests again)
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
+
+__all__ = ["ADMIN", "DATABASES", "HubProcess", "NodeProcess", "PgDatabase", "pg_available", "all_uploads", "wait_for", "ROOT"]

@@ -68,6 +68,7 @@ def dvc_workspace(ws: Path) -> Path:
             params[section] = values
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     assert dvc(ws, "init", "--no-scm", "-q").returncode == 0
+    shutil.copy(ROOT / ".dvcignore", ws / ".dvcignore")  # the project's: bytecode beside stage code is no change
     # the project's remote, as .dvc/config sets it: var/dvc-remote in the workspace
     assert "url = ../var/dvc-remote" in (ROOT / ".dvc" / "config").read_text()
     assert dvc(ws, "remote", "add", "-d", "local", "var/dvc-remote").returncode == 0
@@ -114,6 +115,7 @@ def trained_workspace(dest: Path) -> Workspace:
     # the runtime's code as it is now (the stages DVC tracks depend only on what the cache key covers)
     shutil.rmtree(root / "edge_runtime")
     shutil.copytree(ROOT / "edge_runtime", root / "edge_runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / ".dvcignore", root / ".dvcignore")  # as the project's now (an entry may predate a change)
     # the run records DVC tracks name the MLflow store by its path, now the copy's: record them as they are
     committed = dvc(root, "commit", "-f", "-q")
     assert committed.returncode == 0, committed.stderr
