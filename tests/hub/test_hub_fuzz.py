@@ -31,6 +31,7 @@ from schemathesis.config import SchemathesisConfig
 
 from hub.app import create_app
 from hub.core import HubSettings
+from tests.kit import examples
 from tests.kit.hub import ADMIN
 
 NODE = "fuzz-node"
@@ -40,7 +41,7 @@ PIPELINE = {"name": "hot", "product": "pump",
                       {"alert": {"level": "WARN", "message": "{device} is hot"}}]}
 
 # bounded so that the whole file runs in well under 90 s on two cores
-FUZZ = settings(max_examples=25, deadline=None, database=None,
+FUZZ = settings(max_examples=examples(25), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 
