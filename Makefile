@@ -4,10 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# Three workers on two cores (the suite waits on services and processes a good part of the time); each test module
+# Four workers on two cores (the suite waits on services and processes a good part of the time); each test module
 # on one of them, the modules using Label Studio and Prefect together (the scheduler is in tests/conftest.py).
 # `make test XDIST=` runs the suite in one process.
-XDIST ?= -n 3 --dist loadscope --no-loadscope-reorder
+XDIST ?= -n 4 --dist loadscope --no-loadscope-reorder
 CODE := edgeloop edge_runtime hub models flows apps tests bench
 # These machines set PYTHONDONTWRITEBYTECODE=1: every process would compile EdgeLoop (and pytest re-rewrite every test
 # module) from source. The suite starts hundreds of processes (nodes, hubs, CLIs, xdist workers); cached bytecode
