@@ -4,7 +4,8 @@
       drop: [operator_name]          # fields removed from the record's values
       hash: [plate, badge]           # fields replaced by sha256(salt + value), hex (linkable, not readable)
       salt: "per-deployment secret"  # optional
-      blur: [[0, 0, 200, 120]]       # image regions x, y, w, h pixelated in every image value
+      blur: [[0, 0, 1.0, 0.25]]      # areas x, y, width, height pixelated in every image value: in fractions
+                                     # of the image (a number with a point: any camera) or whole pixels
 
 Applied on the node, before anything enters the outbox: what leaves the node is
 already desensitised.
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .operators.base import SpecError
+from .operators.regions import Area
 
 __all__ = ["Desensitiser", "check_uplink_spec"]
 
@@ -36,11 +38,11 @@ def check_uplink_spec(spec: Any) -> dict[str, Any]:
             raise SpecError("expected a list of field names", field=f"uplink.{key}")
     if not isinstance(spec.get("salt", ""), str):
         raise SpecError("expected a text", field="uplink.salt")
-    for i, r in enumerate(spec.get("blur", [])):
-        if (not isinstance(r, list) or len(r) != 4 or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
-                or r[0] < 0 or r[1] < 0 or r[2] <= 0 or r[3] <= 0):
-            raise SpecError(f"expected [x, y, width, height] in whole non-negative pixels, got {r!r}",
-                            field=f"uplink.blur[{i}]")
+    blur = spec.get("blur", [])
+    if not isinstance(blur, list):
+        raise SpecError("expected a list of areas [x, y, width, height]", field="uplink.blur")
+    for i, r in enumerate(blur):
+        Area.parse(r, f"uplink.blur[{i}]", corners=False)
     return spec
 
 
@@ -50,7 +52,7 @@ class Desensitiser:
         self.drop = tuple(spec.get("drop", ()))
         self.hash = tuple(spec.get("hash", ()))
         self.salt = spec.get("salt", "").encode()
-        self.blur = [tuple(r) for r in spec.get("blur", ())]
+        self.blur = [Area.parse(r, f"uplink.blur[{i}]", corners=False) for i, r in enumerate(spec.get("blur", ()))]
         self.active = bool(self.drop or self.hash or self.blur)
 
     def values(self, values: dict[str, Any]) -> dict[str, Any]:
@@ -79,8 +81,9 @@ class Desensitiser:
             return np.stack([self.blur_image(f, block) for f in img])
         out = img.copy()
         h, w = img.shape[:2]
-        for x, y, rw, rh in self.blur:
-            x0, y0, x1, y1 = min(x, w), min(y, h), min(x + rw, w), min(y + rh, h)
+        for area in self.blur:
+            x0, y0, x1, y1 = area.box(w, h)  # fractions of this image's size; pixels clipped to it
+            x0, y0, x1, y1 = min(x0, w), min(y0, h), min(x1, w), min(y1, h)
             for by in range(y0, y1, block):
                 for bx in range(x0, x1, block):
                     cell = out[by:min(by + block, y1), bx:min(bx + block, x1)]

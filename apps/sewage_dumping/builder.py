@@ -6,7 +6,8 @@ from typing import Any
 
 from edge_runtime.pipeline import Pipeline, Plan
 
-SHOP_FRONTS = [[0, 0, 640, 120]]  # x, y, w, h: the building wall, pixelated in every image that leaves
+SHOP_FRONTS = [[0, 0, 1.0, 0.25]]  # x, y, w, h in fractions of the frame: the building wall (the top quarter of
+#                                   any camera), pixelated in every image that leaves
 
 
 def pipeline(regions: dict[str, Any], *, name: str = "sewage-dumping", quiet: str = "3s") -> Plan:

@@ -43,13 +43,54 @@ def test_region_of_interest_crops_boxes_and_polygons(clip: Any) -> None:
     assert kerb.shape == (64, 64, 3) and kerb[-1, 0].sum() == kerb[-1, -1].sum() == 0  # outside: black
     assert kerb[2, 32].sum() > 0  # inside the triangle: the picture
     assert recs[1]["values"]["roi_box"] == [0, 300, 101, 351]
-    # a region that does not fit the frame: a dead letter naming it; the others go on
-    inst, out = run([{"region_of_interest": {"regions": {"drain": roi, "far": [600, 400, 700, 500]}}}],
-                    [(frames[0], 0.0)])
-    assert [r["values"]["roi"] for r in out.to_records()] == ["drain"]
-    assert inst.dead_letters.items[0]["reason"] == ("region_of_interest: region 'far' [600, 400, 700, 500] is "
-                                                   "outside the 640x480 frame")
+
+
+def test_pixel_regions_partly_outside_are_clipped_and_wholly_outside_refused_naming_camera_and_size(
+        clip: Any, caplog: pytest.LogCaptureFixture) -> None:
+    frames, truth = clip
+    roi = list(truth[0].drain_roi)
+    regions = {"drain": roi, "far": [600, 400, 700, 500], "gone": [700, 0, 800, 10]}
+    with caplog.at_level("WARNING", logger="edgeloop.operators"):
+        inst, out = run([{"region_of_interest": {"regions": regions}}], [(frames[0], 0.0), (frames[1], 1.0)])
+    recs = out.to_records()
+    assert [r["values"]["roi"] for r in recs] == ["drain", "far", "drain", "far"]  # the others go on
+    assert recs[1]["values"]["roi_box"] == [600, 400, 640, 480]  # clipped to the frame
+    assert np.array_equal(recs[1]["values"]["crop"], frames[0][400:480, 600:640])
+    reasons = [d["reason"] for d in inst.dead_letters.items]
+    assert reasons == ["region_of_interest: region 'gone' [700, 0, 800, 10] lies outside camera cam-1's 640x480 "
+                       "frames"] * 2
     assert "frame" not in inst.dead_letters.items[0]["record"]["values"]  # frames never go into dead letters
+    said = [r.getMessage() for r in caplog.records]  # each said once for the camera and size, not per frame
+    assert len(said) == 2 and "'far' [600, 400, 700, 500] clipped to camera cam-1's 640x480" in said[0]
+    assert "'gone'" in said[1] and "640x480" in said[1]
+
+
+def test_regions_in_fractions_fit_every_camera_size(clip: Any) -> None:
+    frames, _ = clip
+    big = cv2.resize(frames[0], (768, 576))  # vtest.avi's size; the synthetic cameras are 640x480
+    region = {"drain": [0.4, 0.25, 0.7, 0.75], "kerb": {"polygon": [[0.0, 0.5], [0.5, 0.5], [0.25, 1.0]]}}
+    inst, out = run([{"region_of_interest": {"regions": region}}], [(frames[0], 0.0), (big, 1.0)])
+    boxes = {(r["ts"], r["values"]["roi"]): r["values"]["roi_box"] for r in out.to_records()}
+    assert boxes == {(0.0, "drain"): [256, 120, 448, 360], (1.0, "drain"): [307, 144, 538, 432],
+                     (0.0, "kerb"): [0, 240, 320, 480], (1.0, "kerb"): [0, 288, 384, 576]}
+    assert inst.dead_letters.items == []
+    crop = next(r["values"]["crop"] for r in out.to_records() if r["ts"] == 1.0 and r["values"]["roi"] == "drain")
+    assert np.array_equal(crop, big[144:432, 307:538])
+
+
+@pytest.mark.parametrize(("region", "field", "says"), [
+    ([0.5, 0.1, 0.4, 0.9], "regions.a", "within 0..1"),
+    ([0.5, 0.1, 1.5, 0.9], "regions.a", "within 0..1"),
+    ({"pixels": [0, 0, 10.5, 10]}, "regions.a.pixels", "whole pixels"),
+    ({"fraction": [0, 0, 2, 1]}, "regions.a.fraction", "within 0..1"),
+    ([0, 0, float("nan"), 1], "regions.a", "pixels or fractions"),
+    ({"polygon": [[0.1, 0.1], [0.5, 0.2], [1.5, 0.3]]}, "regions.a.polygon", "within 0..1"),
+])
+def test_bad_regions_are_spec_errors_naming_the_field(region: Any, field: str, says: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_pipeline({"name": "r", "steps": [{"device_input": {}},
+                                               {"region_of_interest": {"regions": {"a": region}}}]})
+    assert err.value.field.endswith(field) and says in str(err.value), (err.value.field, str(err.value))
 
 
 @pytest.mark.parametrize(("spec", "field"), [
@@ -182,6 +223,25 @@ def test_apply_model_on_crops_draws_an_annotated_copy(clip: Any) -> None:
     assert np.array_equal(v["frame"], frames[0])  # a copy: the frame itself is untouched
     x0, y0 = roi[0], roi[1]
     assert tuple(drawn[y0 + 5, x0]) in ((0, 0, 255), (0, 200, 0))  # the box's edge
+
+
+def test_a_blur_band_in_fractions_covers_any_camera_edge_to_edge() -> None:
+    from edge_runtime.desensitise import Desensitiser
+
+    rng = np.random.default_rng(0)
+    d = Desensitiser({"blur": [[0, 0, 1.0, 0.25]]})  # the sewage app's band: the top quarter
+    for w, h in ((640, 480), (768, 576), (1920, 1080)):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        out = d.blur_image(img)
+        band, rest = out[: h // 4], out[h // 4 + 1:]
+        assert all(np.ptp(band[y:y + 16, x:x + 16].reshape(-1, 3), axis=0).max() == 0
+                   for y in range(0, h // 4 - 15, 16) for x in range(0, w - 15, 16)), (w, h)
+        # the rightmost pixels too: no unblurred strip at the edge (the 640-pixel band left 128 on a 768 camera)
+        assert np.ptp(out[: h // 4, w - 8:].reshape(-1, 3), axis=0).max() < np.ptp(img[: h // 4, w - 8:]), (w, h)
+        assert np.array_equal(rest, img[h // 4 + 1:])  # below the band: untouched
+    with pytest.raises(SpecError) as err:
+        Desensitiser({"blur": [[0, 0, 1.5, 0.25]]})
+    assert err.value.field == "uplink.blur[0]" and "within 0..1" in str(err.value)
 
 
 def test_alert_images_are_blurred_where_the_pipeline_says_before_they_are_encoded(clip: Any) -> None:
