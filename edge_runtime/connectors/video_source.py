@@ -98,7 +98,7 @@ class VideoSource:
         self.counters = {"frames": 0, "opens": 0, "reconnects": 0, "open_failures": 0, "stalls": 0,
                          "corrupt_frames": 0, "callback_errors": 0}
         self.connected = False
-        self._t0: float | None = None  # the video clock of a file read faster than real time
+        self._t0: float | None = None  # the video clock of a file
         self.last_error: str | None = None
         self.finished = threading.Event()
         self._stop = threading.Event()
@@ -185,9 +185,10 @@ class VideoSource:
         s = self.spec
         fps = s.fps or (cap.get(cv2.CAP_PROP_FPS) or 0.0)
         period = 1.0 / fps if (s.realtime and not s.live and fps > 0) else 0.0
-        # a file read as fast as it decodes keeps its own clock: frame i is at start + i / fps (event time),
-        # so windows, rates and "one alert per event" mean what they mean on the live camera
-        video_clock = not s.live and not s.realtime and fps > 0
+        # a file keeps its own clock: frame i is at start + i / fps (event time), as a camera stamps its frames
+        # when it captures them, so windows, rates and "one alert per event" mean what they mean on the live
+        # camera whether the file is read as fast as it decodes or paced, and however late a loaded node reads
+        video_clock = not s.live and fps > 0
         if video_clock and self._t0 is None:  # anchored once: a looped file's clock keeps running
             self._t0 = time.time() - index / fps
         t0 = self._t0 if video_clock and self._t0 is not None else 0.0
