@@ -6,6 +6,7 @@ predictions are the training process's predictions on the same inputs. An artifa
     edgeloop-model.json   the descriptor (below)
     model.joblib          kind "sklearn": a fitted estimator with predict_proba (pickle: load only verified bundles)
     weights.pt            kind "torch-cnn": a state_dict, loaded with ``weights_only=True`` (no pickle of code)
+    model.onnx            kind "onnx": a model trained elsewhere, run by onnxruntime (no pickle of code)
     sample.npz            inputs and the outputs they must give: the health check before activation
 
 Descriptor::
@@ -14,11 +15,19 @@ Descriptor::
      "features": [...]            # table: column order
      "shape": [128, 128, 3]       # image: HxWxC uint8 BGR; clip: [T, H, W, C]
      "labels": ["clear", "person"], "threshold": 0.5,   # binary: class 1 when P(1) >= threshold
-     "arch": {"channels": [16, 32, 64, 64], "pool": 1}}   # torch-cnn only
+     "arch": {"channels": [16, 32, 64, 64], "pool": 1},   # torch-cnn only
+     "onnx": {"output": "probabilities", "softmax": false, "threads": 1}}   # onnx only, all optional
+
+An ONNX model takes float32 ``(n, k)`` rows (table), or images and clips as float32 NCHW in [0, 1] with a clip's
+frames stacked on C (as the torch CNNs), or as they come (uint8 NHWC) when its input is declared uint8. Its
+class probabilities are the output named by ``onnx.output`` (default: one called ``probabilities``, else the
+last 2-D float output; scikit-learn classifiers converted by skl2onnx with ``zipmap: False`` have it), or logits
+when ``onnx.softmax`` is true.
 
 A predictor is called with a batch (``(n, k)`` floats, or ``(n, H, W, C)`` / ``(n, T, H, W, C)`` uint8) and
 returns ``(predictions int64, confidences float64)``; the confidence is the probability of the predicted
-class. ``scikit-learn``, ``joblib`` and ``torch`` are imported only when a model of that kind is loaded.
+class. ``scikit-learn``, ``joblib``, ``torch`` and ``onnxruntime`` are imported only when a model of that kind is
+loaded.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import numpy as np
 DESCRIPTOR = "edgeloop-model.json"
 SAMPLE = "sample.npz"
 FORMAT = 1
-KINDS = ("sklearn", "torch-cnn")
+KINDS = ("sklearn", "torch-cnn", "onnx")
 INPUTS = ("table", "image", "clip")
 
 
@@ -132,6 +141,8 @@ class Predictor:
         self._lock = threading.Lock()  # torch modules are not re-entrant across threads for inference state
         if self.kind == "sklearn":
             self._load_sklearn()
+        elif self.kind == "onnx":
+            self._load_onnx()
         else:
             self._load_torch()
 
@@ -169,6 +180,63 @@ class Predictor:
             raise ModelError(f"{f}: weights do not fit the architecture: {exc}") from None
         self.model = net.eval()
 
+    def _load_onnx(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError(f"{self.path}: an ONNX model needs onnxruntime: pip install 'edgeloop[onnx]'") from None
+        f = self.path / "model.onnx"
+        if not f.is_file():
+            raise ModelError(f"{self.path}: model.onnx is missing")
+        opts = self.descriptor.get("onnx") or {}
+        if not isinstance(opts, dict):
+            raise ModelError(f"{self.path / DESCRIPTOR}: onnx: expected an object")
+        so = ort.SessionOptions()
+        # one thread by default: a node runs several pipelines, each in its own thread
+        so.intra_op_num_threads = so.inter_op_num_threads = int(opts.get("threads", 1))
+        so.log_severity_level = 3
+        try:
+            self.model = ort.InferenceSession(str(f), sess_options=so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own errors for a bad file
+            raise ModelError(f"{f}: not a model onnxruntime can run: {str(exc)[:300]}") from None
+        inputs, outputs = self.model.get_inputs(), self.model.get_outputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{f}: expected one input, the model has {[i.name for i in inputs]}")
+        self._onnx_input, self._onnx_uint8 = inputs[0].name, inputs[0].type == "tensor(uint8)"
+        declared = list(inputs[0].shape or ())
+        if self.input == "table" and len(declared) == 2 and isinstance(declared[1], int) \
+                and declared[1] != len(self.features):
+            raise ModelError(f"{f}: the model takes {declared[1]} input columns, the descriptor names "
+                             f"{len(self.features)} ({', '.join(self.features)})")
+        names = [o.name for o in outputs]
+        want = opts.get("output")
+        if want is None:
+            shaped = [o.name for o in outputs if o.type in ("tensor(float)", "tensor(double)") and len(o.shape or ()) == 2]
+            want = "probabilities" if "probabilities" in names else (shaped[-1] if shaped else None)
+        if want not in names:
+            raise ModelError(f"{f}: no output {want!r} with class probabilities: the model has {names} "
+                             f"(name it in the descriptor's onnx.output)")
+        self._onnx_output, self._onnx_softmax = want, bool(opts.get("softmax", False))
+
+    def _onnx_proba(self, x: np.ndarray) -> np.ndarray:
+        if self.input != "table" and not self._onnx_uint8:
+            x = x.transpose(0, 1, 4, 2, 3).reshape(len(x), -1, *x.shape[2:4]) if self.input == "clip" else \
+                x.transpose(0, 3, 1, 2)
+            x = np.ascontiguousarray(x, dtype=np.float32) / np.float32(255.0)
+        try:
+            (p,) = self.model.run([self._onnx_output], {self._onnx_input: x})
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors: inputs the model does not take
+            raise ModelError(f"{self.tag}: the model refused the inputs {x.dtype} {x.shape}: {str(exc)[:300]}") \
+                from None
+        p = np.asarray(p, dtype=np.float64)
+        if self._onnx_softmax:
+            e = np.exp(p - p.max(axis=1, keepdims=True))
+            p = e / e.sum(axis=1, keepdims=True)
+        if p.ndim != 2 or p.shape[1] != len(self.labels):
+            raise ModelError(f"{self.tag}: the model gave {p.shape} for {len(x)} rows, not one probability per "
+                             f"label ({len(self.labels)})")
+        return p
+
     def check_input(self, x: np.ndarray) -> np.ndarray:
         """The batch as the model needs it, or ModelError naming the mismatch."""
         if self.input == "table":
@@ -190,6 +258,8 @@ class Predictor:
             return np.zeros((0, len(self.labels)))
         if self.kind == "sklearn":
             return np.asarray(self.model.predict_proba(x), dtype=np.float64)
+        if self.kind == "onnx":
+            return self._onnx_proba(x)
         import torch
 
         with self._lock, torch.inference_mode():

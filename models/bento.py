@@ -30,8 +30,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"pump_anomaly": "PumpAnomaly", "intrusion": "Intrusion", "activity": "Activity"}
-REQUIREMENTS = {"pump_anomaly": ("numpy", "scikit-learn", "joblib"), "intrusion": ("numpy", "torch"),
-                "activity": ("numpy", "torch")}
+#: what a Bento's environment needs, by the kind of its model artifact (edge_runtime.modelkit.KINDS)
+REQUIREMENTS = {"sklearn": ("numpy", "scikit-learn", "joblib"), "torch-cnn": ("numpy", "torch"),
+                "onnx": ("numpy", "onnxruntime")}
 Step = Callable[[str], None]
 
 
@@ -69,7 +70,8 @@ def build(name: str, version: str, artifact: Path, *, labels: dict[str, str] | N
     """Save ``artifact`` as BentoML model ``name:version`` and build the Bento ``name:version``."""
     from edge_runtime.modelkit import Predictor
 
-    Predictor(artifact, version=version).health_check()
+    predictor = Predictor(artifact, version=version)
+    predictor.health_check()
     bentoml = _bentoml()
     tag = f"{name}:{version}"
     for store_delete in (bentoml.bentos.delete, bentoml.models.delete):  # rebuilding a version replaces it
@@ -83,14 +85,19 @@ def build(name: str, version: str, artifact: Path, *, labels: dict[str, str] | N
                 shutil.copy2(f, Path(bm.path) / f.name)
     old = os.environ.get("EDGELOOP_BENTO_MODEL")
     os.environ["EDGELOOP_BENTO_MODEL"] = tag  # the service's BentoModel is resolved from this at build time
-    sys.modules.pop(f"models.services.{name}", None)  # so a second build in one process re-resolves it
+    from bentoml._internal.bento.build_config import BentoEnvSchema  # bentoml.bentos.build's own type for envs
+
+    module, service = (name, SERVICES[name]) if name in SERVICES else ("generic", "Model")  # imported models
+    sys.modules.pop(f"models.services.{module}", None)  # so a second build in one process re-resolves it
     try:
         return bentoml.bentos.build(
-            service=f"models.services.{name}:{SERVICES[name]}", build_ctx=str(ROOT),
-            include=["models/__init__.py", "models/services/__init__.py", "models/services/base.py", f"models/services/{name}.py",
-                     "edge_runtime/__init__.py", "edge_runtime/modelkit.py"],
-            python={"packages": _pins(REQUIREMENTS[name]), "lock_packages": False},
-            labels={"edgeloop": "reference-model", **(labels or {})}, version=version)
+            service=f"models.services.{module}:{service}", build_ctx=str(ROOT),
+            include=["models/__init__.py", "models/services/__init__.py", "models/services/base.py",
+                     f"models/services/{module}.py", "edge_runtime/__init__.py", "edge_runtime/modelkit.py"],
+            python={"packages": _pins(REQUIREMENTS[predictor.kind]), "lock_packages": False},
+            envs=[BentoEnvSchema(name="EDGELOOP_BENTO_MODEL", value=tag)],
+            labels={"edgeloop": "reference-model" if name in SERVICES else "imported-model", **(labels or {})},
+            version=version)
     finally:
         if old is None:
             os.environ.pop("EDGELOOP_BENTO_MODEL", None)

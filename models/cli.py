@@ -107,7 +107,7 @@ def _metrics_table(name: str, m: dict[str, Any]) -> None:
 
 @model_app.command("package")
 @needs_cloud
-def package(name: str = typer.Argument(..., help="model name"),
+def package(name: str = typer.Argument(..., help="model name (a reference model or an imported one)"),
             version: str = typer.Option("champion", "--version", "-v", help="registry version or alias"),
             root: Path = Root,
             keys: Optional[Path] = typer.Option(None, "--keys", envvar="EDGELOOP_KEYS_DIR",
@@ -120,7 +120,6 @@ def package(name: str = typer.Argument(..., help="model name"),
     from edge_runtime.signing import PRIVATE_KEY_FILE
     from models import bento
 
-    name = _name(name)
     keys_dir = (keys or Path("~/.config/edgeloop/keys")).expanduser()
     if not (keys_dir / PRIVATE_KEY_FILE).is_file():
         die(f"no signing key {keys_dir / PRIVATE_KEY_FILE}: run `edgeloop keys init` (or pass --keys)")
@@ -143,6 +142,47 @@ def package(name: str = typer.Argument(..., help="model name"),
         prog.update(t, completed=5 if upload else 4, description=f"packaged {name}:{r['version']}")
     typer.echo(f"{r['archive']}: {r['size']:,} bytes, sha256 {r['sha256']}, signed by {r['key_id']}"
                + (", in the warehouse" if r["uploaded"] else ""))
+
+
+@model_app.command("import")
+@needs_cloud
+def import_(name: str = typer.Argument(..., help="the model's name in the registry"),
+            onnx: Path = typer.Option(..., "--onnx", help="an ONNX file (a classifier's probabilities or logits)"),
+            labels: str = typer.Option(..., "--labels", help="class names in the model's output order, e.g. ok,anomaly"),
+            input: str = typer.Option("table", "--input", help="table, image or clip"),
+            features: Optional[str] = typer.Option(None, "--features", help="table: input columns in order, a,b,c"),
+            shape: Optional[str] = typer.Option(None, "--shape", help="image: H,W,C; clip: T,H,W,C (uint8 BGR)"),
+            threshold: float = typer.Option(0.5, "--threshold", help="binary: class 1 when P(1) >= this"),
+            softmax: bool = typer.Option(False, "--softmax", help="the output is logits: apply a softmax"),
+            output: Optional[str] = typer.Option(None, "--output", help="the output with the probabilities"),
+            sample: Optional[Path] = typer.Option(None, "--sample", help=".npy of inputs for the health check"),
+            root: Path = Root) -> None:
+    """Register a model trained elsewhere (ONNX) as a new version: then package, deploy and roll it out."""
+    from models.importing import import_onnx
+
+    names = [s.strip() for s in labels.split(",") if s.strip()]
+    cols = [s.strip() for s in (features or "").split(",") if s.strip()]
+    if input not in ("table", "image", "clip"):
+        die(f"--input {input!r}: expected table, image or clip")
+    if input == "table" and not cols:
+        die("--features: a table model needs its input columns in order")
+    dims: list[int] | None = None
+    if input != "table":
+        try:
+            dims = [int(v) for v in (shape or "").split(",")]
+        except ValueError:
+            dims = None
+        if not dims or len(dims) != (3 if input == "image" else 4) or min(dims) <= 0:
+            die(f"--shape {shape!r}: an {input} model needs {'H,W,C' if input == 'image' else 'T,H,W,C'}")
+    if len(names) < 2:
+        die(f"--labels {labels!r}: at least two class names")
+    try:
+        r = import_onnx(name, onnx, labels=names, input=input, features=cols or None, shape=dims,
+                        threshold=threshold, sample=sample, workdir=root, softmax=softmax, output=output)
+    except ValueError as exc:
+        die(str(exc))
+    typer.echo(f"registered {r['name']} version {r['version']} (challenger) from {onnx} (sha256 {r['sha256'][:12]}, "
+               f"health sample {r['sample_rows']} rows): `edgeloop model package {r['name']} -v {r['version']}`")
 
 
 @model_app.command("ls")

@@ -1,0 +1,85 @@
+"""`edgeloop model import --onnx`: a model trained elsewhere (a scikit-learn gradient-boosting classifier exported
+to ONNX with skl2onnx, as another team would hand it over) registered in a real MLflow store, packaged as a signed
+Bento by `edgeloop model package`, installed by a node's model store and answering as the original does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.kit.cli import edgeloop
+
+FEATURES = [f"f{i}" for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def gbm(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, np.ndarray]:
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 12)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(int)
+    model = GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=0).fit(x, y)
+    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17)
+    path = tmp_path_factory.mktemp("onnx") / "gbm.onnx"
+    path.write_bytes(onx.SerializeToString())
+    return model, path, rng.normal(size=(500, 12)).astype(np.float32)
+
+
+@pytest.mark.slow  # builds a Bento
+def test_an_onnx_model_is_registered_packaged_signed_installed_and_answers_as_the_original(
+        gbm: tuple, tmp_path: Path) -> None:
+    from edge_runtime.modelstore import ModelStore
+    from edge_runtime.signing import build_manifest, init_keys, load_private_key, load_public_keys, sign_manifest
+    from models import tracking
+
+    model, path, x = gbm
+    ws, keys = tmp_path / "ws", tmp_path / "keys"
+    ws.mkdir()
+    init_keys(keys)
+    done = edgeloop("model", "import", "line_gbm", "--onnx", str(path), "--labels", "ok,fault",
+                    "--features", ",".join(FEATURES), "--root", str(ws))
+    assert done.returncode == 0, done.stderr
+    assert "registered line_gbm version 1 (challenger)" in done.stdout
+    info = tracking.version_info("line_gbm", "1", ws)
+    assert info["tags"]["source"] == "onnx" and info["tags"]["imported_from"] == str(path), info["tags"]
+
+    env = {"BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    packaged = edgeloop("model", "package", "line_gbm", "-v", "1", "--keys", str(keys), "--no-upload",
+                        "--out", str(tmp_path / "bundles"), "--root", str(ws), env=env)
+    assert packaged.returncode == 0, packaged.stderr
+    archive = tmp_path / "bundles" / "line_gbm-1.bento"
+    assert archive.is_file(), list((tmp_path / "bundles").iterdir())
+
+    key = load_private_key(keys / "signing.key")
+    manifest = build_manifest(archive, "line_gbm", "1", key, metrics={})
+    store = ModelStore(tmp_path / "store", load_public_keys(keys))
+    predictor = store.install_archive(archive, manifest, sign_manifest(manifest, key), name="line_gbm", version="1")
+    assert predictor.kind == "onnx" and predictor.tag == "line_gbm:1"
+    pred, conf = predictor(x)
+    want = model.predict_proba(x)
+    assert np.array_equal(pred, model.predict(x))
+    assert np.abs(conf - want[np.arange(len(x)), pred]).max() < 1e-5
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("--labels", "ok,fault"), "--features: a table model needs its input columns"),
+    (("--labels", "ok", "--features", "a"), "at least two class names"),
+    (("--labels", "ok,fault", "--input", "image", "--shape", "64,64"), "needs H,W,C"),
+    (("--labels", "ok,fault", "--features", "a,b"), "the model takes 12 input columns, the descriptor names 2 (a, b)"),
+])
+def test_bad_imports_exit_2_naming_what_is_wrong(gbm: tuple, tmp_path: Path, args: tuple, says: str) -> None:
+    _, path, _ = gbm
+    done = edgeloop("model", "import", "line_gbm", "--onnx", str(path), *args, "--root", str(tmp_path))
+    assert done.returncode == 2 and says in done.stderr, (done.returncode, done.stderr)
+
+
+def test_a_file_that_is_not_onnx_is_refused_naming_it(tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a model")
+    done = edgeloop("model", "import", "m", "--onnx", str(bad), "--labels", "a,b", "--features", "x",
+                    "--root", str(tmp_path))
+    assert done.returncode == 2 and f"{bad}: not a model onnxruntime can run" in done.stderr, done.stderr
