@@ -83,3 +83,32 @@ def test_a_file_that_is_not_onnx_is_refused_naming_it(tmp_path: Path) -> None:
     done = edgeloop("model", "import", "m", "--onnx", str(bad), "--labels", "a,b", "--features", "x",
                     "--root", str(tmp_path))
     assert done.returncode == 2 and f"{bad}: not a model onnxruntime can run" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("kind", "shape"), [("image", [32, 32, 3]), ("clip", [4, 16, 16, 3])])
+def test_an_image_or_clip_cnn_exported_to_onnx_answers_as_the_torch_artifact(tmp_path: Path, kind: str,
+                                                                             shape: list[int]) -> None:
+    """The ONNX image path takes the layout the torch CNNs take (NCHW in [0, 1], a clip's frames on C), given
+    logits (``softmax``): the same network as a torch-cnn artifact and as ONNX gives the same answers."""
+    import torch
+
+    from edge_runtime.modelkit import Predictor, build_cnn, write_descriptor
+
+    torch.manual_seed(0)
+    arch = {"channels": [8, 16]}
+    in_ch = shape[-1] * (shape[0] if kind == "clip" else 1)
+    net = build_cnn(arch, in_ch, 2).eval()
+    desc = {"name": "cam", "input": kind, "shape": shape, "labels": ["clear", "person"]}
+    as_torch, as_onnx = tmp_path / "torch", tmp_path / "onnx"
+    as_torch.mkdir()
+    as_onnx.mkdir()
+    torch.save(net.state_dict(), as_torch / "weights.pt")
+    write_descriptor(as_torch, {**desc, "kind": "torch-cnn", "arch": arch})
+    h, w = shape[-3], shape[-2]
+    torch.onnx.export(net, (torch.zeros(1, in_ch, h, w),), str(as_onnx / "model.onnx"), dynamo=False,
+                      input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "n"}}, opset_version=17)
+    write_descriptor(as_onnx, {**desc, "kind": "onnx", "onnx": {"softmax": True}})
+    x = np.random.default_rng(0).integers(0, 256, size=(16, *shape), dtype=np.uint8)
+    want, got = Predictor(as_torch).proba(x), Predictor(as_onnx).proba(x)
+    assert np.abs(got - want).max() < 1e-5 and np.array_equal(got.argmax(1), want.argmax(1))
+    assert np.ptp(want[:, 1]) > 0  # the inputs are told apart: a layout mix-up would not match
