@@ -214,6 +214,8 @@ class Predictor:
             raise ModelError(f"{f}: expected one input, the model has {[i.name for i in inputs]}")
         self._onnx_input, self._onnx_uint8 = inputs[0].name, inputs[0].type == "tensor(uint8)"
         declared = list(inputs[0].shape or ())
+        # a model exported at a fixed batch size (a traced graph) takes rows that many at a time
+        self._onnx_batch = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else None
         if self.input == "table" and len(declared) == 2 and isinstance(declared[1], int) \
                 and declared[1] != len(self.features):
             raise ModelError(f"{f}: the model takes {declared[1]} input columns, the descriptor names "
@@ -232,7 +234,19 @@ class Predictor:
         if self.input != "table" and not self._onnx_uint8:
             x = to_nchw(x, self.input).astype(np.float32) / np.float32(255.0)  # as to_tensor gives the CNNs
         try:
-            (p,) = self.model.run([self._onnx_output], {self._onnx_input: x})
+            k = self._onnx_batch
+            if k is None or len(x) == k:
+                (p,) = self.model.run([self._onnx_output], {self._onnx_input: x})
+            else:
+                parts = []
+                for a in range(0, len(x), k):
+                    chunk = x[a:a + k]
+                    pad = k - len(chunk)
+                    if pad:
+                        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), dtype=chunk.dtype)])
+                    (q,) = self.model.run([self._onnx_output], {self._onnx_input: chunk})
+                    parts.append(np.asarray(q)[: k - pad])
+                p = np.concatenate(parts) if parts else np.zeros((0, len(self.labels)))
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors: inputs the model does not take
             raise ModelError(f"{self.tag}: the model refused the inputs {x.dtype} {x.shape}: {str(exc)[:300]}") \
                 from None
