@@ -319,7 +319,7 @@ def bench_onnx(root: Path, n: int, reps: int) -> dict[str, Any]:
 # -- (b) intrusion ------------------------------------------------------------------------------
 
 def bench_intrusion(root: Path, n: int, reps: int, prof: bool) -> dict[str, Any]:
-    from models.vision import intrusion_xy
+    from models.street import intrusion_xy
 
     p = Predictor(root / "artifacts" / "intrusion", version="bench")
     pool, _ = intrusion_xy(root / "data" / "prepared" / "intrusion" / "holdout_clean.npz")

@@ -66,7 +66,7 @@ def workspace(ws: Path, tiny: bool) -> dict[str, Any]:
     retrain.labelled_dirs(cfg)
     stages.generate(ws, params)
     stages.prepare(ws, params)
-    for name in stages.MODELS:
+    for name in stages.workspace_models(params):
         stages.train(ws, name, params)
         stages.evaluate(ws, name)
     fdvc.run_locked(cfg, "commit", "-f", "-q")
@@ -75,7 +75,7 @@ def workspace(ws: Path, tiny: bool) -> dict[str, Any]:
         train = load_split(ws / "data" / "prepared" / m / "train.npz")
         sizes[m] = {"train_rows": int(len(train["y"])), "row_shape": list(train["X"].shape[1:])}
     return {"pipeline_s": round(time.perf_counter() - t, 1), "models": sizes,
-            "params": {k: params[k] for k in ("scenes", *stages.MODELS)}}
+            "params": {k: params[k] for k in ("scenes", *stages.workspace_models(params))}}
 
 
 def _new_labels(cfg: Any, round_no: int, rows: int) -> str:
@@ -150,7 +150,6 @@ def _sequential_stages(cfg: Any, harvested: dict[str, Any], rows: int) -> dict[s
         got = steps.train_stages(cfg, m)
         per_model[m], stage_s[m] = got["seconds"], {s: round(b - a, 1) for s, (a, b) in got["stages"].items()}
         cpu_s[m] = got["cpu_s"]
-    steps.commit_evaluation(cfg)
     with cfg.state() as state:
         for m in MODELS:
             steps.register_candidate(cfg, m, harvested[m], state, rows, per_model[m])
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                     "`dvc repro --single-item evaluate` (the default), the same per-model stages one after another, and both at once "
                     "on Prefect's Dask task runner (LocalCluster: 2 processes x 1 thread, its start and stop "
                     "included), without and with a cap of cores/models BLAS/OpenMP threads per stage",
-        "note": "torch CNN training pins 2 threads itself (models/vision.py) whatever the cap",
+        "note": "torch CNN training pins 2 threads itself (models/street/__init__.py) whatever the cap",
         "params": "tests' TINY" if args.tiny else "params.yaml",
         "labelled_rows_per_model_and_round": args.rows,
         "rounds": args.rounds,

@@ -63,7 +63,7 @@ from edge_runtime.records import to_jsonable  # noqa: E402
 from edgeloop.devkit.cameras import MODEL_PARAMS  # noqa: E402
 
 DATA_NOTE = ("SYNTHETIC data and models: street-camera videos rendered by apps.sewage_dumping.generate "
-             "(models.vision scenes) with their ground truth; intrusion/activity trained here on 4 small "
+             "(models.street scenes) with their ground truth; intrusion/activity trained here on 4 small "
              "synthetic clips; not real cameras, not field accuracy")
 TARGET_FPS = 100.0
 TARGET_OF_DECODE = 0.70

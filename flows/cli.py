@@ -22,7 +22,7 @@ Workspace = typer.Option(Path("."), "--workspace", "-w", envvar="EDGELOOP_WORKSP
 @loop_app.command("run")
 @needs_cloud
 def loop_run(workspace: Path = Workspace,
-             models: Optional[str] = typer.Option(None, help="comma-separated model names (default: pump_anomaly)"),
+             models: Optional[str] = typer.Option(None, help="comma-separated model names (default: every model of the workspace)"),
              group: Optional[str] = typer.Option(None, help="roll a promoted version out to this node group"),
              parallel_retrain: Optional[bool] = typer.Option(
                  None, "--parallel-retrain/--sequential-retrain",

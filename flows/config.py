@@ -25,7 +25,7 @@ class LoopConfig:
     hub_token: str | None = None               # the hub's admin token
     label_studio_url: str = "http://127.0.0.1:8081"
     label_studio_token: str | None = None
-    models: list[str] = field(default_factory=lambda: ["pump_anomaly"])
+    models: list[str] = field(default_factory=list)  # none: every model of the workspace (params.yaml `models`)
     max_label_share: float = 0.10              # at most this share of the uploads goes to labelling
     random_share: float = 0.5                  # of that budget, drawn uniformly (the rest: the edge's hard examples)
     min_labels: int = 20                       # retrain only with at least this many new labels
@@ -63,6 +63,18 @@ class LoopConfig:
     @property
     def root(self) -> Path:
         return Path(self.workspace).resolve()
+
+    def model_names(self) -> list[str]:
+        """The models this loop works on: ``models``, or every model the workspace's pipeline trains."""
+        if self.models:
+            return list(self.models)
+        from models.common import load_params
+        from models.stages import workspace_models
+
+        try:
+            return workspace_models(load_params(self.root / "params.yaml"))
+        except (OSError, KeyError, ValueError) as exc:
+            raise LoopError(f"{self.root / 'params.yaml'}: which models? {exc}") from None
 
     def state(self) -> LoopState:
         return LoopState(self.root / "var" / "loop" / "state.db")

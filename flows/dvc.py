@@ -73,7 +73,12 @@ def run_locked(cfg: LoopConfig, *args: str) -> None:
 
 
 def stage_outs(cfg: LoopConfig, stage: str) -> list[Path]:
+    """The outputs dvc.yaml declares for ``stage`` (``train@<model>``: a foreach stage's ``${key}`` filled in)."""
     import yaml
 
-    spec = yaml.safe_load((cfg.root / "dvc.yaml").read_text())["stages"][stage]
-    return [cfg.root / (next(iter(o)) if isinstance(o, dict) else o) for o in spec.get("outs") or []]
+    group, _, key = stage.partition("@")
+    spec = yaml.safe_load((cfg.root / "dvc.yaml").read_text())["stages"][group]
+    if key:
+        spec = spec["do"]
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in spec.get("outs") or []]
+    return [cfg.root / o.replace("${key}", key) for o in outs]

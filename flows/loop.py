@@ -103,7 +103,7 @@ def approve(model: str, gate: dict[str, Any], timeout: int) -> dict[str, Any]:
 
     get_run_logger().info("%s: waiting for approval of version %s in the Prefect UI (gate: %s)", model,
                           gate.get("candidate"), gate.get("why"))
-    # Prefect keys run inputs by this key and allows letters, digits and dashes only (pump_anomaly would fail)
+    # Prefect keys run inputs by this key and allows letters, digits and dashes only (a model name with _ would fail)
     key = re.sub(r"[^A-Za-z0-9-]+", "-", f"approve-{model}-{gate.get('candidate')}")
     answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, key=key)
     return {"approved": answer.approve, "note": answer.note}
@@ -196,11 +196,8 @@ def retrain_on_dask(config: dict[str, Any], harvested: dict[str, dict[str, Any]]
             log.error("%s: retraining failed: %s", model, exc)
             done[model] = {"error": f"{type(exc).__name__}: {exc}"[-3000:]}
     failed = {m: d["error"] for m, d in done.items() if "error" in d}
-    if not failed:
-        steps.commit_evaluation(cfg)
-    else:
-        log.warning("dvc commit evaluate skipped (%s failed): `dvc repro` in %s completes the pipeline",
-                    ", ".join(failed), cfg.root)
+    if failed:
+        log.warning("%s failed: `dvc repro` in %s completes the pipeline", ", ".join(failed), cfg.root)
     out: dict[str, dict[str, Any]] = {}
     with cfg.state() as state:
         for m, d in done.items():
@@ -269,7 +266,7 @@ def retrain_models(cfg: LoopConfig, harvested: dict[str, dict[str, Any]], *,
     config = {k: v for k, v in asdict(cfg).items() if "token" not in k} | {"workspace": str(cfg.root)}
     flow_ = retrain_on_dask.with_options(task_runner=dask_task_runner(len(todo)))
     # Dask's nannies set OMP/MKL/OPENBLAS_NUM_THREADS=1 and MALLOC_TRIM_THRESHOLD_ for their workers (inherited
-    # by the stages: intrusion's training ran 1.7x slower) and in this process's own environment: neither
+    # by the stages: a CNN's training ran 1.7x slower) and in this process's own environment: neither
     with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), _environment_kept():
         got = flow_(config, {m: harvested[m] for m in todo}, {m: due[m][0] for m in todo}, threads)
     out["models"].update(got["models"])
@@ -279,15 +276,16 @@ def retrain_models(cfg: LoopConfig, harvested: dict[str, dict[str, Any]], *,
 
 def _iterate_parallel(cfg: LoopConfig, iteration: int,
                       approval_timeout: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    runs = {m: _ModelRun() for m in cfg.models}
-    harvested = {m: _until_retrain(runs[m], cfg, m, iteration) for m in cfg.models}
+    names = cfg.model_names()
+    runs = {m: _ModelRun() for m in names}
+    harvested = {m: _until_retrain(runs[m], cfg, m, iteration) for m in names}
     t = time.perf_counter()
     trained = retrain_models(cfg, harvested)
     took = round(time.perf_counter() - t, 2)
     for m, run in runs.items():
         run.r["retrain"] = trained["models"][m]
         run.times["retrain"] = trained["models"][m].get("seconds", 0.0)
-    report = {m: _after_retrain(runs[m], cfg, m, runs[m].r["retrain"], approval_timeout) for m in cfg.models}
+    report = {m: _after_retrain(runs[m], cfg, m, runs[m].r["retrain"], approval_timeout) for m in names}
     return report, (trained["parallel"] or {}) | {"retrain_step_s": took}
 
 
@@ -308,10 +306,10 @@ def agile_loop(config: dict[str, Any] | None = None, approval_timeout: int = 360
     report: dict[str, Any] = {"iteration": iteration, "config": {k: v for k, v in asdict(cfg).items()
                                                                  if "token" not in k}, "models": {}}
     t_loop = time.perf_counter()
-    if cfg.parallel_retrain and len(cfg.models) > 1:
+    if cfg.parallel_retrain and len(cfg.model_names()) > 1:
         report["models"], report["parallel_retrain"] = _iterate_parallel(cfg, iteration, approval_timeout)
     else:
-        for model in cfg.models:
+        for model in cfg.model_names():
             report["models"][model] = _iterate(cfg, model, iteration, approval_timeout)
     report["seconds"] = round(time.perf_counter() - t_loop, 1)
     files = write_report(cfg, report)
@@ -333,7 +331,7 @@ def label_sync(config: dict[str, Any] | None = None) -> dict[str, Any]:
     with cfg.state() as state:
         iteration = state.start_iteration()
     out = {}
-    for model in cfg.models:
+    for model in cfg.model_names():
         collected = collect_task(cfg, model)
         out[model] = {"sent": label_task(cfg, model, collected)["sent"],
                       "harvested": harvest_task(cfg, model, iteration)["new_labels"]}
@@ -348,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m flows.loop", description="one iteration of the agile loop now")
     ap.add_argument("--workspace", default=None)
-    ap.add_argument("--models", default=None, help="comma-separated (default: EDGELOOP_MODELS or pump_anomaly)")
+    ap.add_argument("--models", default=None, help="comma-separated (default: EDGELOOP_MODELS, else every model of the workspace)")
     ap.add_argument("--parallel-retrain", action="store_true", default=None,
                     help="retrain the models due at the same time (Dask; default: EDGELOOP_PARALLEL_RETRAIN)")
     args = ap.parse_args(argv)

@@ -18,7 +18,7 @@ from .dvc import is_dvc_repo, run, run_locked, stage_outs
 from .state import LoopState
 
 __all__ = ["retrain_due", "labelled_dirs", "retrain", "register_candidate", "before_parallel_retrain", "train_stages",
-           "commit_evaluation", "STAGE_TIMEOUT_S"]
+           "STAGE_TIMEOUT_S"]
 
 
 def retrain_due(cfg: LoopConfig, model: str, state: LoopState) -> tuple[int, str | None]:
@@ -33,8 +33,10 @@ def retrain_due(cfg: LoopConfig, model: str, state: LoopState) -> tuple[int, str
 
 def labelled_dirs(cfg: LoopConfig) -> None:
     from models import stages
+    from models.common import load_params
 
-    for name in stages.MODELS:  # dependencies of prepare_<model> in dvc.yaml, empty until labels come
+    # dependencies of prepare@<model> in dvc.yaml, empty until labels come
+    for name in stages.workspace_models(load_params(cfg.root / "params.yaml")):
         (cfg.root / "data" / "labelled" / name).mkdir(parents=True, exist_ok=True)
 
 
@@ -49,13 +51,11 @@ def retrain(cfg: LoopConfig, model: str, harvested: dict[str, Any], state: LoopS
     t = time.perf_counter()
     labelled_dirs(cfg)
     if is_dvc_repo(cfg):
-        # Not `dvc repro train_<model> evaluate`: evaluate depends on every model, so that would also retrain
-        # each other model whose labels changed, below its min_labels. This model's stages, then evaluate alone
-        # (the other models' artifacts are unchanged; `dvc status` keeps showing their new labels as pending).
-        for args in (("repro", f"train_{model}"), ("repro", "--single-item", "evaluate")):
-            done = run(cfg, *args)
-            if done.returncode != 0:
-                raise LoopError(f"dvc {' '.join(args)} failed: {(done.stdout + done.stderr)[-3000:]}")
+        # this model's stages only (each model has its own: the others' new labels, below their min_labels, stay
+        # pending in `dvc status`)
+        done = run(cfg, "repro", f"evaluate@{model}")
+        if done.returncode != 0:
+            raise LoopError(f"dvc repro evaluate@{model} failed: {(done.stdout + done.stderr)[-3000:]}")
     else:
         from models.common import load_params
 
@@ -81,7 +81,7 @@ def register_candidate(cfg: LoopConfig, model: str, harvested: dict[str, Any], s
 
 
 # -- retrain several models at the same time (flows.loop.retrain_on_dask) -------------------------------
-# `dvc repro` holds a lock on the whole repository, so two `dvc repro train_<model> evaluate` in one workspace
+# `dvc repro` holds a lock on the whole repository, so two `dvc repro evaluate@<model>` in one workspace
 # cannot run at once. Instead each model's share of them runs as the same stage commands (prepare, train,
 # evaluate of that model: its own files only) in its own process, and DVC's bookkeeping, `dvc commit` of the
 # stages that ran (what `dvc repro` records in dvc.lock after running them), is done one at a time under a
@@ -102,11 +102,9 @@ def before_parallel_retrain(cfg: LoopConfig) -> None:
 
 
 def train_stages(cfg: LoopConfig, model: str, threads: int | None = None) -> dict[str, Any]:
-    """``model``'s share of ``dvc repro train_<model> evaluate``, for one worker of a parallel retraining:
-    ``python -m models.stages prepare|train|evaluate <model>`` (the commands dvc.yaml runs, on this model
-    only: they write its own files and its own MLflow run), then, in a DVC workspace, ``dvc commit`` of its
-    prepare and train stages under :func:`dvc_lock`. The shared evaluate stage is committed by
-    :func:`commit_evaluation` once every model is done. ``threads`` caps the BLAS/OpenMP threads of each stage
+    """``dvc repro evaluate@<model>``, for one worker of a parallel retraining: ``python -m models.stages
+    prepare|train|evaluate <model>`` (the commands dvc.yaml runs, on this model only: they write its own files
+    and its own MLflow run), then, in a DVC workspace, ``dvc commit`` of its stages under :func:`dvc_lock`. ``threads`` caps the BLAS/OpenMP threads of each stage
     (its share of the cores). Returns each stage's start and end (epoch seconds) and CPU seconds, the worker's
     pid, seconds, the stages' OMP_NUM_THREADS (None: not set)."""
     env = dvc_env(cfg)
@@ -115,7 +113,7 @@ def train_stages(cfg: LoopConfig, model: str, threads: int | None = None) -> dic
             env.setdefault(var, str(threads))
     in_dvc = is_dvc_repo(cfg)
     if in_dvc:  # as `dvc repro` does before it runs a stage: its outputs go first
-        for out in stage_outs(cfg, f"prepare_{model}") + stage_outs(cfg, f"train_{model}"):
+        for out in stage_outs(cfg, f"prepare@{model}") + stage_outs(cfg, f"train@{model}"):
             if out.is_dir():
                 shutil.rmtree(out)
             elif out.exists():
@@ -132,7 +130,7 @@ def train_stages(cfg: LoopConfig, model: str, threads: int | None = None) -> dic
             raise LoopError(f"{model}: `python -m models.stages {stage} {model}` failed (exit {done.returncode}): "
                             f"{(done.stdout + done.stderr)[-3000:]}")
     if in_dvc:
-        run_locked(cfg, "commit", "-f", "-q", f"prepare_{model}", f"train_{model}")
+        run_locked(cfg, "commit", "-f", "-q", f"prepare@{model}", f"train@{model}", f"evaluate@{model}")
     return {"model": model, "pid": os.getpid(), "stages": windows, "cpu_s": cpu,
             "seconds": round(time.perf_counter() - t, 1), "omp_threads": env.get("OMP_NUM_THREADS")}
 
@@ -142,10 +140,3 @@ def children_cpu_s() -> float:
 
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     return used.ru_utime + used.ru_stime
-
-
-def commit_evaluation(cfg: LoopConfig) -> None:
-    """``dvc commit evaluate`` (the stage shared by every model) once the models retrained at the same time
-    are all evaluated; the models not retrained keep their metrics, which are still those of their artifacts."""
-    if is_dvc_repo(cfg):
-        run_locked(cfg, "commit", "-f", "-q", "evaluate")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from .collect import MEDIA_FIELD, collect, descriptor, label, model_output, sample_key
 from .config import LoopConfig, LoopError, hub_call
 from .harvest import harvest
-from .retrain import before_parallel_retrain, commit_evaluation, register_candidate, retrain, retrain_due, train_stages
+from .retrain import before_parallel_retrain, register_candidate, retrain, retrain_due, train_stages
 from .ship import gate, gate_decision, package, rollout
 
-__all__ = ["MEDIA_FIELD", "LoopConfig", "LoopError", "before_parallel_retrain", "collect", "commit_evaluation",
+__all__ = ["MEDIA_FIELD", "LoopConfig", "LoopError", "before_parallel_retrain", "collect",
            "descriptor", "gate", "gate_decision", "harvest", "hub_call", "label", "model_output", "package",
            "register_candidate", "retrain", "retrain_due", "rollout", "sample_key", "train_stages"]

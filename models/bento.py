@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {"pump_anomaly": "PumpAnomaly", "intrusion": "Intrusion", "activity": "Activity"}
 #: what a Bento's environment needs, by the kind of its model artifact (edge_runtime.modelkit.KINDS)
 REQUIREMENTS = {"sklearn": ("numpy", "scikit-learn", "joblib"), "torch-cnn": ("numpy", "torch"),
                 "onnx": ("numpy", "onnxruntime")}
@@ -87,16 +86,21 @@ def build(name: str, version: str, artifact: Path, *, labels: dict[str, str] | N
     os.environ["EDGELOOP_BENTO_MODEL"] = tag  # the service's BentoModel is resolved from this at build time
     from bentoml._internal.bento.build_config import BentoEnvSchema  # bentoml.bentos.build's own type for envs
 
-    module, service = (name, SERVICES[name]) if name in SERVICES else ("generic", "Model")  # imported models
-    sys.modules.pop(f"models.services.{module}", None)  # so a second build in one process re-resolves it
+    sys.modules.pop("models.services.generic", None)  # so a second build in one process re-resolves it
+    from models import plugins
+
+    try:
+        origin = f"plugin {plugins.get(name).source}"  # a model the loop trains (and can retrain)
+    except KeyError:
+        origin = "imported"  # trained elsewhere: the loop can monitor and replace it, not retrain it
     try:
         return bentoml.bentos.build(
-            service=f"models.services.{module}:{service}", build_ctx=str(ROOT),
+            service="models.services.generic:Model", build_ctx=str(ROOT),
             include=["models/__init__.py", "models/services/__init__.py", "models/services/base.py",
-                     f"models/services/{module}.py", "edge_runtime/__init__.py", "edge_runtime/modelkit.py"],
+                     "models/services/generic.py", "edge_runtime/__init__.py", "edge_runtime/modelkit.py"],
             python={"packages": _pins(REQUIREMENTS[predictor.kind]), "lock_packages": False},
             envs=[BentoEnvSchema(name="EDGELOOP_BENTO_MODEL", value=tag)],
-            labels={"edgeloop": "reference-model" if name in SERVICES else "imported-model", **(labels or {})},
+            labels={"edgeloop-origin": origin, **(labels or {})},
             version=version)
     finally:
         if old is None:

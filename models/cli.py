@@ -1,4 +1,4 @@
-"""``edgeloop model``: train, package, list, show, promote and deploy the reference models.
+"""``edgeloop model``: scaffold, train, import, package, list, show, promote and deploy models.
 
 Cloud-side commands: they import MLflow, BentoML and torch inside the command, never at start-up; on an
 install without the cloud extra they say which extra to install. Exit codes and messages follow
@@ -23,11 +23,14 @@ Params = typer.Option(Path("params.yaml"), "--params", help="params file (relati
 
 
 
-def _name(name: str) -> str:
-    from models.stages import MODELS
+def _plugin(name: str) -> str:
+    """``name`` when a model plug-in has it (the models EdgeLoop can train), else exit 2 saying which do."""
+    from models import plugins
 
-    if name not in MODELS:
-        die(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
+    try:
+        plugins.get(name)
+    except KeyError as exc:
+        die(str(exc.args[0]))
     return name
 
 
@@ -53,26 +56,32 @@ def _progress() -> Any:
 
 @model_app.command("train")
 @needs_cloud
-def train(name: str = typer.Argument(..., help="pump_anomaly, intrusion or activity"), root: Path = Root,
+def train(name: str = typer.Argument(..., help="a model plug-in's name (`edgeloop model plugins` lists them)"),
+          root: Path = Root,
           params: Path = Params, regenerate: bool = typer.Option(False, help="generate and prepare the data again"),
           track: bool = typer.Option(True, help="record the run in MLflow and register the version")) -> None:
-    """Generate (if missing) and prepare SYNTHETIC data, train, evaluate; track and register in MLflow.
+    """Prepare the model's data (generating it first when the plug-in has a SYNTHETIC generator and none is there),
+    train, evaluate; track and register in MLflow.
 
     The same stages as `dvc repro` (dvc.yaml), run in-process with progress; `dvc repro` also versions the
     data and caches every stage."""
+    import json
+
     from models import stages
 
-    name = _name(name)
+    name = _plugin(name)
     p = _params(root, params)
     try:
         mp = stages.model_params(name, p)
     except KeyError as exc:
         die(str(exc.args[0]))
     epochs = int(mp.get("epochs", 1))
+    readme = root / "data" / "raw" / "README.json"
+    generated = json.loads(readme.read_text()).get("models", []) if readme.exists() else []
     with _progress() as prog:
-        if regenerate or not (root / "data" / "raw" / "README.json").exists():
+        if stages.model_module(name).generate is not None and (regenerate or name not in generated):
             t = prog.add_task("generate synthetic data", total=None)
-            stages.generate(root, p, lambda what: prog.update(t, description=f"generate: {what}"))
+            stages.generate(root, p, lambda what: prog.update(t, description=f"generate: {what}"), [name])
             prog.update(t, total=1, completed=1, description="generate synthetic data")
         if regenerate or not (root / "data" / "prepared" / name / "holdout_drifted.npz").exists():
             t = prog.add_task(f"prepare {name}", total=1)
@@ -95,7 +104,7 @@ def _metrics_table(name: str, m: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{name} on SYNTHETIC holdouts")
+    t = Table(title=f"{name} on {'SYNTHETIC' if 'synthetic' in str(m.get('data')).lower() else 'field'} holdouts")
     for c in ("split", "n", "positives", "precision", "recall", "f1", "roc_auc"):
         t.add_column(c)
     for split in ("clean", "drifted"):
@@ -105,9 +114,54 @@ def _metrics_table(name: str, m: dict[str, Any]) -> None:
     Console().print(t)
 
 
+@model_app.command("init")
+def init(name: str = typer.Argument(..., help="the model's name: lower-case letters, digits, _"),
+         kind: str = typer.Option(..., "--kind", help="tabular or image"),
+         labels: str = typer.Option("normal,anomalous", "--labels", help="the two class names, negative first"),
+         features: Optional[str] = typer.Option(None, "--features", help="tabular: input columns, a,b,c"),
+         dest: Path = typer.Option(Path("."), "--dir", help="where the package's folder goes"),
+         workspace: Optional[Path] = typer.Option(None, "--workspace", "-w",
+                                                  help="also add the model to this workspace's params.yaml")) -> None:
+    """Scaffold a model plug-in package of your own (code, params, a test): pip install -e it, and the loop trains,
+    gates, packages and rolls it out like the built-in models."""
+    from models import scaffold
+
+    cols = [c.strip() for c in (features or "").split(",") if c.strip()]
+    if workspace is not None and not (workspace / "params.yaml").is_file():
+        die(f"{workspace / 'params.yaml'}: no such file (is {workspace} an EdgeLoop workspace?)")
+    try:
+        r = scaffold.init(name, kind, dest, labels=[s.strip() for s in labels.split(",")], features=cols or None,
+                          workspace=workspace)
+    except ValueError as exc:
+        die(str(exc))
+    typer.echo(f"wrote {r['package']}: {', '.join(r['files'])}")
+    if r.get("params"):
+        typer.echo(f"added {name} to {r['params']} (models.{name}, {name}:)")
+    typer.echo(f"next: pip install -e {r['package']} && edgeloop model plugins")
+
+
+@model_app.command("plugins")
+def plugins_() -> None:
+    """The model plug-ins installed (edgeloop.models entry points): what the loop can train and retrain."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from models import plugins
+
+    found = plugins.plugins(reload=True)
+    t = Table(title="model plug-ins (edgeloop.models)")
+    for c in ("name", "input", "labels", "data", "from"):
+        t.add_column(c)
+    for p in found.values():
+        t.add_row(p.name, p.input, ", ".join(p.labels), p.data, p.source)
+    Console().print(t)
+    for why in plugins.broken().values():
+        typer.echo(f"unusable: {why}", err=True)
+
+
 @model_app.command("package")
 @needs_cloud
-def package(name: str = typer.Argument(..., help="model name (a reference model or an imported one)"),
+def package(name: str = typer.Argument(..., help="model name (trained by a plug-in, or imported)"),
             version: str = typer.Option("champion", "--version", "-v", help="registry version or alias"),
             root: Path = Root,
             keys: Optional[Path] = typer.Option(None, "--keys", envvar="EDGELOOP_KEYS_DIR",
@@ -147,24 +201,38 @@ def package(name: str = typer.Argument(..., help="model name (a reference model 
 @model_app.command("import")
 @needs_cloud
 def import_(name: str = typer.Argument(..., help="the model's name in the registry"),
-            onnx: Path = typer.Option(..., "--onnx", help="an ONNX file (a classifier's probabilities or logits)"),
-            labels: str = typer.Option(..., "--labels", help="class names in the model's output order, e.g. ok,anomaly"),
+            onnx: Optional[Path] = typer.Option(None, "--onnx", help="an ONNX file (a classifier's probabilities or "
+                                                                     "logits)"),
+            mlflow_uri: Optional[str] = typer.Option(None, "--mlflow", help="an MLflow model: models:/NAME/VERSION, "
+                                                     "models:/NAME@ALIAS, runs:/ID/PATH (sklearn or pytorch flavour)"),
+            from_uri: Optional[str] = typer.Option(None, "--from-tracking-uri",
+                                                   help="the MLflow tracking URI of the registry --mlflow is in "
+                                                        "(default: the workspace's own store)"),
+            labels: Optional[str] = typer.Option(None, "--labels", help="class names in the model's output order, "
+                                                 "e.g. ok,anomaly (an MLflow scikit-learn model: its classes_)"),
             input: str = typer.Option("table", "--input", help="table, image or clip"),
-            features: Optional[str] = typer.Option(None, "--features", help="table: input columns in order, a,b,c"),
+            features: Optional[str] = typer.Option(None, "--features", help="table: input columns in order, a,b,c "
+                                                   "(an MLflow model: its signature's)"),
             shape: Optional[str] = typer.Option(None, "--shape", help="image: H,W,C; clip: T,H,W,C (uint8 BGR)"),
             threshold: float = typer.Option(0.5, "--threshold", help="binary: class 1 when P(1) >= this"),
-            softmax: bool = typer.Option(False, "--softmax", help="the output is logits: apply a softmax"),
-            output: Optional[str] = typer.Option(None, "--output", help="the output with the probabilities"),
+            softmax: Optional[bool] = typer.Option(None, "--softmax/--probabilities",
+                                                   help="the output is logits (apply a softmax) or probabilities "
+                                                        "(default: ONNX probabilities, PyTorch logits)"),
+            output: Optional[str] = typer.Option(None, "--output", help="ONNX: the output with the probabilities"),
             sample: Optional[Path] = typer.Option(None, "--sample", help=".npy of inputs for the health check"),
             root: Path = Root) -> None:
-    """Register a model trained elsewhere (ONNX) as a new version: then package, deploy and roll it out."""
-    from models.importing import import_onnx
+    """Register a model trained elsewhere (ONNX, or an MLflow model) as a new version: then package, deploy and
+    roll it out. The loop retrains it only when a model plug-in has its name; otherwise it monitors and replaces."""
+    from models import plugins
+    from models.importing import import_mlflow, import_onnx
 
-    names = [s.strip() for s in labels.split(",") if s.strip()]
+    if (onnx is None) == (mlflow_uri is None):
+        die("give one of --onnx FILE or --mlflow URI")
+    names = [s.strip() for s in (labels or "").split(",") if s.strip()]
     cols = [s.strip() for s in (features or "").split(",") if s.strip()]
     if input not in ("table", "image", "clip"):
         die(f"--input {input!r}: expected table, image or clip")
-    if input == "table" and not cols:
+    if input == "table" and not cols and onnx is not None:
         die("--features: a table model needs its input columns in order")
     dims: list[int] | None = None
     if input != "table":
@@ -174,15 +242,25 @@ def import_(name: str = typer.Argument(..., help="the model's name in the regist
             dims = None
         if not dims or len(dims) != (3 if input == "image" else 4) or min(dims) <= 0:
             die(f"--shape {shape!r}: an {input} model needs {'H,W,C' if input == 'image' else 'T,H,W,C'}")
-    if len(names) < 2:
+    if labels is not None and len(names) < 2 or onnx is not None and len(names) < 2:
         die(f"--labels {labels!r}: at least two class names")
     try:
-        r = import_onnx(name, onnx, labels=names, input=input, features=cols or None, shape=dims,
-                        threshold=threshold, sample=sample, workdir=root, softmax=softmax, output=output)
+        if onnx is not None:
+            r = import_onnx(name, onnx, labels=names, input=input, features=cols or None, shape=dims,
+                            threshold=threshold, sample=sample, workdir=root, softmax=bool(softmax), output=output)
+            origin = str(onnx)
+        else:
+            assert mlflow_uri is not None
+            r = import_mlflow(name, mlflow_uri, tracking_uri=from_uri, labels=names or None, input=input,
+                              features=cols or None, shape=dims, threshold=threshold,
+                              softmax=True if softmax is None else softmax, sample=sample, workdir=root)
+            origin = f"{mlflow_uri} ({r['flavor']})"
     except ValueError as exc:
         die(str(exc))
-    typer.echo(f"registered {r['name']} version {r['version']} (challenger) from {onnx} (sha256 {r['sha256'][:12]}, "
+    typer.echo(f"registered {r['name']} version {r['version']} (challenger) from {origin} (sha256 {r['sha256'][:12]}, "
                f"health sample {r['sample_rows']} rows): `edgeloop model package {r['name']} -v {r['version']}`")
+    retrain = name in plugins.names()
+    typer.echo(f"the loop {'retrains it with the plug-in of that name' if retrain else 'can monitor and replace it, not retrain it (no model plug-in is called ' + repr(name) + ')'}")
 
 
 @model_app.command("ls")
@@ -227,7 +305,6 @@ def show(name: str = typer.Argument(...), version: str = typer.Argument("champio
 
     from models import tracking
 
-    name = _name(name)
     v = version if version.isdigit() else tracking.alias_version(name, version, root)
     if v is None:
         die(f"model {name!r} has no alias {version!r}")
@@ -245,7 +322,6 @@ def promote(name: str = typer.Argument(...), version: str = typer.Argument(...),
     """Point an alias (default champion: what ships) at a registered version."""
     from models import tracking
 
-    name = _name(name)
     try:
         tracking.version_info(name, version, root)
     except Exception as exc:  # noqa: BLE001

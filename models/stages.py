@@ -1,7 +1,8 @@
-"""The training pipeline's stages, as ``dvc.yaml`` runs them: generate -> prepare -> train_<model> -> evaluate.
+"""The training pipeline's stages, as ``dvc.yaml`` runs them for every model of the workspace (the ``models``
+section of params.yaml; each a plug-in, :mod:`models.plugins`): generate -> prepare -> train -> evaluate.
 
-    python -m models.stages generate            data/raw: SYNTHETIC pump telemetry and street-camera videos
-    python -m models.stages prepare             data/prepared/<model>/<split>.npz
+    python -m models.stages generate [MODEL..]  data/raw: the SYNTHETIC data of the models that have a generator
+    python -m models.stages prepare [MODEL..]   data/prepared/<model>/<split>.npz (+ the loop's labels)
     python -m models.stages train MODEL         artifacts/<model>/ (+ an MLflow run, a registered version)
     python -m models.stages evaluate [MODEL..]  metrics/<model>.json, plots/<model>/*.csv (+ MLflow, aliases)
 
@@ -12,61 +13,82 @@ directory). ``edgeloop model train`` runs the same functions in-process with pro
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from models.common import SPLITS, binary_metrics, digest_dir, load_params, resolve, write_json, write_plots
-
-MODELS: dict[str, str] = {
-    "pump_anomaly": "models.pump_anomaly.train",
-    "intrusion": "models.intrusion",
-    "activity": "models.activity",
-}
-"""Reference model name -> the module with its NAME, LABELS, DEFAULTS, prepare, xy and fit."""
+from models import plugins
+from models.common import SPLITS, binary_metrics, digest_dir, load_params, write_json, write_plots
+from models.plugins import ModelPlugin
 
 Progress = Callable[[str], None]
 
 
-def model_module(name: str) -> ModuleType:
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")
-    return importlib.import_module(MODELS[name])
+def model_module(name: str) -> ModelPlugin:
+    """The model plug-in ``name`` (``edgeloop.models`` entry points); KeyError naming the registered ones."""
+    return plugins.get(name)
 
 
 def model_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    m = model_module(name)
-    return resolve(m.DEFAULTS, params.get(name) or {}, name)
+    return model_module(name).params(params)
+
+
+def workspace_models(params: dict[str, Any]) -> list[str]:
+    """The models this workspace's pipeline trains: the ``models`` section of its params.yaml (what dvc.yaml's
+    stages run over), or every registered plug-in when it has none. Each must be a registered plug-in."""
+    listed = params.get("models")
+    if listed is None:
+        return plugins.names()
+    if not isinstance(listed, dict):
+        raise ValueError("params: `models` must map each model's name to its stage settings (data:, code:)")
+    for name in listed:
+        model_module(name)
+    return list(listed)
+
+
+def raw_data(root: Path, name: str, params: dict[str, Any]) -> Path:
+    """The folder ``name``'s prepare reads: its ``data`` in the params' ``models`` section (its field data,
+    ``data/field/<name>``, for a model trained on what nodes upload), else ``data/raw`` (generated)."""
+    entry = (params.get("models") or {}).get(name) or {}
+    return root / str(entry.get("data") or "data/raw")
 
 
 def seed_of(params: dict[str, Any]) -> int:
     return int(params.get("seed", 0))
 
 
-def generate(root: Path, params: dict[str, Any], progress: Progress | None = None) -> None:
-    from models import vision
-
+def generate(root: Path, params: dict[str, Any], progress: Progress | None = None,
+             names: list[str] | None = None) -> list[str]:
+    """The SYNTHETIC raw data of ``names`` (default: the workspace's models) that have a generator, each
+    generator once (models may share one), into ``data/raw``. Returns the models generated for."""
     raw = root / "data" / "raw"
     seed = seed_of(params)
-    model_module("pump_anomaly").generate(raw, model_params("pump_anomaly", params), seed)
-    if progress:
-        progress("pump telemetry")
-    vision.generate_scenes(raw, resolve(vision.SCENE_DEFAULTS, params.get("scenes") or {}, "scenes"), seed, progress)
+    done: list[Any] = []
+    generated = []
+    for name in names or workspace_models(params):
+        m = model_module(name)
+        if m.generate is None:
+            continue
+        generated.append(name)
+        if m.generate not in done:
+            m.generate(raw, params, seed, progress)
+            done.append(m.generate)
+    previous = json.loads((raw / "README.json").read_text()) if (raw / "README.json").exists() else {}
     write_json(raw / "README.json", {"synthetic": True, "seed": seed,
-                                     "what": "simulated pump telemetry and street-camera videos with ground truth "
-                                             "(models.synth); not real data"})
+                                     "models": sorted(set(previous.get("models", [])) | set(generated)),
+                                     "what": "SYNTHETIC data from the model plug-ins' generators (for the "
+                                             "reference models: models.synth); not real data"})
+    return generated
 
 
 def prepare(root: Path, params: dict[str, Any], names: list[str] | None = None,
             progress: Progress | None = None) -> None:
-    for name in names or list(MODELS):
-        model_module(name).prepare(root / "data" / "raw", root / "data" / "prepared" / name,
+    for name in names or workspace_models(params):
+        model_module(name).prepare(raw_data(root, name, params), root / "data" / "prepared" / name,
                                    model_params(name, params))
         merge_labelled(root, name, params)
         if progress:
@@ -88,14 +110,18 @@ def merge_labelled(root: Path, name: str, params: dict[str, Any]) -> int:
     if repeat < 1:
         raise ValueError(f"params: loop.labelled_repeat must be >= 1, got {repeat}")
     train = root / "data" / "prepared" / name / "train.npz"
-    d = load_split(train)
-    xs, ys = [d["X"]], [d["y"]]
+    m = model_module(name)
+    X0, y0 = m.read(train)
+    xs, ys = [X0], [y0]
     for f in files:
         z = load_split(f)
-        if z["X"].shape[1:] != d["X"].shape[1:]:
-            raise ValueError(f"{f}: rows of shape {z['X'].shape[1:]}, the train split has {d['X'].shape[1:]}")
-        xs += [z["X"].astype(d["X"].dtype)] * repeat
-        ys += [z["y"].astype(d["y"].dtype)] * repeat
+        if z["X"].shape[1:] != X0.shape[1:]:
+            raise ValueError(f"{f}: rows of shape {z['X'].shape[1:]}, the train split has {X0.shape[1:]}")
+        X, y = z["X"].astype(X0.dtype), z["y"].astype(y0.dtype)
+        if m.augment is not None:
+            X, y = m.augment(X, y, np.random.default_rng(seed_of(params)))
+        xs += [X] * repeat
+        ys += [y] * repeat
     save_split(train, X=np.concatenate(xs), y=np.concatenate(ys))
     return sum(len(y) for y in ys[1:])
 
@@ -126,7 +152,7 @@ def train(root: Path, name: str, params: dict[str, Any], *, track: bool = True,
 
         run.update(tracking.log_training(name, out, {**p, "seed": seed_of(params)}, info,
                                          {"data_version": run["data_version"], "git_commit": _git_commit(root),
-                                          "data": "synthetic"}, workdir=root))
+                                          "data": m.data}, workdir=root))
     write_json(root / "artifacts" / f"{name}.run.json", {**run, "train": info})
     return {**run, "train": info}
 
@@ -139,10 +165,11 @@ def evaluate(root: Path, name: str, *, track: bool = True) -> dict[str, Any]:
     m = model_module(name)
     predictor = Predictor(root / "artifacts" / name)
     prepared = root / "data" / "prepared" / name
-    metrics: dict[str, Any] = {"model": name, "data": "synthetic; not field performance"}
+    metrics: dict[str, Any] = {"model": name, "data": m.data + ("; not field performance" if
+                                                                "synthetic" in m.data.lower() else "")}
     files: list[Path] = []
     for split in SPLITS:
-        X, y = m.xy(prepared / f"{split}.npz")
+        X, y = m.read(prepared / f"{split}.npz")
         t = time.perf_counter()
         proba = predictor.proba(X)
         took = time.perf_counter() - t
@@ -150,7 +177,7 @@ def evaluate(root: Path, name: str, *, track: bool = True) -> dict[str, Any]:
         key = {"train": "train", "holdout_clean": "clean", "holdout_drifted": "drifted"}[split]
         metrics[key] = {**binary_metrics(y, proba[:, 1], pred), "predict_seconds": round(took, 4)}
         if split != "train":
-            files += write_plots(root / "plots" / name, key, y, proba[:, 1], pred, m.LABELS)
+            files += write_plots(root / "plots" / name, key, y, proba[:, 1], pred, m.labels)
     run_file = root / "artifacts" / f"{name}.run.json"
     run = json.loads(run_file.read_text()) if run_file.exists() else {}
     if track and run.get("run_id"):
@@ -170,12 +197,11 @@ def ensure_artifacts(root: Path, names: tuple[str, ...], params: dict[str, Any])
     t = time.perf_counter()
     todo = [n for n in names if not (root / "artifacts" / n / "edgeloop-model.json").exists()]
     if todo:
-        raw = root / "data" / "raw"
-        if set(todo) <= {"pump_anomaly"}:  # telemetry only: no need to render the camera scenes
-            if not (raw / "pump" / "train.npz").exists():
-                model_module("pump_anomaly").generate(raw, model_params("pump_anomaly", params), seed_of(params))
-        elif not (raw / "README.json").exists():
-            generate(root, params)
+        readme = root / "data" / "raw" / "README.json"
+        have = set(json.loads(readme.read_text()).get("models", [])) if readme.exists() else set()
+        missing = [n for n in todo if n not in have]
+        if missing:  # only what these models need (telemetry alone does not render the camera scenes)
+            generate(root, params, names=missing)
         prepare(root, params, todo)
         for n in todo:
             train(root, n, params, track=False)
@@ -185,7 +211,7 @@ def ensure_artifacts(root: Path, names: tuple[str, ...], params: dict[str, Any])
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.stages", description=__doc__.splitlines()[0])
     ap.add_argument("stage", choices=["generate", "prepare", "train", "evaluate"])
-    ap.add_argument("models", nargs="*", help="model names (train: exactly one; default: all)")
+    ap.add_argument("models", nargs="*", help="model names (train: exactly one; default: the workspace's models)")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--root", default=".")
     ap.add_argument("--no-track", action="store_true", help="do not record in MLflow")
@@ -194,11 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(root / args.params if not Path(args.params).is_absolute() else args.params)
     say = lambda what: print(f"{args.stage}: {what}", flush=True)  # noqa: E731
     try:
-        names = args.models or list(MODELS)
+        names = args.models or workspace_models(params)
         for n in names:
             model_module(n)
         if args.stage == "generate":
-            generate(root, params, say)
+            generate(root, params, say, names)
         elif args.stage == "prepare":
             prepare(root, params, names, say)
         elif args.stage == "train":
@@ -212,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 mt = evaluate(root, n, track=not args.no_track)
                 say(f"{n}: clean f1 {mt['clean']['f1']:.3f}, drifted f1 {mt['drifted']['f1']:.3f}")
     except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
         return 2
     return 0
 

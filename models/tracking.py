@@ -86,7 +86,7 @@ def log_training(name: str, artifact: Path, params: Mapping[str, Any], info: Map
     try:
         client.get_registered_model(name)
     except Exception:  # noqa: BLE001 - MlflowException when absent
-        client.create_registered_model(name, description=f"EdgeLoop reference model {name} (synthetic data)")
+        client.create_registered_model(name, description=f"EdgeLoop model {name} ({tags.get('data') or tags.get('source') or 'trained here'})")
     mv = client.create_model_version(name, source=source, run_id=run_id, tags={"data_version": tags.get(
         "data_version", "")})
     return {"run_id": run_id, "version": str(mv.version), "tracking_uri": mlflow.get_tracking_uri()}

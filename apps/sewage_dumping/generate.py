@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from models.common import subseed
-from models.vision import render_clip
+from models.street import render_clip
 
 APP = Path(__file__).resolve().parent
 

@@ -141,10 +141,12 @@ def run(seed: int, params: Mapping[str, Any] | None = None) -> tuple[HistGradien
 NAME = "pump_anomaly"
 LABELS = ["normal", "anomalous"]
 INPUT = "table"
+DATA = "synthetic (models.synth.telemetry)"
 
 
-def generate(raw: Path, params: Mapping[str, Any], seed: int) -> None:
-    """Raw SYNTHETIC telemetry per split: ``raw/pump/<split>.npz`` (device, ts, channels, fault label)."""
+def generate(raw: Path, params: Mapping[str, Any], seed: int, progress: Any = None) -> None:
+    """Raw SYNTHETIC telemetry per split: ``raw/pump/<split>.npz`` (device, ts, channels, fault label); ``params``:
+    params.yaml (its ``pump_anomaly`` section) or the section itself."""
     p = resolve_params(params)
     specs = {"train": (p["train_pumps"], p["train_hours"], None),
              "holdout_clean": (p["holdout_pumps"], p["holdout_hours"], None),
@@ -154,6 +156,8 @@ def generate(raw: Path, params: Mapping[str, Any], seed: int) -> None:
         data = generate_telemetry(n_pumps, hours, rate_hz=p["rate_hz"], seed=_seed(seed, k), drift=drift,
                                   fault_rate=p["fault_rate"])
         save_split(raw / "pump" / f"{name}.npz", **data.columns())
+    if progress:
+        progress("pump telemetry")
 
 
 def prepare(raw: Path, out: Path, params: Mapping[str, Any]) -> None:

@@ -1,1 +1,1 @@
-"""BentoML services of the reference models (one module each); see :mod:`models.bento` for packaging."""
+"""The BentoML service of the models (one for all: generic.py); see :mod:`models.bento` for packaging."""

@@ -1,6 +1,5 @@
-"""The BentoML service of a model EdgeLoop does not ship (imported with ``edgeloop model import``): the same
-service as the reference models' (:mod:`models.services.base`), named after the model its Bento carries
-(``EDGELOOP_BENTO_MODEL``, set while packaging and in the Bento's environment)."""
+"""The BentoML service of every model, trained here or imported (see :mod:`models.services.base`), named after the
+model its Bento carries (``EDGELOOP_BENTO_MODEL``, set while packaging and in the Bento's environment)."""
 
 import os
 

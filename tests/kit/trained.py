@@ -78,9 +78,9 @@ def dvc_workspace(ws: Path) -> Path:
 
 
 def labelled(ws: Path) -> None:
-    """The agile loop's label folders (dependencies of prepare_<model>; empty until it harvests), as
+    """The agile loop's label folders (dependencies of prepare@<model>; empty until it harvests), as
     `make repro` and the loop create them."""
-    for name in ("pump_anomaly", "intrusion", "activity"):
+    for name in yaml.safe_load((ws / "params.yaml").read_text())["models"]:
         (ws / "data" / "labelled" / name).mkdir(parents=True, exist_ok=True)
 
 
@@ -97,7 +97,7 @@ def build_workspace(root: Path) -> None:
     stages.generate(root, params)
     stages.prepare(root, params)
     runs = {}
-    for name in stages.MODELS:
+    for name in stages.workspace_models(params):
         runs[name] = stages.train(root, name, params)
         stages.evaluate(root, name)
     committed = dvc(root, "commit", "-f", "-q")

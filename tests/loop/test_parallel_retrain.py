@@ -54,7 +54,7 @@ def test_two_models_retrain_at_once_and_the_pipeline_stays_reproduced(reproduced
             state.mark_harvested(m, "batch-0001-1", [{"annotation_id": 1000 * k + i, "id": f"{m}-{i}", "label": "x"}
                                                     for i in range(12)])
     stale = dvc(ws, "status")
-    assert all(f"prepare_{m}" in stale.stdout for m in RETRAINED), stale.stdout
+    assert all(f"prepare@{m}" in stale.stdout for m in RETRAINED), stale.stdout
 
     got = retrain_models(cfg, {m: {"data_version": version, "new_labels": 12} for m in RETRAINED})
 
@@ -97,5 +97,5 @@ def _overlap(a: tuple[float, float] | list[float], b: tuple[float, float] | list
 
 def _locked_artifacts(root: Path) -> dict[str, str]:
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    return {m: next(o["md5"] for o in lock[f"train_{m}"]["outs"] if o["path"] == f"artifacts/{m}")
+    return {m: next(o["md5"] for o in lock[f"train@{m}"]["outs"] if o["path"] == f"artifacts/{m}")
             for m in ("pump_anomaly", "intrusion", "activity")}

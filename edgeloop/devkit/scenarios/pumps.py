@@ -66,8 +66,9 @@ def field_windows(tmp: Path, seed: int, params: dict[str, Any] = PARAMS) -> tupl
 
 
 def write_node(folder: Path, broker: int, hub: str, token: str, keys: Path, *, name: str = "edge-p",
-               label_share: float = 0.05) -> Path:
-    """node.yaml (+ products, devices, pipeline) for four pumps publishing feature windows."""
+               label_share: float = 0.05, model: str = MODEL) -> Path:
+    """node.yaml (+ products, devices, pipeline) for four pumps publishing feature windows, scored by ``model``
+    (any table model over the pump window features)."""
     feats = features()
     return nodes.write_node(
         folder, name, broker_port=broker,
@@ -76,7 +77,7 @@ def write_node(folder: Path, broker: int, hub: str, token: str, keys: Path, *, n
                   "ts_field": "ts"} for i in range(4)],
         pipelines={"score": {"name": "score", "product": "pump_window", "steps": [
             {"device_input": {}},
-            {"apply_model": {"model": MODEL, "inputs": feats, "output": "anomaly",
+            {"apply_model": {"model": model, "inputs": feats, "output": "anomaly",
                              "select": {"low_confidence": 0.8, "random": label_share, "seed": 1}}},
             {"upload": {}}]}},
         models={"store": "models", "trusted_keys": [str(keys / "signing.pub")]},
@@ -120,10 +121,10 @@ def accuracy_at_node(uploads: list[dict[str, Any]], truth: dict[tuple[str, float
     return hits / n
 
 
-def serving(admin: Any, node: str = "edge-p") -> str | None:
-    """The version of ``pump_anomaly`` ``node`` reports in its heartbeats."""
+def serving(admin: Any, node: str = "edge-p", model: str = MODEL) -> str | None:
+    """The version of ``model`` ``node`` reports in its heartbeats."""
     view = next((n for n in admin.get("/api/v1/nodes") if n["name"] == node), {})
-    per = ((view.get("models") or {}).get("models") or {}).get(MODEL) or {}
+    per = ((view.get("models") or {}).get("models") or {}).get(model) or {}
     return str(per["active"]) if per.get("active") is not None else None
 
 

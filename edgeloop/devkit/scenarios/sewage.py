@@ -50,7 +50,7 @@ def field_cameras(out: Path, variants: tuple[str, ...] = ("night", "rain"), *, f
     ``{camera: truth}``."""
     from apps.sewage_dumping.generate import APP
     from models.common import subseed
-    from models.vision import render_clip
+    from models.street import render_clip
 
     out.mkdir(parents=True, exist_ok=True)
     truths, devices, regions = {}, [], {}
@@ -130,7 +130,7 @@ def oracle_accuracy(root: Path, work: Path, fields: list[Path], params: dict[str
     import numpy as np
 
     from models import stages
-    from models.vision import roi_crops
+    from models.street import roi_crops
 
     if work.exists():
         shutil.rmtree(work)

@@ -81,6 +81,14 @@ def generate_scenes(raw: Path, p: Mapping[str, Any], seed: int, progress: Callab
     return out
 
 
+def generate(raw: Path, params: Mapping[str, Any], seed: int, progress: Callable[[str], None] | None = None) -> None:
+    """The plug-ins' ``generate``: the ``scenes`` section of params.yaml rendered by :func:`generate_scenes` (once
+    for both models: they share the clips)."""
+    from models.common import resolve
+
+    generate_scenes(raw, resolve(SCENE_DEFAULTS, params.get("scenes") or {}, "scenes"), seed, progress)
+
+
 def roi_crops(video: Path, size: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Decode ``video``; crop each frame's drain ROI and resize to ``size`` (INTER_AREA). ``(crops, truth)``."""
     import cv2
@@ -142,6 +150,8 @@ def intrusion_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def activity_xy(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Stacks ``(n, T, S, S, 3)`` of each sample's last T crops (oldest first), and labels."""
     d = load_split(path)
+    if "X" in d:  # a train split the loop's labels were merged into: the stacks themselves
+        return d["X"], d["y"]
     T = int(d["T"])
     idx = d["index"][:, None] - np.arange(T - 1, -1, -1)[None, :]
     return d["frames"][idx], d["y"]
@@ -193,20 +203,22 @@ def train_cnn(X: np.ndarray, y: np.ndarray, *, input_kind: str, arch: Mapping[st
 
 
 def save_cnn(net: Any, out: Path, *, name: str, input_kind: str, shape: list[int], labels: list[str],
-             arch: Mapping[str, Any], sample: np.ndarray, extra: Mapping[str, Any] | None = None) -> None:
+             arch: Mapping[str, Any], sample: np.ndarray, extra: Mapping[str, Any] | None = None,
+             data: str = "synthetic (models.synth.scenes)") -> None:
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), out / "weights.pt")
     write_descriptor(out, {"name": name, "kind": "torch-cnn", "input": input_kind, "shape": shape,
                            "labels": labels, "threshold": 0.5, "arch": dict(arch),
-                           "data": "synthetic (models.synth.scenes)", **(extra or {})})
+                           "data": data, **(extra or {})})
     write_sample(out, sample)
 
 
 def fit_cnn(prepared: Path, out: Path, p: Mapping[str, Any], seed: int, progress: Callable[[int, float], None] | None,
             *, name: str, labels: list[str], input_kind: str, shape: list[int],
-            xy: Callable[[Path], tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+            xy: Callable[[Path], tuple[np.ndarray, np.ndarray]], data: str = "synthetic (models.synth.scenes)"
+            ) -> dict[str, Any]:
     """Train a reference CNN on ``prepared/train.npz`` and write its artifact (weights, descriptor, a
     16-row health sample with both classes) to ``out``."""
     X, y = xy(prepared / "train.npz")
@@ -214,5 +226,5 @@ def fit_cnn(prepared: Path, out: Path, p: Mapping[str, Any], seed: int, progress
     net, info = train_cnn(X, y, input_kind=input_kind, arch=arch, epochs=p["epochs"], lr=p["lr"],
                           batch_size=p["batch_size"], seed=seed, progress=progress)
     save_cnn(net, out, name=name, input_kind=input_kind, shape=shape, labels=labels, arch=arch,
-             sample=X[sample_rows(y, 16, seed)])
+             sample=X[sample_rows(y, 16, seed)], data=data)
     return info

@@ -6,11 +6,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from models import vision
+from models import street as vision
 
 NAME = "intrusion"
 LABELS = ["clear", "person"]
 INPUT = "image"
+DATA = "synthetic (models.synth.scenes)"
 DEFAULTS: dict[str, Any] = {
     "size": 128,  # crop side, pixels
     "channels": [16, 32, 48, 64],  # one stride-2 conv block each
@@ -18,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "lr": 0.005,
     "batch_size": 64,
 }
+
+generate = vision.generate  # SYNTHETIC street scenes (shared with the other street model)
 
 
 def prepare(raw: Path, out: Path, p: Mapping[str, Any]) -> None:

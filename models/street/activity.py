@@ -6,11 +6,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from models import vision
+from models import street as vision
 
 NAME = "activity"
 LABELS = ["idle", "dumping"]
 INPUT = "clip"
+DATA = "synthetic (models.synth.scenes)"
 DEFAULTS: dict[str, Any] = {
     "size": 64,  # crop side, pixels
     "frames": 4,  # crops per sample, oldest first (0.4 s at 10 fps)
@@ -19,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "lr": 0.005,
     "batch_size": 64,
 }
+
+generate = vision.generate  # SYNTHETIC street scenes (shared with the other street model)
 
 
 def prepare(raw: Path, out: Path, p: Mapping[str, Any]) -> None:
