@@ -1,10 +1,13 @@
-"""`edgeloop model import --onnx`: a model trained elsewhere (a scikit-learn gradient-boosting classifier exported
+"""`edgeloop model import --onnx` and `--mlflow`: a model trained elsewhere (a scikit-learn gradient-boosting classifier exported
 to ONNX with skl2onnx, as another team would hand it over) registered in a real MLflow store, packaged as a signed
-Bento by `edgeloop model package`, installed by a node's model store and answering as the original does."""
+Bento by `edgeloop model package`, installed by a node's model store and answering as the original does; and
+models another team registered in its own MLflow (a scikit-learn classifier, PyTorch networks in MLflow 3's
+default traced `pt2` format and as a pickled module) imported from that registry and answering as there."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,3 +115,122 @@ def test_an_image_or_clip_cnn_exported_to_onnx_answers_as_the_torch_artifact(tmp
     want, got = Predictor(as_torch).proba(x), Predictor(as_onnx).proba(x)
     assert np.abs(got - want).max() < 1e-5 and np.array_equal(got.argmax(1), want.argmax(1))
     assert np.ptp(want[:, 1]) > 0  # the inputs are told apart: a layout mix-up would not match
+
+
+# -- from another team's MLflow registry --------------------------------------------------------------------------
+COLS = ["flow", "pressure", "temp", "vib", "noise"]
+# the types MLflow 3's default (skops) format asks its user to vouch for when logging a gradient-boosting model
+SKOPS_TRUSTED = ["sklearn.tree._tree.Tree", "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss.link.LogitLink",
+                 "sklearn._loss.link.Interval", "numpy.dtype"]
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Another team's MLflow store (SQLite) with three registered models, logged as MLflow's docs show: a
+    scikit-learn GBM fitted on named columns (its signature inferred), a PyTorch network in the default format
+    (pt2, traced on a one-row input example) and the same network pickled."""
+    import os
+
+    import mlflow
+    import pandas as pd
+    import torch
+    from mlflow.models import infer_signature
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    tmp = tmp_path_factory.mktemp("elsewhere")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment("acme")
+        rng = np.random.default_rng(1)
+        X = pd.DataFrame(rng.normal(size=(600, 5)).astype(np.float32), columns=COLS)
+        y = np.where(X["flow"] - X["pressure"] > 0, "leak", "ok")
+        gbm = GradientBoostingClassifier(n_estimators=20, random_state=0).fit(X, y)
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+        with mlflow.start_run(), mlflow.start_run(nested=True):
+            mlflow.sklearn.log_model(sk_model=gbm, name="model", signature=infer_signature(X, gbm.predict_proba(X)),
+                                     registered_model_name="acme_gbm", skops_trusted_types=SKOPS_TRUSTED)
+        with mlflow.start_run():
+            mlflow.pytorch.log_model(net, name="model", registered_model_name="acme_net",
+                                     input_example=np.zeros((1, 5), np.float32))
+        with mlflow.start_run():
+            mlflow.pytorch.log_model(net, name="model", registered_model_name="acme_net_pickled",
+                                     serialization_format="pickle")
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+    return {"uri": uri, "gbm": gbm, "net": net, "x": rng.normal(size=(300, 5)).astype(np.float32)}
+
+
+def _registered(ws: Path, name: str, version: str) -> Any:
+    """The imported version as the warehouse will package it: its artifact, fetched back from the workspace's
+    registry and loaded by the nodes' loader."""
+    from edge_runtime.modelkit import Predictor
+    from models import tracking
+
+    return Predictor(tracking.download(name, version, ws / "fetched", ws))
+
+
+@pytest.mark.slow  # another MLflow store, three models logged; an interpreter per import
+def test_a_scikit_learn_model_from_another_mlflow_is_imported_and_answers_as_there(elsewhere: dict,
+                                                                                     tmp_path: Path) -> None:
+    from models import tracking
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    done = edgeloop("model", "import", "pipe_leak", "--mlflow", "models:/acme_gbm/1", "--from-tracking-uri",
+                    elsewhere["uri"], "--root", str(ws))
+    assert done.returncode == 0, done.stderr
+    assert "registered pipe_leak version 1 (challenger) from models:/acme_gbm/1 (sklearn)" in done.stdout
+    assert "not retrain it (no model plug-in is called 'pipe_leak')" in done.stdout
+    assert "feature names" not in done.stderr  # the names were checked once, at import: rows are arrays after
+    info = tracking.version_info("pipe_leak", "1", ws)
+    assert info["tags"]["source"] == "mlflow" and info["tags"]["flavor"] == "sklearn", info["tags"]
+    p = _registered(ws, "pipe_leak", "1")
+    assert p.kind == "sklearn" and p.features == COLS and p.labels == ["leak", "ok"]  # classes_, in order
+    x = elsewhere["x"]
+    pred, conf = p(x)
+    want = elsewhere["gbm"].predict_proba(x)
+    assert np.abs(p.proba(x) - want).max() < 1e-9
+    assert [p.labels[i] for i in pred] == [str(c) for c in elsewhere["gbm"].predict(x)]
+    import sqlite3
+
+    with sqlite3.connect(elsewhere["uri"].removeprefix("sqlite:///")) as db:  # their registry is left as it was
+        assert {r[0] for r in db.execute("select name from registered_models")} == {"acme_gbm", "acme_net",
+                                                                                  "acme_net_pickled"}
+
+
+@pytest.mark.slow  # another MLflow store, three models logged; an interpreter per import
+@pytest.mark.parametrize("model", ["acme_net", "acme_net_pickled"])
+def test_a_pytorch_model_from_another_mlflow_is_imported_as_onnx_and_answers_as_there(
+        elsewhere: dict, tmp_path: Path, model: str) -> None:
+    import torch
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    done = edgeloop("model", "import", "pipe_net", "--mlflow", f"models:/{model}/1", "--from-tracking-uri",
+                    elsewhere["uri"], "--labels", "ok,leak", "--features", ",".join(COLS), "--root", str(ws))
+    assert done.returncode == 0, done.stderr
+    p = _registered(ws, "pipe_net", "1")
+    assert p.kind == "onnx"  # nodes run it with onnxruntime: no torch there
+    x = elsewhere["x"]  # 300 rows: a pt2 graph traced on one row takes them one at a time
+    with torch.no_grad():
+        want = torch.softmax(elsewhere["net"](torch.from_numpy(x)), 1).numpy()
+    assert np.abs(p.proba(x) - want).max() < 1e-5 and np.ptp(want[:, 1]) > 0.1
+
+
+@pytest.mark.slow  # another MLflow store, three models logged; an interpreter per import
+@pytest.mark.parametrize(("args", "says"), [
+    (("--mlflow", "models:/nope/1"), "models:/nope/1: cannot fetch it from"),
+    (("--mlflow", "models:/acme_gbm/1", "--features", "a,b"), "the model was fitted on columns flow, pressure"),
+    (("--mlflow", "models:/acme_net/1", "--labels", "ok,leak"), "a PyTorch table model needs --features"),
+    (("--mlflow", "models:/acme_gbm/1", "--onnx", "x.onnx"), "give one of --onnx FILE or --mlflow URI"),
+])
+def test_bad_mlflow_imports_exit_2_naming_what_is_wrong(elsewhere: dict, tmp_path: Path, args: tuple,
+                                                        says: str) -> None:
+    done = edgeloop("model", "import", "m", *args, "--from-tracking-uri", elsewhere["uri"], "--root", str(tmp_path))
+    assert done.returncode == 2 and says in done.stderr, (done.returncode, done.stderr)
