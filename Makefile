@@ -14,7 +14,7 @@ CODE := edgeloop edge_runtime hub models flows apps tests bench
 # saves about 0.35 s of each and 6 s of each worker's collection.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install deps label-studio static check test demo bench chaos lint types imports clean repro
+.PHONY: install deps label-studio real-data static check test demo bench chaos lint types imports clean repro
 
 # The virtual environment is rebuilt only when the dependency files change.
 $(STAMP): pyproject.toml constraints.txt
@@ -59,6 +59,11 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is not installed: apt-get install chromium for the dashboard's browser test"; fi; }
 
+# Real data (fetched by package, never committed; edgeloop/devkit/realdata.py names each source): river's wheel
+# from PyPI for its real sensor sets, into ~/.cache/edgeloop/real
+real-data: install
+	$(BIN)/python -m edgeloop.devkit.realdata
+
 # Static checks: lint, the layers' import contracts ([tool.importlinter]), types ([tool.mypy]).
 lint: install
 	$(BIN)/ruff check $(CODE)
@@ -78,7 +83,7 @@ check: static deps
 
 # The CI gate: the static checks of `make check` and the whole suite (its fast tests included); mypy runs beside
 # the tests (it takes a minute cold, on one core, while the suite leaves part of the other idle).
-test: lint imports deps label-studio
+test: lint imports deps label-studio real-data
 	@$(BIN)/mypy > $(VENV)/mypy.out 2>&1 & mypy=$$!; \
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS); tests=$$?; \
 	wait $$mypy; types=$$?; cat $(VENV)/mypy.out; \

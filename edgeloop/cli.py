@@ -17,7 +17,7 @@ import typer
 
 from edge_runtime import cli as edge
 from edge_runtime.clikit import die, needs_cloud, require
-from flows.cli import Workspace, loop_app
+from flows.cli import Workspace, data_app, loop_app
 from hub import cli as hub
 from hub.rollout_cli import rollout_app
 from models.cli import model_app
@@ -48,6 +48,7 @@ app.add_typer(edge.onvif_app, name="onvif")
 app.add_typer(model_app, name="model")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(loop_app, name="loop")
+app.add_typer(data_app, name="data")
 
 
 @app.command("demo")
@@ -64,6 +65,8 @@ def demo(duration: float = typer.Option(20.0, help="seconds the simulated pumps 
     """A hub and edge nodes on SYNTHETIC devices: pump monitoring, sewage-dumping detection on street cameras
     (alerts with JPEGs at the hub), drift and one agile-loop iteration with a rollout, and a closing report.
     Exit 1 when something the demo shows did not happen."""
+    import sqlalchemy  # noqa: F401 - the cloud extra, checked before a broker or hub is started
+
     from .demo import SCENARIOS, run_demo
 
     if scenario not in SCENARIOS:

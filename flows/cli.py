@@ -1,4 +1,5 @@
-"""``edgeloop loop run|history``: one iteration of the agile loop now, and the iterations so far.
+"""``edgeloop loop run|history``: one iteration of the agile loop now, and the iterations so far; ``edgeloop data
+pull|show``: a model's field data.
 
 Prefect, MLflow and Label Studio are imported inside the commands, never at start-up; on an install without
 the cloud extra the commands say which extra to install. Exit codes follow :mod:`edge_runtime.clikit`.
@@ -68,4 +69,75 @@ def loop_history(workspace: Path = Workspace) -> None:
                       str((r.get("harvest") or {}).get("new_labels", 0)),
                       str((r.get("retrain") or {}).get("candidate", "-")),
                       (r.get("gate") or {}).get("why", "-"), str((r.get("rollout") or {}).get("state", "-")))
+    Console().print(t)
+
+
+data_app = typer.Typer(help="Field data: what nodes upload and people label, per model, versioned with DVC.",
+                       no_args_is_help=True)
+
+
+@data_app.command("pull")
+@needs_cloud
+def data_pull(model: str = typer.Argument(..., help="the model whose labels to pull"),
+              workspace: Path = Workspace) -> None:
+    """Finished labels from the model's Label Studio project, with the uploads they label, into its data folder
+    (data/field/<model>: a new DVC version). The loop does the same at each iteration; this is for now."""
+    from flows.config import LoopConfig
+    from flows.harvest import harvest
+    from flows.steps import LoopError
+
+    cfg = LoopConfig.from_env(workspace=str(workspace))
+    try:
+        with cfg.state() as state:
+            r = harvest(cfg, state, model, 0)
+    except LoopError as exc:
+        die(str(exc), FAILED)
+    typer.echo(f"{model}: {r['new_labels']} new labels" + (f" into {r['field']}" if r.get("field") else "")
+               + (f", data version {r['data_version']}" if r.get("data_version") else ""))
+    for p in r["problems"]:
+        typer.echo(f"skipped: {p}", err=True)
+
+
+@data_app.command("show")
+@needs_cloud
+def data_show(model: str = typer.Argument(..., help="a model plug-in's name"), workspace: Path = Workspace) -> None:
+    """The model's field data: labelled rows (or images), class balance, devices, time range, and the splits
+    its holdouts come from (the most recent period; devices kept out of training)."""
+    import time as _t
+
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from models import kit, plugins
+    from models.common import load_params
+    from models.stages import raw_data
+
+    try:
+        p = plugins.get(model)
+    except KeyError as exc:
+        die(str(exc.args[0]))
+    params = load_params(workspace / "params.yaml") if (workspace / "params.yaml").exists() else {}
+    folder = raw_data(workspace, model, params)
+    mp = p.params(params)
+    try:
+        if p.input == "table":
+            if not p.features:
+                die(f"{model}: its plug-in names no FEATURES: its field data cannot be read generically")
+            data = kit.read_table(folder, p.features, p.labels)
+        else:
+            size = int(mp.get("size", 64))
+            data = kit.read_images(folder, p.labels, [size, size, 3])
+        masks = kit.split(data["ts"], data["device"], recent=float(mp.get("recent", 0.2)),
+                          holdout_devices=float(mp.get("holdout_devices", 0.2)))
+    except kit.FieldDataError as exc:
+        die(str(exc))
+    t = Table(title=f"{model}: field data in {folder}")
+    for c in ("split", "rows", *p.labels, "devices", "from", "to"):
+        t.add_column(c)
+    for name, mask in (("all", np.ones(len(data["y"]), bool)), *masks.items()):
+        y, ts = data["y"][mask], data["ts"][mask]
+        span = [_t.strftime("%Y-%m-%d %H:%M", _t.gmtime(v)) for v in (ts.min(), ts.max())] if len(ts) else ["-", "-"]
+        t.add_row(name, str(int(mask.sum())), *[str(int((y == k).sum())) for k in range(len(p.labels))],
+                  str(len(set(data["device"][mask]))), *span)
     Console().print(t)

@@ -22,11 +22,31 @@ def model_output(values: dict[str, Any], model: str) -> str | None:
 
 
 def descriptor(cfg: LoopConfig, model: str) -> dict[str, Any]:
+    """What the loop needs of ``model``: its trained artifact's descriptor, or, before there is one (the cold
+    start), its plug-in's name, labels, input and features."""
     path = cfg.root / "artifacts" / model / "edgeloop-model.json"
-    if not path.exists():
-        raise LoopError(f"no trained {model} in {cfg.root / 'artifacts'}: run `make repro` (or `dvc repro`) there "
-                        "first")
-    return json.loads(path.read_text())
+    if path.exists():
+        return json.loads(path.read_text())
+    from models import plugins
+
+    try:
+        p = plugins.get(model)
+    except KeyError:
+        raise LoopError(f"no trained {model} in {cfg.root / 'artifacts'} and no model plug-in of that name: run "
+                        "`make repro` (or `dvc repro`) there first, or install the model's package") from None
+    return {"name": model, "labels": p.labels, "input": p.input, "features": p.features, "cold_start": True}
+
+
+def source_pipeline(cfg: LoopConfig, model: str) -> str | None:
+    """The pipeline whose uploads feed ``model`` before it makes decisions of its own (``models.<model>.uploads``
+    in the workspace's params.yaml): the cold start, where a pipeline samples its inputs for labelling."""
+    from models.common import load_params
+
+    try:
+        entry = ((load_params(cfg.root / "params.yaml").get("models") or {}).get(model)) or {}
+    except (OSError, ValueError):
+        return None
+    return str(entry["uploads"]) if isinstance(entry, dict) and entry.get("uploads") else None
 
 
 MEDIA_FIELD = "_media"  # in a sent item's values: node/media id of its image at the hub
@@ -54,6 +74,7 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
 
     hub = cfg.hub()
     labels = descriptor(cfg, model).get("labels") or ["0", "1"]
+    source = source_pipeline(cfg, model)
     after = state.watermark(model)
     seen = marked = no_image = 0
     hard: list[dict[str, Any]] = []
@@ -63,8 +84,8 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
 
     images = descriptor(cfg, model).get("input") in ("image", "clip")
 
-    def item(u: dict[str, Any], values: dict[str, Any], out: str, reason: str) -> dict[str, Any]:
-        pred = values.get(out)
+    def item(u: dict[str, Any], values: dict[str, Any], out: str | None, reason: str) -> dict[str, Any]:
+        pred = values.get(out) if out else None
         kept = {k: v for k, v in values.items() if isinstance(v, (int, float, str))}
         media = (u.get("image") or {}).get("media") if isinstance(u.get("image"), dict) else None
         if media:
@@ -72,8 +93,8 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
         return {"id": u["id"], "node": u.get("node"), "device": u.get("device"), "ts": u.get("ts"),
                 "values": kept,
                 "prediction": labels[int(pred)] if isinstance(pred, (int, float)) and 0 <= int(pred) < len(labels)
-                else str(pred), "confidence": values.get(f"{out}_confidence"),
-                "model_version": values[f"{out}_model"], "reason": reason,
+                else None if pred is None else str(pred), "confidence": values.get(f"{out}_confidence"),
+                "model_version": values.get(f"{out}_model"), "reason": reason,
                 "cursor": u.get("cursor"), "received_at": u.get("received_at")}
 
     while True:
@@ -81,8 +102,8 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
         for u in got["items"]:
             values = dict(record_values(u))
             out = model_output(values, model)
-            if out is None:
-                continue
+            if out is None and (source is None or u.get("pipeline") != source):
+                continue  # not this model's decision, nor an input sampled for it
             if images and not (u.get("image") or {}).get("media"):
                 no_image += 1  # an image model's decision without its image cannot be labelled
                 continue

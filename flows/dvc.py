@@ -31,21 +31,22 @@ def is_dvc_repo(cfg: LoopConfig) -> bool:
     return (cfg.root / ".dvc").is_dir()
 
 
-def version_data(cfg: LoopConfig) -> str | None:
-    """``dvc add data/labelled`` (+ push to the default remote): the data version is the .dvc file's md5."""
+def version_data(cfg: LoopConfig, folder: str = "data/labelled") -> str | None:
+    """``dvc add <folder>`` (+ push to the default remote): the data version is the .dvc file's md5. ``folder``:
+    the loop's labels merged into generated data (data/labelled), or a model's field data (data/field/<model>)."""
     if not is_dvc_repo(cfg):
         from models.common import digest_dir
 
-        return digest_dir(cfg.root / "data" / "labelled")
-    added = run(cfg, "add", "-q", "data/labelled")
+        return digest_dir(cfg.root / folder)
+    added = run(cfg, "add", "-q", folder)
     if added.returncode != 0:
-        raise LoopError(f"dvc add data/labelled failed: {added.stderr[-2000:]}")
-    pushed = run(cfg, "push", "-q", "data/labelled.dvc")
+        raise LoopError(f"dvc add {folder} failed: {added.stderr[-2000:]}")
+    pushed = run(cfg, "push", "-q", f"{folder}.dvc")
     if pushed.returncode != 0:
         raise LoopError(f"dvc push failed (is a default remote configured?): {pushed.stderr[-2000:]}")
     import yaml
 
-    meta = yaml.safe_load((cfg.root / "data" / "labelled.dvc").read_text())
+    meta = yaml.safe_load((cfg.root / f"{folder}.dvc").read_text())
     return str(meta["outs"][0]["md5"])
 
 

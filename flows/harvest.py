@@ -32,6 +32,9 @@ def harvest(cfg: LoopConfig, state: LoopState, model: str, iteration: int) -> di
     out: dict[str, Any] = {"project": project, "new_labels": 0, "problems": problems, "data_version": None}
     if not rows:
         return out
+    field = field_folder(cfg, model)
+    if field is not None:
+        return _harvest_field(cfg, state, model, iteration, d, rows, labels, field, out)
     values = state.sent_values(r["id"] for r in rows)
     if d.get("input") == "table":
         features = d["features"]
@@ -62,6 +65,82 @@ def harvest(cfg: LoopConfig, state: LoopState, model: str, iteration: int) -> di
         out["data_version"] = version_data(cfg)
         state.mark_harvested(model, batch, usable)
         out.update(new_labels=len(usable), batch=batch, positives=int(y.sum()))
+    return out
+
+
+def field_folder(cfg: LoopConfig, model: str) -> str | None:
+    """``data/field/<model>``-like folder (relative) when ``model`` learns from field data (its ``data`` in the
+    workspace's params.yaml is not the generated ``data/raw``); None for the generated-data models, whose labels
+    go to data/labelled and join their train split."""
+    from models.common import load_params
+    from models.stages import raw_data
+
+    folder = raw_data(cfg.root, model, load_params(cfg.root / "params.yaml"))
+    return None if folder == cfg.root / "data" / "raw" else str(folder.relative_to(cfg.root))
+
+
+def _harvest_field(cfg: LoopConfig, state: LoopState, model: str, iteration: int, d: dict[str, Any],
+                   rows: list[dict[str, Any]], labels: list[str], folder: str, out: dict[str, Any]) -> dict[str, Any]:
+    """Labelled uploads into the model's field data, as ``models.kit`` reads it (ts, device, label with the
+    features of a table model; the image as the hub has it, listed in labels.csv, for an image model): the
+    plug-in's prepare splits it by time and device, so the loop's labels make the holdouts too."""
+    import csv
+
+    sent = state.sent_rows(r["id"] for r in rows)
+    root = cfg.root / folder
+    root.mkdir(parents=True, exist_ok=True)
+    usable: list[dict[str, Any]] = []
+    lacks = ""
+    batch = f"harvest-{iteration:04d}-{int(time.time())}"
+    if d.get("input") == "table":
+        features = list(d.get("features") or [])
+        lines = []
+        for r in rows:
+            s = sent.get(r["id"])
+            if s is None or not all(isinstance(s["values"].get(f), (int, float)) for f in features):
+                continue
+            usable.append(r)
+            lines.append([s["ts"], s["device"], *[s["values"][f] for f in features], r["label"]])
+        lacks = "the uploaded record lacks the model's features"
+        if lines:
+            with (root / f"{batch}.csv").open("w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["ts", "device", *features, "label"])
+                w.writerows(lines)
+    else:
+        from edge_runtime.hubclient import HubError
+
+        index = root / "labels.csv"
+        new = not index.exists()
+        (root / "images").mkdir(exist_ok=True)
+        with index.open("a", newline="") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(["file", "ts", "device", "label"])
+            for r in rows:
+                s = sent.get(r["id"])
+                ref = (s or {}).get("values", {}).get(MEDIA_FIELD)
+                if not s or not ref:
+                    continue
+                try:
+                    data = hub_call(cfg, lambda ref=ref: cfg.hub().get(f"/api/v1/media/{ref}"))
+                except HubError:
+                    continue
+                if not isinstance(data, (bytes, bytearray)) or not data:
+                    continue
+                name = "images/" + "".join(c if c.isalnum() or c in "-_" else "_" for c in str(r["id"]))[:120] + ".jpg"
+                (root / name).write_bytes(bytes(data))
+                w.writerow([name, s["ts"], s["device"], r["label"]])
+                usable.append(r)
+        lacks = "its image is not at the hub"
+    for r in rows:
+        if r not in usable:
+            out["problems"].append(f"task {r.get('task_id')}: {lacks}")
+    if usable:
+        out["data_version"] = version_data(cfg, folder)
+        state.mark_harvested(model, batch, usable)
+        out.update(new_labels=len(usable), batch=batch, field=folder,
+                   positives=sum(labels.index(r["label"]) == 1 for r in usable if r["label"] in labels))
     return out
 
 

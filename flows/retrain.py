@@ -58,9 +58,13 @@ def retrain(cfg: LoopConfig, model: str, harvested: dict[str, Any], state: LoopS
             raise LoopError(f"dvc repro evaluate@{model} failed: {(done.stdout + done.stderr)[-3000:]}")
     else:
         from models.common import load_params
+        from models.kit import FieldDataError
 
         params = load_params(cfg.root / "params.yaml")
-        stages.prepare(cfg.root, params, [model])
+        try:
+            stages.prepare(cfg.root, params, [model])
+        except FieldDataError as exc:  # the cold start: not yet enough labelled field data for honest splits
+            return {"retrained": False, "why": f"field data not ready: {exc}"}
         stages.train(cfg.root, model, params)
         stages.evaluate(cfg.root, model)
     return register_candidate(cfg, model, harvested, state, have, time.perf_counter() - t)

@@ -19,9 +19,15 @@ def gate(cfg: LoopConfig, model: str) -> dict[str, Any]:
     champ = tracking.alias_version(model, "champion", cfg.root)
     if cand is None:
         return {"promoted": False, "why": "no candidate"}
-    if cand == champ:
-        return {"promoted": False, "why": f"version {cand} is already the champion", "champion": champ}
     m = cfg.metric
+    if cand == champ:
+        if [v["version"] for v in tracking.list_versions(model, cfg.root)] == [cand]:
+            # the model's first version (the cold start): champion since its evaluation, never shipped yet
+            ci = tracking.version_info(model, cand, cfg.root)["metrics"]
+            return {"promoted": True, "candidate": cand, "champion": None, "metric": m,
+                    "candidate_clean": ci.get(f"clean.{m}"), "candidate_drifted": ci.get(f"drifted.{m}"),
+                    "why": f"the first version of {model}: nothing to beat"}
+        return {"promoted": False, "why": f"version {cand} is already the champion", "champion": champ}
     ci = tracking.version_info(model, cand, cfg.root)["metrics"]
     pi = tracking.version_info(model, champ, cfg.root)["metrics"] if champ else {}
     figures = {"candidate": cand, "champion": champ, "metric": m, "candidate_clean": ci.get(f"clean.{m}"),

@@ -83,6 +83,12 @@ class LoopState:
                                "(SELECT value FROM json_each(?))", (json.dumps(list(ids)),))
         return {uid: json.loads(values) for uid, values in rows}
 
+    def sent_rows(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Per upload id: its values, device and ts as sent to labelling."""
+        rows = self.db.execute("SELECT upload_id, values_json, device, ts FROM sent WHERE upload_id IN "
+                               "(SELECT value FROM json_each(?))", (json.dumps(list(ids)),))
+        return {uid: {"values": json.loads(values), "device": device, "ts": ts} for uid, values, device, ts in rows}
+
     # -- harvest ----------------------------------------------------------------------------
     def new_annotations(self, annotation_ids: Iterable[int]) -> set[int]:
         ids = [int(a) for a in annotation_ids]

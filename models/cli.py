@@ -121,7 +121,9 @@ def init(name: str = typer.Argument(..., help="the model's name: lower-case lett
          features: Optional[str] = typer.Option(None, "--features", help="tabular: input columns, a,b,c"),
          dest: Path = typer.Option(Path("."), "--dir", help="where the package's folder goes"),
          workspace: Optional[Path] = typer.Option(None, "--workspace", "-w",
-                                                  help="also add the model to this workspace's params.yaml")) -> None:
+                                                  help="also add the model to this workspace's params.yaml"),
+         uploads: Optional[str] = typer.Option(None, "--uploads", help="the pipeline whose uploads the loop sends to "
+                                               "labelling while there is no model yet (the cold start)")) -> None:
     """Scaffold a model plug-in package of your own (code, params, a test): pip install -e it, and the loop trains,
     gates, packages and rolls it out like the built-in models."""
     from models import scaffold
@@ -131,7 +133,7 @@ def init(name: str = typer.Argument(..., help="the model's name: lower-case lett
         die(f"{workspace / 'params.yaml'}: no such file (is {workspace} an EdgeLoop workspace?)")
     try:
         r = scaffold.init(name, kind, dest, labels=[s.strip() for s in labels.split(",")], features=cols or None,
-                          workspace=workspace)
+                          workspace=workspace, uploads=uploads)
     except ValueError as exc:
         die(str(exc))
     typer.echo(f"wrote {r['package']}: {', '.join(r['files'])}")

@@ -4,7 +4,8 @@ It writes ``<dest>/<name>/`` with ``pyproject.toml`` (registering the model unde
 module (``<name>_model/__init__.py``: NAME, LABELS, INPUT, DEFAULTS, prepare, fit, following
 :mod:`models.plugins`), a test of it, and a README; ``pip install -e`` it into EdgeLoop's environment. With a
 workspace it also adds the model to the workspace's params.yaml (its stages in dvc.yaml run over that list: the
-model's ``data`` folder and its ``code``, this package) with its parameters, and makes its data folders.
+model's ``data`` folder and its ``code``, this package) with its parameters, makes its data folders, and writes
+the pipeline (dvc.yaml, the project's own) where there is none.
 """
 
 from __future__ import annotations
@@ -199,10 +200,12 @@ dependencies of its DVC stages) and holds its parameters under `@NAME@:`.
 
 
 def init(name: str, kind: str, dest: Path, *, labels: list[str], features: list[str] | None = None,
-         workspace: Path | None = None) -> dict[str, Any]:
+         workspace: Path | None = None, uploads: str | None = None) -> dict[str, Any]:
     """Write the package for model ``name`` under ``dest``; ValueError says what is wrong."""
     if not NAME.match(name):
         raise ValueError(f"model name {name!r}: lower-case letters, digits and _, starting with a letter")
+    if uploads is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", uploads):
+        raise ValueError(f"--uploads {uploads!r}: a pipeline name (letters, digits, _ . -)")
     if kind not in KINDS:
         raise ValueError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
     if len(labels) != 2 or len(set(labels)) != 2 or not all(labels):
@@ -234,7 +237,8 @@ def init(name: str, kind: str, dest: Path, *, labels: list[str], features: list[
         (root / rel).write_text(render(text))
     out: dict[str, Any] = {"package": str(root), "files": sorted(files)}
     if workspace is not None:
-        out["params"] = add_to_workspace(workspace, name, root / pkg, _defaults(root / pkg / "__init__.py"))
+        out["params"] = add_to_workspace(workspace, name, root / pkg, _defaults(root / pkg / "__init__.py"),
+                                         uploads)
     return out
 
 
@@ -268,9 +272,11 @@ def _free_in(workspace: Path, name: str) -> str:
     return text
 
 
-def add_to_workspace(workspace: Path, name: str, code: Path, defaults: dict[str, Any]) -> str:
-    """``name`` in the workspace's params.yaml (``models.<name>``: its data folder and code; ``<name>:`` its
-    parameters, the plug-in's defaults) and its data folders. Returns the params file's path."""
+def add_to_workspace(workspace: Path, name: str, code: Path, defaults: dict[str, Any], uploads: str | None = None
+                     ) -> str:
+    """``name`` in the workspace's params.yaml (``models.<name>``: its data folder and code, and ``uploads``, the
+    pipeline whose uploads feed it before it exists, for the cold start; ``<name>:`` its parameters, the
+    plug-in's defaults) and its data folders. Returns the params file's path."""
     import yaml
 
     params_file = workspace / "params.yaml"
@@ -280,7 +286,8 @@ def add_to_workspace(workspace: Path, name: str, code: Path, defaults: dict[str,
         code_ref = str(code.relative_to(workspace.resolve()))
     except ValueError:
         code_ref = str(code)  # outside the workspace: DVC tracks it by its absolute path
-    entry = f"  {name}: {{data: data/field/{name}, code: {code_ref}}}\n"
+    extra = f", uploads: {uploads}" if uploads else ""
+    entry = f"  {name}: {{data: data/field/{name}, code: {code_ref}{extra}}}\n"
     # edited as text, not re-dumped: the file's comments and order stay as its authors wrote them
     lines = text.splitlines(keepends=True)
     at = next((i for i, ln in enumerate(lines) if re.match(r"^models:\s*(#.*)?$", ln)), None)
@@ -297,7 +304,10 @@ def add_to_workspace(workspace: Path, name: str, code: Path, defaults: dict[str,
     text = "".join(lines).rstrip("\n") + f"\n\n# the {name} model's parameters (edgeloop model init)\n" + section
     check = yaml.safe_load(text)
     assert check["models"][name]["code"] == code_ref and check[name] == defaults, "params.yaml edit went wrong"
+    assert check["models"][name].get("uploads") == uploads, "params.yaml edit went wrong"
     params_file.write_text(text)
     for folder in (f"data/field/{name}", f"data/labelled/{name}"):
         (workspace / folder).mkdir(parents=True, exist_ok=True)
+    if not (workspace / "dvc.yaml").exists():  # the pipeline every workspace runs: stages for each listed model
+        (workspace / "dvc.yaml").write_text((Path(__file__).parent / "workspace.dvc.yaml").read_text())
     return str(params_file)

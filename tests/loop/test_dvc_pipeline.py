@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(900)
 def test_dvc_repro_reproduces_every_stage_and_tracks_the_runs(ws: Path) -> None:
     done = dvc(ws, "repro")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for stage in ("generate", *(f"{s}@{m}" for s in ("prepare", "train", "evaluate")
+    for stage in ("models/synth/dvc.yaml:generate", *(f"{s}@{m}" for s in ("prepare", "train", "evaluate")
                                 for m in ("pump_anomaly", "intrusion", "activity"))):
         assert f"Running stage '{stage}'" in done.stdout
     shown = dvc(ws, "metrics", "show", "--json")
