@@ -51,6 +51,8 @@ def workspace(ws: Path, tiny: bool) -> dict[str, Any]:
     for d in ("models", "edge_runtime"):
         shutil.copytree(ROOT / d, ws / d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", ws / "dvc.yaml")
+    (ws / "data").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "data" / "dvc.yaml", ws / "data" / "dvc.yaml")  # the reference models' SYNTHETIC data
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     if tiny:
         sys.path.insert(0, str(ROOT / "tests"))

@@ -75,7 +75,8 @@ def field_folder(cfg: LoopConfig, model: str) -> str | None:
     from models.common import load_params
     from models.stages import raw_data
 
-    folder = raw_data(cfg.root, model, load_params(cfg.root / "params.yaml"))
+    params_file = cfg.root / "params.yaml"
+    folder = raw_data(cfg.root, model, load_params(params_file) if params_file.exists() else {})
     return None if folder == cfg.root / "data" / "raw" else str(folder.relative_to(cfg.root))
 
 

@@ -36,7 +36,8 @@ def labelled_dirs(cfg: LoopConfig) -> None:
     from models.common import load_params
 
     # dependencies of prepare@<model> in dvc.yaml, empty until labels come
-    for name in stages.workspace_models(load_params(cfg.root / "params.yaml")):
+    params_file = cfg.root / "params.yaml"
+    for name in stages.workspace_models(load_params(params_file) if params_file.exists() else {}):
         (cfg.root / "data" / "labelled" / name).mkdir(parents=True, exist_ok=True)
 
 
@@ -94,14 +95,14 @@ STAGE_TIMEOUT_S = 3600.0
 
 
 def before_parallel_retrain(cfg: LoopConfig) -> None:
-    """Once, before the models' stages run at the same time: the label folders, the stages upstream of every
-    model (``dvc repro generate``: nothing runs when data/raw is up to date) and the MLflow store with its
+    """Once, before the models' stages run at the same time: the label folders, the stage upstream of the
+    generated-data models (``dvc repro data/dvc.yaml:generate``: nothing runs when data/raw is up to date) and the MLflow store with its
     experiment, which two first writers would otherwise both try to create."""
     from models import tracking
 
     labelled_dirs(cfg)
-    if is_dvc_repo(cfg):
-        run_locked(cfg, "repro", "generate")
+    if is_dvc_repo(cfg) and (cfg.root / "data" / "dvc.yaml").is_file():  # the reference models' generated data
+        run_locked(cfg, "repro", "data/dvc.yaml:generate")
     tracking._experiment(tracking._mlflow(cfg.root), cfg.root)
 
 

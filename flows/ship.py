@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import LoopConfig, hub_call
+from .harvest import field_folder
 
 __all__ = ["gate", "gate_decision", "package", "rollout"]
 
@@ -30,10 +31,24 @@ def gate(cfg: LoopConfig, model: str) -> dict[str, Any]:
         return {"promoted": False, "why": f"version {cand} is already the champion", "champion": champ}
     ci = tracking.version_info(model, cand, cfg.root)["metrics"]
     pi = tracking.version_info(model, champ, cfg.root)["metrics"] if champ else {}
+    remeasured = False
+    if champ and field_folder(cfg, model) is not None:
+        # field data: the holdouts grew with the labels the candidate was trained with; the champion is measured
+        # again on the same holdouts (its own figures are from smaller, older ones)
+        import tempfile
+        from pathlib import Path
+
+        from models.stages import holdout_metrics
+
+        with tempfile.TemporaryDirectory(prefix="edgeloop-champion-") as tmp:
+            pi = holdout_metrics(cfg.root, model, tracking.download(model, champ, Path(tmp), cfg.root))
+        remeasured = True
     figures = {"candidate": cand, "champion": champ, "metric": m, "candidate_clean": ci.get(f"clean.{m}"),
                "candidate_drifted": ci.get(f"drifted.{m}"), "champion_clean": pi.get(f"clean.{m}"),
                "champion_drifted": pi.get(f"drifted.{m}")}
     ok, why = gate_decision(figures, cfg.clean_margin, cfg.drifted_margin)
+    if remeasured:
+        figures["champion_remeasured"] = True
     if not ok:
         return {"promoted": False, **figures, "why": why}
     tracking.promote(model, cand, workdir=cfg.root)

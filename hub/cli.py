@@ -114,13 +114,25 @@ def hub_ingest(
 
 
 @node_app.command("ls")
-def node_ls(hub: str = HubUrl, token: Optional[str] = Token) -> None:
+def node_ls(hub: str = HubUrl, token: Optional[str] = Token,
+            as_json: bool = typer.Option(False, "--json", help="the hub's node views as JSON (for scripts)")) -> None:
     """Nodes with their state, what they run and their outbox."""
     c = hub_client(hub, token)
     nodes = hub_call(c.get, "/api/v1/nodes")
-    table("nodes", ["node", "group", "state", "last seen", "instances", "records", "outbox", "dropped", "errors"],
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(nodes, indent=1, sort_keys=True, default=str))
+        return
+    def serving(n: dict) -> str:
+        per = ((n.get("models") or {}).get("models") or {}) if isinstance(n.get("models"), dict) else {}
+        return ", ".join(f"{m}:{v['active']}" for m, v in sorted(per.items())
+                         if isinstance(v, dict) and v.get("active") is not None)
+
+    table("nodes", ["node", "group", "state", "last seen", "instances", "models", "records", "outbox", "dropped",
+                    "errors"],
            [[n["name"], n["group"], "online" if n["online"] else "offline", ago(n["last_seen"]),
-             ", ".join(i["instance"] for i in n["instances"]), n["counters"].get("records", ""),
+             ", ".join(i["instance"] for i in n["instances"]), serving(n), n["counters"].get("records", ""),
              n["outbox"].get("rows", ""), n["outbox"].get("dropped_total", ""), len(n["errors"]) or ""]
             for n in nodes])
 

@@ -182,9 +182,16 @@ def fit_table(prepared: Path, out: Path, estimator: Any, *, name: str, features:
 def fit_cnn(prepared: Path, out: Path, params: Mapping[str, Any], seed: int,
             progress: Callable[[int, float], None] | None = None, *, name: str, labels: Sequence[str],
             input: str, shape: Sequence[int], data: str = "field data") -> dict[str, Any]:
-    """The reference models' small CNN (``params``: channels, epochs, lr, batch_size) on ``prepared/train.npz``
-    (uint8 images or clips), written as the nodes load it."""
+    """The reference models' small CNN (``params``: channels, epochs, lr, batch_size; ``min_steps``: at least this
+    many batches, the epochs raised for a small train split) on ``prepared/train.npz`` (uint8 images or clips),
+    written as the nodes load it."""
+    import math
+
     from models import street
 
-    return street.fit_cnn(prepared, out, params, seed, progress, name=name, labels=list(labels), input_kind=input,
+    p = dict(params)
+    if p.get("min_steps"):  # a first model from a few dozen labels: enough gradient steps, whatever the epochs say
+        n = len(load_split(prepared / "train.npz")["y"])
+        p["epochs"] = max(int(p["epochs"]), math.ceil(int(p["min_steps"]) * int(p["batch_size"]) / max(n, 1)))
+    return street.fit_cnn(prepared, out, p, seed, progress, name=name, labels=list(labels), input_kind=input,
                           shape=list(shape), xy=lambda p: (load_split(p)["X"], load_split(p)["y"]), data=data)

@@ -109,6 +109,7 @@ DEFAULTS: dict[str, Any] = {
     "size": 64,  # images are resized to size x size, 3 channels (BGR, as OpenCV decodes them)
     "channels": [16, 32, 48, 64],  # one stride-2 convolution block each
     "epochs": 8,
+    "min_steps": 300,  # at least this many batches: a first model from a few dozen labels still learns
     "lr": 0.005,
     "batch_size": 32,
     "recent": 0.2,

@@ -190,6 +190,23 @@ def evaluate(root: Path, name: str, *, track: bool = True) -> dict[str, Any]:
     return metrics
 
 
+def holdout_metrics(root: Path, name: str, artifact: Path) -> dict[str, float]:
+    """The model artifact at ``artifact`` on ``name``'s current holdouts, flat as MLflow keeps them
+    (``clean.accuracy``, ``drifted.f1``, ...): a champion measured on the holdouts its challenger was (field data
+    grows with each labelled batch, and its holdouts with it)."""
+    from edge_runtime.modelkit import Predictor
+
+    m = model_module(name)
+    predictor = Predictor(artifact)
+    out: dict[str, float] = {}
+    for split, key in (("holdout_clean", "clean"), ("holdout_drifted", "drifted")):
+        X, y = m.read(root / "data" / "prepared" / name / f"{split}.npz")
+        pred, _ = predictor(X)
+        got = binary_metrics(y, predictor.proba(X)[:, 1], pred)
+        out.update({f"{key}.{k}": float(v) for k, v in got.items() if isinstance(v, (int, float)) and v is not None})
+    return out
+
+
 def ensure_artifacts(root: Path, names: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
     """Generate, prepare and train ``names`` under ``root`` without MLflow, reusing artifacts already there
     (benchmarks, the demo). Returns ``{"root", "seconds", "trained", "params"}``; artifacts land in

@@ -1,5 +1,6 @@
 """Real data, fetched by package at set-up (never committed), named as real with its source.
 
+- :func:`vtest`: OpenCV's vtest.avi (a real street video) from Debian's opencv-doc package;
 - :func:`river_file`: files of the river 0.26.1 wheel from PyPI (``pip download --no-deps river==0.26.1``), e.g.
   ``river/datasets/shuttle.csv.gz``: the UCI Statlog (Shuttle) data as the ODDS benchmark casts it, NASA space
   shuttle sensor readings, 49,097 rows x 9 features, 3,511 labelled anomalies (the file's ``anomaly`` column);
@@ -71,9 +72,81 @@ def shuttle(rows: int | None = None) -> tuple[list[str], list[list[float]], list
     return header[:-1], X, y
 
 
+# -- a real street video ---------------------------------------------------------------------------------------------
+OPENCV_DOC = "opencv-doc"
+VTEST = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
+
+
+def vtest() -> Path:
+    """REAL street video: OpenCV's ``vtest.avi`` (a fixed camera over a road with pedestrians, 768x576, 10 fps,
+    795 frames, MSMPEG4v3) from Debian's opencv-doc package (fetched with ``apt-get download``, 95.7 MB; BSD-3
+    like OpenCV's samples; no ground truth ships with it). RuntimeError says why it cannot be had."""
+    dest = cache_dir() / OPENCV_DOC / "vtest.avi"
+    if dest.is_file():
+        return dest
+    import shutil
+
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise RuntimeError("vtest.avi comes from Debian's opencv-doc package: apt-get and dpkg-deb are needed")
+    with tempfile.TemporaryDirectory(prefix="edgeloop-opencv-doc-") as tmp:
+        got = subprocess.run(["apt-get", "download", OPENCV_DOC], cwd=tmp, capture_output=True, text=True,
+                             timeout=900)
+        debs = sorted(Path(tmp).glob(f"{OPENCV_DOC}_*.deb"))
+        if got.returncode != 0 or not debs:
+            raise RuntimeError(f"apt-get download {OPENCV_DOC} failed: {got.stderr.strip()[-500:]}")
+        import tarfile
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_suffix(".part")
+        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[0])], stdout=subprocess.PIPE) as deb:
+            assert deb.stdout is not None
+            with tarfile.open(fileobj=deb.stdout, mode="r|") as tar:
+                for member in tar:
+                    if member.name == VTEST and member.isfile():
+                        src = tar.extractfile(member)
+                        assert src is not None
+                        part.write_bytes(src.read())
+                        break
+            deb.stdout.close()
+            deb.kill()
+        if not part.is_file():
+            raise RuntimeError(f"{debs[0].name} has no {VTEST}")
+        part.replace(dest)
+    return dest
+
+
+def vtest_frames(every: int = 1) -> tuple[Path, int]:
+    """vtest.avi's frames as JPEG files (``frame-%04d.jpg``, quality 95; a GStreamer RTSP server plays them: the
+    MSMPEG4v3 decoder is not among Debian's base GStreamer plugins), every ``every``-th frame. ``(folder,
+    frames)``."""
+    import cv2
+
+    folder = cache_dir() / OPENCV_DOC / f"frames-{every}"
+    done = folder / "count"
+    if done.is_file():
+        return folder, int(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    cap = cv2.VideoCapture(str(vtest()))
+    n = i = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                cv2.imwrite(str(folder / f"frame-{n:04d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                n += 1
+            i += 1
+    finally:
+        cap.release()
+    done.write_text(str(n))
+    return folder, n
+
+
 def main() -> int:
     for member, what in SOURCES.items():
         print(f"{river_file(member)}: REAL, {what}")
+    print(f"{vtest()}: REAL, OpenCV's vtest.avi from Debian's {OPENCV_DOC} package")
     return 0
 
 

@@ -23,10 +23,11 @@ class RtspServer:
     camera and bring it back.
     """
 
-    def __init__(self, port: int | None = None, path: str = "/cam", fps: int = 25) -> None:
+    def __init__(self, port: int | None = None, path: str = "/cam", fps: int = 25, frames: str | None = None) -> None:
         self.port = port or free_port()
         self.path = path
         self.fps = fps
+        self.frames = frames  # a printf pattern of JPEG frames to play (a real video) instead of the test pattern
         self.url = f"rtsp://127.0.0.1:{self.port}{path}"
         self.proc: Any = None
 
@@ -39,7 +40,7 @@ class RtspServer:
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = proc = subprocess.Popen(
             [SYSTEM_PYTHON, str(RTSP_SCRIPT), "--port", str(self.port), "--path", self.path,
-             "--fps", str(self.fps)],
+             "--fps", str(self.fps), *(["--frames", self.frames] if self.frames else [])],
             stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         # a thread reads the first line so the wait below has a deadline (readline alone would block)
         first_line: list[str] = []

@@ -5,7 +5,8 @@ plugins; ``make deps`` installs them), not the venv's::
 
     /usr/bin/python3 tests/kit/rtsp_server.py --port 8554 [--path /cam] [--fps 25] [--width 640 --height 480]
 
-It prints ``ready`` on stdout once it listens and serves until killed (SIGTERM/SIGINT). The media factory
+``--frames DIR/frame-%04d.jpg`` plays a real video's frames instead (in a loop). It prints ``ready`` on stdout
+once it listens and serves until killed (SIGTERM/SIGINT). The media factory
 is shared, so several clients watch the same stream. (Serving a file is left out: the mp4v files the
 tests write need an MPEG-4 part 2 decoder that only gstreamer1.0-libav has.)
 """
@@ -19,9 +20,13 @@ import sys
 
 def launch_line(args: argparse.Namespace) -> str:
     # a key frame every second and SPS/PPS with each one: a client that joins late starts decoding quickly
+    encode = (f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
+              "! rtph264pay name=pay0 pt=96 config-interval=1")
+    if args.frames:  # a real video, as JPEG frames (frame-%04d.jpg), played in a loop at --fps
+        return (f"( multifilesrc location={args.frames} loop=true caps=image/jpeg,framerate={args.fps}/1 "
+                f"! jpegdec ! videoconvert ! video/x-raw,format=I420 ! {encode} )")
     return (f"( videotestsrc is-live=true ! video/x-raw,width={args.width},height={args.height},"
-            f"framerate={args.fps}/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={args.fps} "
-            "! rtph264pay name=pay0 pt=96 config-interval=1 )")
+            f"framerate={args.fps}/1 ! {encode} )")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
+    p.add_argument("--frames", default=None, help="play these JPEG frames (a printf pattern: dir/frame-%%04d.jpg)")
     args = p.parse_args(argv)
 
     try:

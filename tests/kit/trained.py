@@ -32,7 +32,7 @@ TINY: dict[str, Any] = {
     "intrusion": {"epochs": 1, "channels": [8, 16, 16, 16]},
     "activity": {"epochs": 1, "channels": [8, 16, 16, 16]},
 }
-CACHE_VERSION = "dvc-workspace-1"  # bump when build_workspace makes something else from the same inputs
+CACHE_VERSION = "dvc-workspace-2"  # bump when build_workspace makes something else from the same inputs
 
 
 @dataclass
@@ -60,6 +60,8 @@ def dvc_workspace(ws: Path) -> Path:
     for d in ("models", "edge_runtime"):
         shutil.copytree(ROOT / d, ws / d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", ws / "dvc.yaml")
+    (ws / "data").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "data" / "dvc.yaml", ws / "data" / "dvc.yaml")  # the reference models' SYNTHETIC data
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for section, values in TINY.items():
         if isinstance(values, dict):

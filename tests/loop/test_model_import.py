@@ -151,13 +151,14 @@ def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> dict:
         net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
         with mlflow.start_run(), mlflow.start_run(nested=True):
             mlflow.sklearn.log_model(sk_model=gbm, name="model", signature=infer_signature(X, gbm.predict_proba(X)),
-                                     registered_model_name="acme_gbm", skops_trusted_types=SKOPS_TRUSTED)
+                                     registered_model_name="acme_gbm", skops_trusted_types=SKOPS_TRUSTED,
+                                     pip_requirements=["scikit-learn"])  # not inferred: a subprocess each
         with mlflow.start_run():
             mlflow.pytorch.log_model(net, name="model", registered_model_name="acme_net",
-                                     input_example=np.zeros((1, 5), np.float32))
+                                     input_example=np.zeros((1, 5), np.float32), pip_requirements=["torch"])
         with mlflow.start_run():
             mlflow.pytorch.log_model(net, name="model", registered_model_name="acme_net_pickled",
-                                     serialization_format="pickle")
+                                     serialization_format="pickle", pip_requirements=["torch"])
     finally:
         if before is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
