@@ -13,7 +13,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHES = ["bench.pipeline_inproc", "bench.mqtt_e2e", "bench.hub_ingest", "bench.hub_fleet", "bench.uplink_recovery",
-           "bench.model_apply", "bench.hot_swap", "bench.sewage", "bench.alert_latency"]
+           "bench.model_apply", "bench.hot_swap", "bench.sewage", "bench.alert_latency", "bench.tutorials"]
 
 
 def main() -> int:

@@ -59,7 +59,7 @@ def test_person_in_zone_on_a_real_camera_from_the_cold_start(prefect_api: str, l
 
     ws = tmp_path / "ws"
     ws.mkdir()
-    (ws / "params.yaml").write_text("seed: 0\n")
+    (ws / "params.yaml").write_text("seed: 0\n")  # the model's section comes from its plug-in's defaults
     made = subprocess.run([sys.executable, "-m", "edgeloop", "model", "init", MODEL, "--kind", "image", "--labels",
                            "empty,person", "--uploads", "zone", "--dir", str(tmp_path / "pkgs"), "-w", str(ws)],
                           capture_output=True, text=True, timeout=120)

@@ -11,8 +11,15 @@ from tests.kit.trained import dvc_workspace, trained_workspace
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the project's pipeline (dvc.yaml, code) with tiny params, in its own DVC repository, not run."""
-    return dvc_workspace(tmp_path_factory.mktemp("dvcws"))
+    """A copy of the project's pipeline (dvc.yaml, code) with tiny params, in its own DVC repository, not run: the
+    street scenes tinier still (one 60-frame training clip: these tests check what DVC runs, not the models)."""
+    import yaml
+
+    ws = dvc_workspace(tmp_path_factory.mktemp("dvcws"))
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["scenes"].update(frames=60, train_clips=1)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    return ws
 
 
 @pytest.fixture(scope="module")

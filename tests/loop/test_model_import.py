@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.kit.cli import edgeloop
+from tests.kit.cli import edgeloop, edgeloop_here
 
 FEATURES = [f"f{i}" for i in range(12)]
 
@@ -76,7 +76,7 @@ def test_an_onnx_model_is_registered_packaged_signed_installed_and_answers_as_th
 ])
 def test_bad_imports_exit_2_naming_what_is_wrong(gbm: tuple, tmp_path: Path, args: tuple, says: str) -> None:
     _, path, _ = gbm
-    done = edgeloop("model", "import", "line_gbm", "--onnx", str(path), *args, "--root", str(tmp_path))
+    done = edgeloop_here("model", "import", "line_gbm", "--onnx", str(path), *args, "--root", str(tmp_path))
     assert done.returncode == 2 and says in done.stderr, (done.returncode, done.stderr)
 
 
@@ -183,7 +183,7 @@ def test_a_scikit_learn_model_from_another_mlflow_is_imported_and_answers_as_the
 
     ws = tmp_path / "ws"
     ws.mkdir()
-    done = edgeloop("model", "import", "pipe_leak", "--mlflow", "models:/acme_gbm/1", "--from-tracking-uri",
+    done = edgeloop_here("model", "import", "pipe_leak", "--mlflow", "models:/acme_gbm/1", "--from-tracking-uri",
                     elsewhere["uri"], "--root", str(ws))
     assert done.returncode == 0, done.stderr
     assert "registered pipe_leak version 1 (challenger) from models:/acme_gbm/1 (sklearn)" in done.stdout
@@ -213,7 +213,7 @@ def test_a_pytorch_model_from_another_mlflow_is_imported_as_onnx_and_answers_as_
 
     ws = tmp_path / "ws"
     ws.mkdir()
-    done = edgeloop("model", "import", "pipe_net", "--mlflow", f"models:/{model}/1", "--from-tracking-uri",
+    done = edgeloop_here("model", "import", "pipe_net", "--mlflow", f"models:/{model}/1", "--from-tracking-uri",
                     elsewhere["uri"], "--labels", "ok,leak", "--features", ",".join(COLS), "--root", str(ws))
     assert done.returncode == 0, done.stderr
     p = _registered(ws, "pipe_net", "1")
@@ -233,5 +233,6 @@ def test_a_pytorch_model_from_another_mlflow_is_imported_as_onnx_and_answers_as_
 ])
 def test_bad_mlflow_imports_exit_2_naming_what_is_wrong(elsewhere: dict, tmp_path: Path, args: tuple,
                                                         says: str) -> None:
-    done = edgeloop("model", "import", "m", *args, "--from-tracking-uri", elsewhere["uri"], "--root", str(tmp_path))
+    done = edgeloop_here("model", "import", "m", *args, "--from-tracking-uri", elsewhere["uri"], "--root",
+                         str(tmp_path))
     assert done.returncode == 2 and says in done.stderr, (done.returncode, done.stderr)
