@@ -35,8 +35,7 @@ def gbm(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, np.ndar
 @pytest.mark.slow  # builds a Bento
 def test_an_onnx_model_is_registered_packaged_signed_installed_and_answers_as_the_original(
         gbm: tuple, tmp_path: Path) -> None:
-    from edge_runtime.modelstore import ModelStore
-    from edge_runtime.signing import build_manifest, init_keys, load_private_key, load_public_keys, sign_manifest
+    from edge_runtime.signing import init_keys
     from models import tracking
 
     model, path, x = gbm
@@ -50,22 +49,30 @@ def test_an_onnx_model_is_registered_packaged_signed_installed_and_answers_as_th
     info = tracking.version_info("line_gbm", "1", ws)
     assert info["tags"]["source"] == "onnx" and info["tags"]["imported_from"] == str(path), info["tags"]
 
-    env = {"BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    packaged = edgeloop("model", "package", "line_gbm", "-v", "1", "--keys", str(keys), "--no-upload",
-                        "--out", str(tmp_path / "bundles"), "--root", str(ws), env=env)
-    assert packaged.returncode == 0, packaged.stderr
-    archive = tmp_path / "bundles" / "line_gbm-1.bento"
-    assert archive.is_file(), list((tmp_path / "bundles").iterdir())
-
-    key = load_private_key(keys / "signing.key")
-    manifest = build_manifest(archive, "line_gbm", "1", key, metrics={})
-    store = ModelStore(tmp_path / "store", load_public_keys(keys))
-    predictor = store.install_archive(archive, manifest, sign_manifest(manifest, key), name="line_gbm", version="1")
+    predictor = package_and_install(ws, keys, "line_gbm", "1", tmp_path)
     assert predictor.kind == "onnx" and predictor.tag == "line_gbm:1"
     pred, conf = predictor(x)
     want = model.predict_proba(x)
     assert np.array_equal(pred, model.predict(x))
     assert np.abs(conf - want[np.arange(len(x)), pred]).max() < 1e-5
+
+
+def package_and_install(ws: Path, keys: Path, name: str, version: str, tmp_path: Path) -> Any:
+    """`edgeloop model package` of the version (a Bento, signed), installed by a node's model store from the
+    archive as from the warehouse: the predictor the node would serve."""
+    from edge_runtime.modelstore import ModelStore
+    from edge_runtime.signing import build_manifest, load_private_key, load_public_keys, sign_manifest
+
+    env = {"BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    packaged = edgeloop("model", "package", name, "-v", version, "--keys", str(keys), "--no-upload",
+                        "--out", str(tmp_path / "bundles"), "--root", str(ws), env=env)
+    assert packaged.returncode == 0, packaged.stderr
+    archive = tmp_path / "bundles" / f"{name}-{version}.bento"
+    assert archive.is_file(), list((tmp_path / "bundles").iterdir())
+    key = load_private_key(keys / "signing.key")
+    manifest = build_manifest(archive, name, version, key, metrics={})
+    store = ModelStore(tmp_path / "store", load_public_keys(keys))
+    return store.install_archive(archive, manifest, sign_manifest(manifest, key), name=name, version=version)
 
 
 @pytest.mark.parametrize(("args", "says"), [
@@ -177,7 +184,7 @@ def _registered(ws: Path, name: str, version: str) -> Any:
 
 
 @pytest.mark.slow  # another MLflow store, three models logged; an interpreter per import
-def test_a_scikit_learn_model_from_another_mlflow_is_imported_and_answers_as_there(elsewhere: dict,
+def test_a_scikit_learn_model_from_another_mlflow_is_imported_served_and_answers_as_there(elsewhere: dict,
                                                                                      tmp_path: Path) -> None:
     from models import tracking
 
@@ -194,10 +201,15 @@ def test_a_scikit_learn_model_from_another_mlflow_is_imported_and_answers_as_the
     p = _registered(ws, "pipe_leak", "1")
     assert p.kind == "sklearn" and p.features == COLS and p.labels == ["leak", "ok"]  # classes_, in order
     x = elsewhere["x"]
-    pred, conf = p(x)
     want = elsewhere["gbm"].predict_proba(x)
-    assert np.abs(p.proba(x) - want).max() < 1e-9
-    assert [p.labels[i] for i in pred] == [str(c) for c in elsewhere["gbm"].predict(x)]
+    from edge_runtime.signing import init_keys
+
+    init_keys(tmp_path / "keys")
+    served = package_and_install(ws, tmp_path / "keys", "pipe_leak", "1", tmp_path)  # as a node serves it
+    for model in (p, served):
+        pred, _ = model(x)
+        assert np.abs(model.proba(x) - want).max() < 1e-9
+        assert [model.labels[i] for i in pred] == [str(c) for c in elsewhere["gbm"].predict(x)]
     import sqlite3
 
     with sqlite3.connect(elsewhere["uri"].removeprefix("sqlite:///")) as db:  # their registry is left as it was
