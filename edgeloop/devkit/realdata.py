@@ -91,6 +91,10 @@ def vtest() -> Path:
     with tempfile.TemporaryDirectory(prefix="edgeloop-opencv-doc-") as tmp:
         got = subprocess.run(["apt-get", "download", OPENCV_DOC], cwd=tmp, capture_output=True, text=True,
                              timeout=900)
+        if got.returncode != 0 and os.geteuid() == 0:  # a fresh machine may have no package lists yet
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True, timeout=900)
+            got = subprocess.run(["apt-get", "download", OPENCV_DOC], cwd=tmp, capture_output=True, text=True,
+                                 timeout=900)
         debs = sorted(Path(tmp).glob(f"{OPENCV_DOC}_*.deb"))
         if got.returncode != 0 or not debs:
             raise RuntimeError(f"apt-get download {OPENCV_DOC} failed: {got.stderr.strip()[-500:]}")
