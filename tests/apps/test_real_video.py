@@ -13,17 +13,14 @@ learnt something."""
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.kit import ROOT
 from tests.kit.hub import ADMIN, HubProcess, wait_for
+from tests.kit.modelpkg import install_model
 from tests.kit.rtsp import RtspServer
 
 pytestmark = [pytest.mark.broker, pytest.mark.labelstudio, pytest.mark.timeout(900)]
@@ -60,17 +57,8 @@ def test_person_in_zone_on_a_real_camera_from_the_cold_start(prefect_api: str, l
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "params.yaml").write_text("seed: 0\n")  # the model's section comes from its plug-in's defaults
-    made = subprocess.run([sys.executable, "-m", "edgeloop", "model", "init", MODEL, "--kind", "image", "--labels",
-                           "empty,person", "--uploads", "zone", "--dir", str(tmp_path / "pkgs"), "-w", str(ws)],
-                          capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
-    site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                          "--target", str(site), str(tmp_path / "pkgs" / MODEL)], capture_output=True, text=True,
-                         timeout=300)
-    assert pip.returncode == 0, pip.stderr
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
+    install_model(tmp_path, ws, MODEL, "--kind", "image", "--labels", "empty,person", "--uploads", "zone",
+                  monkeypatch=monkeypatch)
     assert plugins.get(MODEL).input == "image"
     init_keys(tmp_path / "keys")
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.kit import ROOT
 from tests.kit.hub import ADMIN, HubProcess, wait_for
+from tests.kit.modelpkg import install_model
 
 pytestmark = [pytest.mark.broker, pytest.mark.labelstudio, pytest.mark.timeout(900)]
 
@@ -54,16 +54,8 @@ def test_a_first_model_from_real_field_data_alone(prefect_api: str, label_studio
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "params.yaml").write_text("seed: 0\nloop:\n  labelled_repeat: 1\n")
-    made = edgeloop("model", "init", MODEL, "--kind", "tabular", "--features", ",".join(features), "--labels",
-                    "normal,anomaly", "--uploads", "sensors", "--dir", str(tmp_path / "pkgs"), "-w", str(ws))
-    assert made.returncode == 0, made.stderr
-    site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                          "--target", str(site), str(tmp_path / "pkgs" / MODEL)], capture_output=True, text=True,
-                         timeout=300)
-    assert pip.returncode == 0, pip.stderr
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(ROOT)]))
+    install_model(tmp_path, ws, MODEL, "--kind", "tabular", "--features", ",".join(features), "--labels",
+                  "normal,anomaly", "--uploads", "sensors", monkeypatch=monkeypatch)
     assert plugins.get(MODEL).features == features
     cfg = steps.LoopConfig(workspace=str(ws))
     for args in (("init", "--no-scm", "-q"), ("remote", "add", "-d", "local", "var/dvc-remote"),

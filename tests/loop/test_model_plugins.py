@@ -21,6 +21,7 @@ import yaml
 
 from tests.kit import ROOT
 from tests.kit.hub import ADMIN, HubProcess, wait_for
+from tests.kit.modelpkg import install_model
 
 
 def edgeloop(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -99,24 +100,6 @@ def test_model_init_adds_the_model_to_a_workspace_keeping_its_comments(tmp_path:
 
 
 # -- a package of one's own through the loop ---------------------------------------------------------------------
-def install_plugin(tmp: Path, features: list[str], ws: Path) -> Path:
-    """`edgeloop model init leak` in ``tmp`` (added to workspace ``ws``), its own tests run, then `pip install
-    --target` (EdgeLoop's venv is shared by every test: the package goes to a folder of its own, put on the
-    path). Returns that folder."""
-    done = edgeloop("model", "init", "leak", "--kind", "tabular", "--features", ",".join(features), "--labels",
-                    "normal,anomalous", "--dir", str(tmp), "-w", str(ws))
-    assert done.returncode == 0, done.stderr
-    site = tmp / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                          "--target", str(site), str(tmp / "leak")], capture_output=True, text=True, timeout=300)
-    assert pip.returncode == 0, pip.stderr
-    own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                          "tests"], cwd=tmp / "leak", capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])})
-    assert own.returncode == 0 and "2 passed" in own.stdout, own.stdout[-3000:]
-    return site
-
-
 def write_field_csv(path: Path, features: list[str], blocks: list[tuple[np.ndarray, np.ndarray, float]]) -> None:
     """SYNTHETIC windows as field data: ``(X, y, t0)`` blocks, six pumps taking turns every 10 minutes."""
     from edgeloop.devkit.scenarios.pumps import LABELS
@@ -148,9 +131,11 @@ def test_a_model_package_of_ones_own_is_trained_and_improved_by_the_loop(
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "params.yaml").write_text("seed: 0\nloop:\n  labelled_repeat: 4\n")
-    site = install_plugin(tmp_path / "pkgs", features, ws)
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    package = install_model(tmp_path, ws, "leak", "--kind", "tabular", "--features", ",".join(features),
+                            "--labels", "normal,anomalous", monkeypatch=monkeypatch)
+    own = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                          "tests"], cwd=package, capture_output=True, text=True, timeout=300)  # its own tests
+    assert own.returncode == 0 and "2 passed" in own.stdout, own.stdout[-3000:]
     assert plugins.get("leak").source == "leak_model"  # found through its entry point, as pip installed it
     assert not str(Path(plugins.get("leak").module.__file__)).startswith(str(ROOT))
 
