@@ -134,7 +134,9 @@ KeysDir = typer.Option(None, "--dir", envvar="EDGELOOP_KEYS_DIR",
 
 
 def _keys_dir(directory: Optional[Path]) -> Path:
-    return (directory or Path("~/.config/edgeloop/keys")).expanduser()
+    from .signing import default_keys_dir
+
+    return directory.expanduser() if directory else default_keys_dir()
 
 
 @keys_app.command("init")

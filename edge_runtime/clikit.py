@@ -30,7 +30,8 @@ __all__ = ["OK", "FAILED", "BAD_INPUT", "CLOUD_EXTRA", "HubUrl", "Token", "die",
 OK, FAILED, BAD_INPUT = 0, 1, 2
 
 HubUrl = typer.Option("http://127.0.0.1:8080", "--hub", envvar="EDGELOOP_HUB_URL", help="the hub's URL")
-Token = typer.Option(None, "--token", envvar="EDGELOOP_TOKEN", help="the admin token (or EDGELOOP_TOKEN)")
+Token = typer.Option(None, "--token", envvar=["EDGELOOP_TOKEN", "EDGELOOP_HUB_TOKEN"],
+                     help="the hub's admin token (or EDGELOOP_TOKEN / EDGELOOP_HUB_TOKEN, as `edgeloop up` prints)")
 ParamOpt = typer.Option(None, "--param", "-p", help="NAME=VALUE for one of the pipeline's params (repeat it); "
                                                     "VALUE is read as YAML: 90, WARN, [a, b]")
 

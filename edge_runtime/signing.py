@@ -210,6 +210,14 @@ def load_public_keys(paths_or_dir: PathLike | Iterable[PathLike]) -> dict[str, E
     return keys
 
 
+def default_keys_dir() -> Path:
+    """Where the signing keys live for every EdgeLoop command on this machine: ``EDGELOOP_KEYS_DIR``, else
+    ``~/.config/edgeloop/keys``. ``edgeloop keys init``, ``edgeloop model package``, the agile loop (its
+    worker under ``edgeloop up``) and the demo all sign with the key found here; nodes trust its
+    ``signing.pub``."""
+    return Path(os.environ.get("EDGELOOP_KEYS_DIR") or "~/.config/edgeloop/keys").expanduser()
+
+
 def init_keys(directory: PathLike, force: bool = False) -> tuple[Path, Path]:
     """Make an Ed25519 key pair: DIR/signing.key (PKCS8 PEM, mode 0600) and DIR/signing.pub.
 

@@ -102,9 +102,15 @@ def up(workspace: Path = Workspace) -> None:
     env = state.get("env", {})
     console.print("export " + " ".join(f"{k}={env[k]}" for k in ("EDGELOOP_HUB_URL", "EDGELOOP_HUB_TOKEN",
                                                                  "EDGELOOP_LABEL_STUDIO_URL",
-                                                                 "EDGELOOP_LABEL_STUDIO_TOKEN", "PREFECT_API_URL")))
-    console.print(f"EDGELOOP_TOKEN={env['EDGELOOP_HUB_TOKEN']} for the hub's CLI commands; Label Studio login: "
-                  f"edgeloop@example.com / {state['tokens']['label_studio_password']} (kept in var/up/stack.json)")
+                                                                 "EDGELOOP_LABEL_STUDIO_TOKEN", "PREFECT_API_URL",
+                                                                 "EDGELOOP_KEYS_DIR")))
+    console.print(f"EDGELOOP_HUB_TOKEN is the hub's admin token: the CLI's commands and the dashboard's sign-in take "
+                  f"it; Label Studio login: edgeloop@example.com / {state['tokens']['label_studio_password']} "
+                  "(kept in var/up/stack.json)")
+    keys = state.get("keys") or {}
+    if keys:
+        console.print(f"models are signed with key {keys['key_id']} ({keys['dir']}); nodes trust it with "
+                      f"`models: {{trusted_keys: [{keys['public']}]}}` in node.yaml")
 
 
 @app.command("down")

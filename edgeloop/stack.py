@@ -145,6 +145,26 @@ class Stack:
         return stopped
 
 
+def _signing_keys(say: Any) -> dict[str, Any]:
+    """The machine's signing key pair (:func:`edge_runtime.signing.default_keys_dir`), made when missing: the
+    loop's worker signs with it, ``edgeloop model package`` too, and nodes trust its public half."""
+    from edge_runtime.signing import (
+        PRIVATE_KEY_FILE,
+        PUBLIC_KEY_FILE,
+        default_keys_dir,
+        init_keys,
+        key_id,
+        load_private_key,
+    )
+
+    d = default_keys_dir()
+    if not (d / PRIVATE_KEY_FILE).is_file():
+        init_keys(d)
+        say(f"signing key: made {d / PRIVATE_KEY_FILE} (edgeloop keys init)")
+    return {"dir": d, "public": d / PUBLIC_KEY_FILE,
+            "key_id": key_id(load_private_key(d / PRIVATE_KEY_FILE).public_key())}
+
+
 def up(root: Path, *, say: Any = print) -> dict[str, Any]:
     """Start what is not running; returns {service: {url, pid, ...}} and the tokens."""
     stack = Stack(root)
@@ -212,13 +232,16 @@ def up(root: Path, *, say: Any = print) -> dict[str, Any]:
          {"port": port["mlflow"], "url": f"http://127.0.0.1:{port['mlflow']}", "timeout": 180,
           "env": {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}}),
     ], also=label_studio)
+    keys = _signing_keys(say)
     loop_env = {**prefect_env, "PREFECT_API_URL": f"http://127.0.0.1:{port['prefect']}/api",
+                "EDGELOOP_KEYS_DIR": str(keys["dir"]),
                 "EDGELOOP_WORKSPACE": str(root.resolve()), "EDGELOOP_HUB_URL": f"http://127.0.0.1:{port['hub']}",
                 "EDGELOOP_HUB_TOKEN": tokens["hub"],
                 "EDGELOOP_LABEL_STUDIO_URL": f"http://127.0.0.1:{port['label_studio']}",
                 "EDGELOOP_LABEL_STUDIO_TOKEN": tokens["label_studio"]}
     stack.spawn("loop-worker", [py, "-m", "flows.serve"], port=None, env=loop_env, stage=2)
     stack.state["env"] = loop_env
+    stack.state["keys"] = {k: str(v) for k, v in keys.items()}
     stack.save()
     return stack.state
 

@@ -36,7 +36,8 @@ class LoopConfig:
     canary: int = 1
     watch_s: float = 60.0
     approval: bool = False                     # wait for a person's approval (Prefect UI) before rolling out
-    keys_dir: str = "var/keys"                 # signing keys for model bundles
+    keys_dir: str | None = None                # signing keys for model bundles (none: EDGELOOP_KEYS_DIR, else
+                                               # ~/.config/edgeloop/keys: where `edgeloop keys init` puts them)
     parallel_retrain: bool = False             # train the models that have new labels at the same time, one
                                                # Dask worker process each (flows.loop.retrain_on_dask)
 
@@ -75,6 +76,14 @@ class LoopConfig:
             return workspace_models(load_params(self.root / "params.yaml"))
         except (OSError, KeyError, ValueError) as exc:
             raise LoopError(f"{self.root / 'params.yaml'}: which models? {exc}") from None
+
+    def keys(self) -> Path:
+        """The signing key directory: ``keys_dir`` (relative to the workspace), else the machine's one."""
+        from edge_runtime.signing import default_keys_dir
+
+        if not self.keys_dir:
+            return default_keys_dir()
+        return self.root / Path(self.keys_dir).expanduser()
 
     def state(self) -> LoopState:
         return LoopState(self.root / "var" / "loop" / "state.db")

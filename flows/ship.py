@@ -85,7 +85,7 @@ def package(cfg: LoopConfig, model: str, version: str) -> dict[str, Any]:
     except HubError as exc:
         if exc.status != 404:
             raise
-    keys = cfg.root / cfg.keys_dir
+    keys = cfg.keys()
     if not (keys / "signing.key").exists():
         from edge_runtime.signing import init_keys
 

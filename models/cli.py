@@ -173,10 +173,10 @@ def package(name: str = typer.Argument(..., help="model name (trained by a plug-
             hub: str = HubUrl, token: Optional[str] = Token) -> None:
     """Build the version's Bento, export a .bento, sign it, and upload it to the model warehouse."""
     from edge_runtime.hubclient import HubError, HubUnreachable
-    from edge_runtime.signing import PRIVATE_KEY_FILE
+    from edge_runtime.signing import PRIVATE_KEY_FILE, default_keys_dir
     from models import bento
 
-    keys_dir = (keys or Path("~/.config/edgeloop/keys")).expanduser()
+    keys_dir = keys.expanduser() if keys else default_keys_dir()
     if not (keys_dir / PRIVATE_KEY_FILE).is_file():
         die(f"no signing key {keys_dir / PRIVATE_KEY_FILE}: run `edgeloop keys init` (or pass --keys)")
     client = None

@@ -18,6 +18,14 @@ from edgeloop.devkit.modbus import ModbusServer
 from tests.kit.rtsp import SYSTEM_PYTHON, RtspServer
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_signing_keys(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Commands that sign with the machine's key (:func:`edge_runtime.signing.default_keys_dir`: EDGELOOP_KEYS_DIR, else
+    ~/.config/edgeloop/keys) sign with a key of this session, never the user's own."""
+    if "EDGELOOP_KEYS_DIR" not in os.environ:
+        os.environ["EDGELOOP_KEYS_DIR"] = str(tmp_path_factory.mktemp("keys"))
+
+
 @pytest.fixture
 def mosquitto() -> Iterator[Mosquitto]:
     """A real mosquitto on a free port, stopped after the test (tests may stop/start it)."""
