@@ -21,7 +21,7 @@ rollout_app = typer.Typer(help="Model and pipeline rollouts: canary nodes first,
 Timeout = typer.Option(3600.0, "--timeout", help="with --wait: give up after this many seconds (exit 1)")
 _COLOURS = {"serving": "green", "installing": "yellow", "pending": "dim", "failed": "red", "offline": "magenta",
             "done": "green", "done_with_offline": "yellow", "canary": "cyan", "rolling": "blue",
-            "rolled_back": "red", "superseded": "dim"}
+            "rolled_back": "red", "superseded": "dim"}  # a node's "rolled_back": back on the previous version
 
 
 

@@ -59,6 +59,20 @@ class RolloutError(Exception):
 
 
 
+def _rolled_back(nodes: dict[str, dict[str, Any]], previous: str | None) -> dict[str, dict[str, Any]]:
+    """The nodes of a rollout that rolled back, as they end: none serves the version any more (a view that
+    kept "serving" after the rollback told the admin the opposite of what runs), a failed one keeps why."""
+    back = f"back to {previous}" if previous else "back to what it had before"
+    out = {}
+    for name, e in nodes.items():
+        e = dict(e)
+        if e.get("status") in ("serving", "installing", "pending"):
+            was = e["status"]
+            e.update(status="rolled_back", reason=f"{back} (it was {was})")
+        out[name] = e
+    return out
+
+
 def _items(rows: Iterable[Any]) -> Iterator[tuple[Any, dict[str, Any]]]:
     """(row, the upload item) for stored upload rows whose body is a JSON object."""
     for row in rows:
@@ -168,6 +182,7 @@ class RolloutController:
         stats["baselines"] = d.baselines
         if d.action == "rollback":
             self._roll_back(s, r)
+            d.nodes = _rolled_back(d.nodes, r.previous)
         elif d.action == "promote":
             self._promote(s, r)
         if d.state != r.state:
@@ -355,6 +370,7 @@ class RolloutController:
                 if newer is not None:
                     raise RolloutError(409, f"rollout {newer} came after rollout {rid}: roll that one back")
             self._roll_back(s, r)
+            r.nodes = _rolled_back(r.nodes or {}, r.previous)
             r.state, r.reason, r.finished_at = "rolled_back", "rolled back by hand", time.time()
             r.updated_at = r.finished_at
             s.commit()

@@ -210,6 +210,10 @@ def test_a_confidence_drop_on_the_canary_rolls_back_to_the_serving_previous_vers
     done = wait_rollout(admin, r["id"], timeout=30)
     assert done["state"] == "rolled_back" and "mean confidence on the canaries 0.550" in done["reason"], done
     assert done["confidence"]["previous"]["mean"] == pytest.approx(0.9)
+    # the canary served 2 when it rolled back: the rollout's view must not keep saying so
+    canary = next(n for n in done["nodes"] if n["canary"])
+    assert canary["status"] == "rolled_back" and canary["reason"] == "back to 1 (it was serving)", done["nodes"]
+    assert not [n for n in done["nodes"] if n["status"] == "serving"], done["nodes"]
     wait_for(lambda: nodes["d1"].serving() == "1", 10, "the canary to serve version 1 again")
     assert nodes["d2"].seen == {"1"}
 
