@@ -39,10 +39,16 @@ def loop_run(workspace: Path = Workspace,
     if group:
         overrides["group"] = group
     try:
-        report = agile_loop(overrides, parallel_retrain=parallel_retrain)
+        report = agile_loop(overrides, parallel_retrain=parallel_retrain, reason="edgeloop loop run")
     except LoopError as exc:
         die(str(exc), FAILED)
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2, default=str))
+    ls_url = (report.get("config") or {}).get("label_studio_url")
+    for model, r in report["models"].items():
+        label = r.get("label") or {}
+        if label.get("project") is not None and ls_url:
+            typer.echo(f"{model}: label at {ls_url.rstrip('/')}/projects/{label['project']}/data "
+                       f"({label.get('sent', 0)} new tasks; the next run harvests what is labelled)", err=True)
 
 
 @loop_app.command("history")

@@ -7,13 +7,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from .state import LoopState
 
-__all__ = ["LoopConfig", "LoopError", "hub_call"]
+__all__ = ["LoopConfig", "LoopError", "LoopSettings", "hub_call"]
 
 
 class LoopError(RuntimeError):
-    """A step cannot go on; the message says what is missing and how to fix it."""
+    """A step cannot go on; the message says what is missing and how to fix it. ``retry``: whether running the
+    step again may help (a service restarting); a configuration error or a refused rollout fails at once."""
+
+    def __init__(self, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 @dataclass
@@ -40,6 +47,10 @@ class LoopConfig:
                                                # ~/.config/edgeloop/keys: where `edgeloop keys init` puts them)
     parallel_retrain: bool = False             # train the models that have new labels at the same time, one
                                                # Dask worker process each (flows.loop.retrain_on_dask)
+    label_cap_minute: int = 0                  # send at most this many tasks per model to labelling in any
+                                               # minute (0: no cap); counted from the loop state, across runs
+    label_cap_hour: int = 0                    # ... in any hour (0: no cap)
+    label_cap_day: int = 0                     # ... in any 24 hours (0: no cap): what the labellers can do
 
     @classmethod
     def from_env(cls, **overrides: Any) -> LoopConfig:
@@ -111,4 +122,66 @@ def hub_call(cfg: LoopConfig, fn: Any) -> Any:
         return fn()
     except HubUnreachable as exc:
         raise LoopError(f"the hub at {cfg.hub_url} is unreachable ({exc}): start it with `edgeloop hub serve` "
-                        "or `edgeloop up`; the next run resumes from the last watermark") from None
+                        "or `edgeloop up`; the next run resumes from the last watermark", retry=True) from None
+
+
+def _unset(default: Any, env: str, what: str) -> Any:
+    return Field(None, description=f"{what} (empty: {env}, else {default})")
+
+
+class LoopSettings(BaseModel):
+    """The agile loop's settings as a Prefect deployment parameter: the Prefect UI draws a form from it, with
+    these descriptions. Every field left empty takes its EDGELOOP_* variable from the worker's environment,
+    else the built-in default (:class:`LoopConfig`); unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workspace: str | None = _unset(".", "EDGELOOP_WORKSPACE", "the workspace: params.yaml, dvc.yaml, data/, var/")
+    models: list[str] | None = Field(None, description="the models to work on (empty: EDGELOOP_MODELS, else every "
+                                                        "model of the workspace's params.yaml)")
+    group: str | None = Field(None, description="the node group a promoted version rolls out to (empty: "
+                                                 "EDGELOOP_GROUP; with neither, the loop retrains and gates but "
+                                                 "NEVER rolls out, and the gate's winner becomes the champion "
+                                                 "without serving anywhere)")
+    canary: int | None = _unset(1, "EDGELOOP_CANARY", "nodes of the group that get a new version first")
+    watch_s: float | None = _unset(60.0, "EDGELOOP_WATCH_S", "seconds the canaries must pass their checks")
+    approval: bool | None = _unset(False, "EDGELOOP_APPROVAL", "wait for a person's approval in the Prefect UI "
+                                                               "before a rollout")
+    max_label_share: float | None = _unset(0.10, "EDGELOOP_MAX_LABEL_SHARE",
+                                           "at most this share of the uploads goes to labelling")
+    random_share: float | None = _unset(0.5, "EDGELOOP_RANDOM_SHARE",
+                                        "of the labelling budget, the share drawn at random (the rest: the "
+                                        "edge's hard examples)")
+    min_labels: int | None = _unset(20, "EDGELOOP_MIN_LABELS", "retrain only with at least this many new labels")
+    metric: str | None = _unset("accuracy", "EDGELOOP_METRIC", "the gate's metric")
+    clean_margin: float | None = _unset(0.01, "EDGELOOP_CLEAN_MARGIN",
+                                        "the candidate may lose at most this much on the clean holdout")
+    drifted_margin: float | None = _unset(0.0, "EDGELOOP_DRIFTED_MARGIN",
+                                          "and must gain more than this on the drifted one")
+    parallel_retrain: bool | None = _unset(False, "EDGELOOP_PARALLEL_RETRAIN",
+                                           "retrain the models due at the same time (Dask)")
+    keys_dir: str | None = _unset("~/.config/edgeloop/keys", "EDGELOOP_KEYS_DIR",
+                                  "the signing key directory (`edgeloop keys init`)")
+    hub_url: str | None = _unset("http://127.0.0.1:8080", "EDGELOOP_HUB_URL", "the hub")
+    label_studio_url: str | None = _unset("http://127.0.0.1:8081", "EDGELOOP_LABEL_STUDIO_URL", "Label Studio")
+    hub_token: str | None = Field(None, description="better left empty: EDGELOOP_HUB_TOKEN in the worker's "
+                                                    "environment (a value here is kept in Prefect's database)")
+    label_studio_token: str | None = Field(None, description="better left empty: EDGELOOP_LABEL_STUDIO_TOKEN in "
+                                                             "the worker's environment")
+
+    def config(self) -> LoopConfig:
+        """The loop's configuration: these settings over EDGELOOP_* variables over the defaults."""
+        return LoopConfig.from_env(**self.model_dump(exclude_none=True))
+
+
+def settings(config: LoopSettings | dict[str, Any] | None) -> LoopSettings:
+    """``config`` as :class:`LoopSettings` (a dict from Python callers); a wrong field is a LoopError naming it."""
+    if isinstance(config, LoopSettings):
+        return config
+    from pydantic import ValidationError
+
+    try:
+        return LoopSettings(**(config or {}))
+    except ValidationError as exc:
+        wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise LoopError(f"loop settings: {wrong}") from None

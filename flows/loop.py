@@ -28,10 +28,22 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
 from flows import steps
+from flows.config import LoopSettings, settings
 from flows.report import write_report
 from flows.steps import LoopConfig
 
-RETRIES = {"retries": 2, "retry_delay_seconds": [5, 30]}
+
+def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """A failed task is retried when running it again may pass (a service restarting, a network error), not
+    when it will fail the same way (a LoopError without ``retry``: a configuration error, a refused rollout)."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - the result cannot be read: retry as Prefect would without this check
+        return True
+    return not (isinstance(exc, steps.LoopError) and not exc.retry)
+
+
+RETRIES = {"retries": 2, "retry_delay_seconds": [5, 30], "retry_condition_fn": worth_retrying}
 
 
 @task(name="collect uploads", **RETRIES)
@@ -63,7 +75,7 @@ def harvest_task(cfg: LoopConfig, model: str, iteration: int) -> dict[str, Any]:
     return got
 
 
-@task(name="retrain (dvc repro)", retries=1, retry_delay_seconds=10)
+@task(name="retrain (dvc repro)", retries=1, retry_delay_seconds=10, retry_condition_fn=worth_retrying)
 def retrain_task(cfg: LoopConfig, model: str, harvested: dict[str, Any]) -> dict[str, Any]:
     with cfg.state() as state:
         got = steps.retrain(cfg, model, harvested, state)
@@ -84,8 +96,10 @@ def package_task(cfg: LoopConfig, model: str, version: str) -> dict[str, Any]:
     return steps.package(cfg, model, version)
 
 
-@task(name="roll out (canary first)", retries=1, retry_delay_seconds=30)
+@task(name="roll out (canary first)", retries=1, retry_delay_seconds=30, retry_condition_fn=worth_retrying)
 def rollout_task(cfg: LoopConfig, model: str, version: str) -> dict[str, Any]:
+    """Canary first, then the group; the champion alias moves to ``version`` only once the group serves it. A
+    rollout that rolled back fails this task (and, at the end, the run) with the reason."""
     got = steps.rollout(cfg, model, version)
     get_run_logger().info("%s:%s: %s", model, version, got)
     return got
@@ -145,7 +159,10 @@ def _after_retrain(run: _ModelRun, cfg: LoopConfig, model: str, trained: dict[st
         r["approval"] = approve(model, decision, approval_timeout)
         if not r["approval"]["approved"]:
             return r
-    run.timed("rollout", rollout_task, cfg, model, version)
+    try:
+        run.timed("rollout", rollout_task, cfg, model, version)
+    except steps.LoopError as exc:  # the task failed (its state says so); the run goes on, then fails with it
+        r["rollout"] = {"rolled_out": False, "failed": str(exc)}
     return r
 
 
@@ -166,7 +183,7 @@ def _log() -> Any:
         return logging.getLogger("flows.loop")
 
 
-@task(name="retrain one model (Dask worker)", retries=1, retry_delay_seconds=10)
+@task(name="retrain one model (Dask worker)", retries=1, retry_delay_seconds=10, retry_condition_fn=worth_retrying)
 def train_model_task(cfg: LoopConfig, model: str, threads: int | None) -> dict[str, Any]:
     got = steps.train_stages(cfg, model, threads)
     get_run_logger().info("%s: prepared, trained and evaluated in %s s (worker pid %s)", model, got["seconds"],
@@ -290,21 +307,28 @@ def _iterate_parallel(cfg: LoopConfig, iteration: int,
 
 
 @flow(name="agile-loop", log_prints=True)
-def agile_loop(config: dict[str, Any] | None = None, approval_timeout: int = 3600,
-               parallel_retrain: bool | None = None) -> dict[str, Any]:
-    """One iteration of the loop for every configured model; returns (and writes) the loop report.
+def agile_loop(config: LoopSettings | None = None, approval_timeout: int = 3600,
+               parallel_retrain: bool | None = None, reason: str = "") -> dict[str, Any]:
+    """One iteration of the loop for every configured model; returns (and writes) the loop report, also kept
+    as the run's Prefect artifact. The run fails when a rollout rolled back or retraining failed.
 
-    ``config``: :class:`~flows.steps.LoopConfig` fields; the rest come from EDGELOOP_* variables.
+    ``config``: :class:`~flows.config.LoopSettings` (a dict of its fields from Python); what it leaves empty
+    comes from EDGELOOP_* variables. ``reason``: why this run started (a schedule, a person, or the drift
+    automation naming the model and its score), kept in the report.
     ``parallel_retrain`` (default: the config's, EDGELOOP_PARALLEL_RETRAIN, off): collect, label and harvest
     every model, retrain those due at the same time (Prefect's Dask task runner, a process per model), then
     gate, package and roll out each. Off, each model goes through every step before the next starts."""
-    cfg = LoopConfig.from_env(**(config or {}))
+    cfg = settings(config).config()
     if parallel_retrain is not None:
         cfg.parallel_retrain = parallel_retrain
+    if reason:
+        get_run_logger().info("started because: %s", reason)
     with cfg.state() as state:
         iteration = state.start_iteration()
     report: dict[str, Any] = {"iteration": iteration, "config": {k: v for k, v in asdict(cfg).items()
                                                                  if "token" not in k}, "models": {}}
+    if reason:
+        report["reason"] = reason
     t_loop = time.perf_counter()
     if cfg.parallel_retrain and len(cfg.model_names()) > 1:
         report["models"], report["parallel_retrain"] = _iterate_parallel(cfg, iteration, approval_timeout)
@@ -316,18 +340,38 @@ def agile_loop(config: dict[str, Any] | None = None, approval_timeout: int = 360
     report["files"] = [str(f) for f in files]
     with cfg.state() as state:
         state.finish_iteration(iteration, report)
+    _artifact(report, files)
     failed = report.get("parallel_retrain", {}).get("failed")
     if failed:
         raise steps.LoopError(f"retraining failed for {', '.join(failed)} (the other models went on; report: "
                               f"{report['files'][0] if report['files'] else '-'}): {failed}")
+    refused = {m: r["rollout"]["failed"] for m, r in report["models"].items() if (r.get("rollout") or {}).get("failed")}
+    if refused:
+        raise steps.LoopError("; ".join(refused.values()) + f" (report: {report['files'][0] if report['files'] else '-'})")
     return report
 
 
+def _artifact(report: dict[str, Any], files: list[Any]) -> None:
+    """The iteration's report (its markdown) as a Prefect artifact of the run, keyed per workspace so the
+    Artifacts page keeps its history."""
+    from pathlib import Path
+
+    from prefect.artifacts import create_markdown_artifact
+
+    md = next((Path(f) for f in files if str(f).endswith(".md")), None)
+    text = md.read_text() if md is not None and md.is_file() else f"iteration {report['iteration']}"
+    try:
+        create_markdown_artifact(markdown=text, key="agile-loop-report",
+                                 description=f"agile loop iteration {report['iteration']}")
+    except Exception as exc:  # noqa: BLE001 - the report is on disk and in MLflow; the artifact is a view of it
+        _log().warning("the iteration report did not become a Prefect artifact: %s", exc)
+
+
 @flow(name="label-sync", log_prints=True)
-def label_sync(config: dict[str, Any] | None = None) -> dict[str, Any]:
+def label_sync(config: LoopSettings | None = None) -> dict[str, Any]:
     """Collect new hard examples into Label Studio and harvest finished annotations, without retraining:
     run often so people always have fresh tasks and their work lands in data/ quickly."""
-    cfg = LoopConfig.from_env(**(config or {}))
+    cfg = settings(config).config()
     with cfg.state() as state:
         iteration = state.start_iteration()
     out = {}

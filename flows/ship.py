@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import LoopConfig, hub_call
+from .config import LoopConfig, LoopError, hub_call
 from .harvest import field_folder
 
-__all__ = ["gate", "gate_decision", "package", "rollout"]
+__all__ = ["gate", "gate_decision", "package", "rollout", "serving_alias"]
 
 
 def gate(cfg: LoopConfig, model: str) -> dict[str, Any]:
@@ -51,8 +51,10 @@ def gate(cfg: LoopConfig, model: str) -> dict[str, Any]:
         figures["champion_remeasured"] = True
     if not ok:
         return {"promoted": False, **figures, "why": why}
-    tracking.promote(model, cand, workdir=cfg.root)
-    return {"promoted": True, **figures, "why": why}
+    if not cfg.group:  # nothing will serve it: the registry's best is the champion now
+        tracking.promote(model, cand, workdir=cfg.root)
+    # with a group, the champion alias moves once the group serves the version (rollout)
+    return {"promoted": True, **figures, "why": why, "champion_moved": not cfg.group}
 
 
 def gate_decision(f: dict[str, Any], clean_margin: float, drifted_margin: float) -> tuple[bool, str]:
@@ -106,5 +108,24 @@ def rollout(cfg: LoopConfig, model: str, version: str, *, timeout: float = 1800)
     started = hub_call(cfg, lambda: start_rollout(hub, model, version, cfg.group, canary=cfg.canary,
                                                    watch_s=cfg.watch_s))
     final = hub_call(cfg, lambda: wait_rollout(hub, started["id"], timeout))
-    return {"rolled_out": final.get("state") in ("done", "done_with_offline"), "rollout": started["id"],
-            "state": final.get("state"), "waiting": final.get("waiting") or [], "why": final.get("reason")}
+    out = {"rolled_out": final.get("state") in ("done", "done_with_offline"), "rollout": started["id"],
+           "state": final.get("state"), "waiting": final.get("waiting") or [], "why": final.get("reason")}
+    from models import tracking
+
+    if not out["rolled_out"]:
+        champ = tracking.alias_version(model, "champion", cfg.root)
+        raise LoopError(f"{model}:{version}: rollout {started['id']} to group {cfg.group} ended "
+                        f"{final.get('state')}: {final.get('reason') or 'no reason given'}; the group serves "
+                        f"{final.get('previous') or 'what it had'} and the champion stays "
+                        f"{champ or 'unset'} (`edgeloop rollout status {started['id']}`)")
+    tracking.promote(model, version, workdir=cfg.root)  # the group serves it: now it is the champion
+    # and the registry says which version each group serves: an alias moves with it (one version per alias)
+    tracking.promote(model, version, alias=serving_alias(cfg.group), workdir=cfg.root)
+    return out | {"champion": version}
+
+
+def serving_alias(group: str) -> str:
+    """The MLflow alias naming the version ``group`` serves (aliases take letters, digits, _ and -)."""
+    import re
+
+    return "serving-" + re.sub(r"[^\w-]", "-", group)

@@ -267,35 +267,52 @@ def import_(name: str = typer.Argument(..., help="the model's name in the regist
 
 @model_app.command("ls")
 @needs_cloud
-def ls(root: Path = Root, hub: str = HubUrl, token: Optional[str] = Token) -> None:
-    """Registered versions (MLflow) with aliases and metrics, and which are in the hub's warehouse."""
+def ls(root: Path = Root, hub: str = HubUrl, token: Optional[str] = Token,
+       metric: str = typer.Option("accuracy", "--metric", envvar="EDGELOOP_METRIC",
+                                  help="the metric shown (the loop's gate uses EDGELOOP_METRIC, accuracy by default)")
+       ) -> None:
+    """Registered versions (MLflow) with aliases, the gate's metric on the clean and drifted holdouts, whether
+    the hub's warehouse has them and which nodes serve them now (their heartbeats)."""
     from models import tracking
 
     warehouse: dict[tuple[str, str], Any] = {}
+    serving: dict[tuple[str, str], list[str]] = {}
     if token:
         from edge_runtime.hubclient import HubClient, HubError, HubUnreachable
 
+        client = HubClient(hub, token)
         try:
-            for m in HubClient(hub, token).get("/api/v1/models"):
+            for m in client.get("/api/v1/models"):
                 for v in m["versions"]:
                     warehouse[(m["name"], v["version"])] = v
+            for n in client.get("/api/v1/nodes"):
+                per = ((n.get("models") or {}).get("models") or {})
+                for name, st in per.items():
+                    if isinstance(st, dict) and st.get("active") is not None:
+                        serving.setdefault((name, str(st["active"])), []).append(
+                            n["name"] + ("" if n.get("online") else " (offline)"))
         except (HubError, HubUnreachable) as exc:
-            typer.echo(f"warning: warehouse not listed: {exc}", err=True)
+            typer.echo(f"warning: warehouse and nodes not listed: {exc}", err=True)
     rows = []
     for v in tracking.list_versions(workdir=root):
         info = tracking.version_info(v["name"], v["version"], root)
-        f1 = [f"{info['metrics'][k]:.3f}" if k in info["metrics"] else "-" for k in ("clean.f1", "drifted.f1")]
-        rows.append([v["name"], v["version"], ", ".join(sorted(info["aliases"])), *f1,
-                     "yes" if (v["name"], v["version"]) in warehouse else ("?" if not token else "no")])
+        figures = [f"{info['metrics'][k]:.3f}" if k in info["metrics"] else "-"
+                   for k in (f"clean.{metric}", f"drifted.{metric}")]
+        key = (v["name"], v["version"])
+        rows.append([v["name"], v["version"], ", ".join(sorted(info["aliases"])), *figures,
+                     "yes" if key in warehouse else ("?" if not token else "no"),
+                     ", ".join(sorted(serving.get(key, []))) or ("?" if not token else "-")])
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"models in {tracking.tracking_uri(root)}")
-    for c in ("name", "version", "aliases", "clean f1", "drifted f1", "warehouse"):
+    for c in ("name", "version", "aliases", f"clean {metric}", f"drifted {metric}", "warehouse", "served by"):
         t.add_column(c)
     for r in rows:
         t.add_row(*r)
     Console().print(t)
+    if not token:
+        typer.echo("(no hub token: warehouse and serving nodes unknown; set EDGELOOP_HUB_TOKEN)", err=True)
 
 
 @model_app.command("show")
