@@ -3,7 +3,9 @@
 - :class:`Labelling` talks to any Label Studio (local or remote) through label-studio-sdk 2.x:
   one project per model (``ensure_project``), uploaded inferences become tasks with the edge's
   prediction as a pre-annotation (``send``, idempotent by upload id), finished annotations come back
-  as ``(upload id, label)`` pairs (``harvest``).
+  as ``(upload id, label)`` pairs (``harvest``). What a task shows a person (a header with the device and
+  time range, the window's features by channel or its raw readings charted, the image with the edge's box,
+  never the model's own answer, which is the pre-selected choice) is flows.labelviews.
 The server as a child process (``edgeloop up``, the demo, the tests) is
 :class:`edgeloop.devkit.labelstudio.LabelStudioServer`; the SIMULATED annotator of demos and tests is
 :func:`edgeloop.devkit.annotator.simulated_annotator`: never part of the real loop.
@@ -26,12 +28,25 @@ import logging
 import math
 import urllib.error
 import urllib.request
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
-__all__ = ["ID_FIELD", "LabelStudioUnavailable", "Labelling", "LabellingError", "decode_image", "healthy"]
+from .labelviews import (
+    EXPERT_INSTRUCTION,
+    FROM_NAME,
+    KINDS,
+    TO_NAME,
+    VIEWS,
+    box_result,
+    display_data,
+    hidden_fields,
+    label_config,
+    parse_config,
+    view_of,
+)
+
+__all__ = ["FROM_NAME", "ID_FIELD", "KINDS", "TO_NAME", "LabelStudioUnavailable", "Labelling", "LabellingError",
+           "decode_image", "healthy", "label_config", "parse_config"]
 
 log = logging.getLogger(__name__)
 START_HINT = ("`edgeloop up` starts it; or by hand: LABEL_STUDIO_USERNAME=<email> LABEL_STUDIO_PASSWORD=<password> "
@@ -40,10 +55,7 @@ START_HINT = ("`edgeloop up` starts it; or by hand: LABEL_STUDIO_USERNAME=<email
 
 #: the task data field that keeps the upload id (the key of idempotent ``send``)
 ID_FIELD = "edgeloop_id"
-KINDS = ("image", "table")
 PROJECT_PREFIX = "edgeloop: "
-FROM_NAME = "label"  # the Choices control of every EdgeLoop project
-TO_NAME = {"image": "image", "table": "values"}  # the object tag each kind labels
 IMPORT_BATCH = 100  # tasks per import request (an image task is a few tens of kB)
 
 
@@ -60,32 +72,7 @@ class LabelStudioUnavailable(LabellingError):
         self.url = url
 
 
-# -- the server ---------------------------------------------------------------------------------------
-
-
 # -- projects, tasks, annotations -----------------------------------------------------------------------
-
-
-def label_config(kind: str, labels: list[str]) -> str:
-    """The labelling interface of an EdgeLoop project: the input (image, or the window's values) + Choices."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown project kind {kind!r}: expected one of {', '.join(KINDS)}")
-    if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
-        raise ValueError(f"labels must be distinct non-empty strings, got {labels!r}")
-    view = ('  <Image name="image" value="$image" zoom="true"/>' if kind == "image"
-            else '  <Header value="Telemetry window"/>\n  <Table name="values" value="$values"/>')
-    choices = "\n".join(f"    <Choice value={quoteattr(x)}/>" for x in labels)
-    return (f"<View>\n{view}\n  <Choices name=\"{FROM_NAME}\" toName=\"{TO_NAME[kind]}\" choice=\"single\" "
-            f"showInLine=\"true\" required=\"true\">\n{choices}\n  </Choices>\n</View>")
-
-
-def parse_config(config: str) -> tuple[str | None, list[str]]:
-    """(the object tag name our Choices labels, the labels) of a label config."""
-    root = ET.fromstring(config)  # noqa: S314 - a label config from our Label Studio, no entities
-    for el in root.iter("Choices"):
-        if el.get("name") == FROM_NAME:
-            return el.get("toName"), [c.get("value", "") for c in el.iter("Choice")]
-    return None, []
 
 
 def image_uri(jpeg: bytes) -> str:
@@ -123,6 +110,17 @@ def _choice(result: Any) -> str | None:
 def choice_result(kind_to_name: str, label: str) -> list[dict[str, Any]]:
     """The annotation/prediction result choosing ``label``."""
     return [{"from_name": FROM_NAME, "to_name": kind_to_name, "type": "choices", "value": {"choices": [label]}}]
+
+
+def _image_size(jpeg: bytes, uid: str) -> tuple[int, int]:
+    """(width, height) of a JPEG."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError(f"upload {uid}: its image does not decode as a JPEG")
+    return int(img.shape[1]), int(img.shape[0])
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
@@ -192,31 +190,80 @@ class Labelling:
                     return int(p.id)
         return None
 
-    def ensure_project(self, model: str, kind: str, labels: list[str]) -> int:
+    def ensure_project(self, model: str, kind: str, labels: list[str], *, view: str | None = None,
+                       channels: dict[str, str | None] | None = None) -> int:
         """The id of the project ``edgeloop: <model>``, created when missing (idempotent by title).
 
-        ``kind`` is ``image`` (an Image + Choices) or ``table`` (a telemetry window's values as a
-        Table + Choices). An existing project whose labels differ gets the new config (Label Studio
-        refuses it when a label in use would disappear).
+        ``kind`` is ``image`` (the image under a header, the edge's box drawn) or ``table`` (a telemetry
+        window: its features as a table by channel, or with ``view="series"`` its raw ``channels`` (name ->
+        unit) charted too; flows.labelviews). ``view`` None keeps the view a project has (the kind's default
+        for a new one). A project whose labels, view or channels differ gets the new config (Label Studio
+        refuses it when a label in use would disappear); one made before views (the table of unrounded
+        values) is brought up to date, its tasks given what the new view shows.
         """
-        config = label_config(kind, labels)
+        if kind not in KINDS:
+            raise ValueError(f"unknown project kind {kind!r}: expected one of {', '.join(KINDS)}")
+        if view is not None and view not in VIEWS[kind]:
+            raise ValueError(f"unknown {kind} view {view!r}: expected one of {', '.join(VIEWS[kind])}")
         pid = self.find_project(model)
         if pid is None:
+            config = label_config(kind, labels, view=view, channels=channels)
             with self._api(f"create the project for model {model!r}"):
                 p = self.client.projects.create(title=self.title(model), label_config=config,
-                                                description=f"EdgeLoop uploads of model {model} ({kind})")
+                                                description=f"EdgeLoop uploads of model {model} ({kind})",
+                                                expert_instruction=EXPERT_INSTRUCTION, show_instruction=False)
             return int(p.id)
-        to_name, current = self.project_labels(pid)
-        if to_name != TO_NAME[kind] or current != list(labels):
-            with self._api(f"update the labels of project {pid}"):
-                self.client.projects.update(pid, label_config=config)
+        current = self._config(pid)
+        to_name, have = parse_config(current)
+        now, now_channels = view_of(current)
+        keep = now if now in VIEWS[kind] and to_name == TO_NAME[kind] else None
+        want = view or keep or VIEWS[kind][0]
+        if want == "series" and channels is None:
+            channels = now_channels
+        changed = want != now or (want == "series" and channels != now_channels)
+        if to_name != TO_NAME[kind] or have != list(labels) or changed:
+            with self._api(f"update the labelling view of project {pid}"):
+                self.client.projects.update(pid, label_config=label_config(kind, labels, view=want, channels=channels),
+                                            expert_instruction=EXPERT_INSTRUCTION)
+            if now is None and to_name == TO_NAME[kind]:
+                self._show_old_tasks(pid, want)
         return pid
+
+    def _config(self, project_id: int) -> str:
+        with self._api(f"read project {project_id}"):
+            project = self.client.projects.get(project_id)
+        return str(project.label_config or "<View/>")
 
     def project_labels(self, project_id: int) -> tuple[str | None, list[str]]:
         """(the labelled object tag, the labels) of a project."""
-        with self._api(f"read project {project_id}"):
-            project = self.client.projects.get(project_id)
-        return parse_config(project.label_config or "")
+        return parse_config(self._config(project_id))
+
+    def project_view(self, project_id: int) -> tuple[str | None, dict[str, str | None]]:
+        """(the view of a project: ``image``, ``features``, ``series``, None for a config from before views;
+        the charted channels of a series view)."""
+        return view_of(self._config(project_id))
+
+    def _show_old_tasks(self, project_id: int, view: str) -> int:
+        """Give the tasks sent under the config from before views what ``view`` shows (from the values they
+        kept; their device and time are not among them); returns how many changed."""
+        changed = 0
+        for task in self.tasks(project_id, full=False):
+            data = dict(task.get("data") or {})
+            if "header" in data or ID_FIELD not in data:
+                continue
+            kept = data.get("values")
+            values: dict[str, Any] = kept if isinstance(kept, dict) else {}
+            try:
+                shown = display_data({"id": data[ID_FIELD]}, values, "features" if view == "series" else view)
+            except ValueError as exc:  # kept values a view cannot show: the task stays as it was
+                log.warning("project %s task %s: not brought up to date: %s", project_id, task["id"], exc)
+                continue
+            with self._api(f"update task {task['id']} of project {project_id}"):
+                self.client.tasks.update(task["id"], data={**data, **shown})
+            changed += 1
+        if changed:
+            log.info("project %s: %d tasks from before views brought up to date", project_id, changed)
+        return changed
 
     # tasks
 
@@ -237,16 +284,22 @@ class Labelling:
         """Make tasks of uploaded inferences, the edge's prediction as a pre-annotation; return how many.
 
         An item is ``{"id": upload id, "image": JPEG bytes or None, "values": {name: number or str},
-        "prediction": label or None, "confidence": float, "model_version": str}``. An id already in
-        the project (or twice in ``items``) is not sent again. Image projects need ``image``; the task
-        keeps the values too (as ``values``), the upload id as ``edgeloop_id`` and the edge's output as
-        ``edge_prediction``. A prediction that is not one of the project's labels is sent without a
-        pre-annotation (and logged): the loop does not stop for it.
+        "prediction": label or None, "confidence": float, "model_version": str}`` and, optionally,
+        ``"device"``, ``"ts"`` (the header), ``"output"`` (the field holding the model's answer: hidden),
+        ``"units"`` ({field or channel: unit}), ``"series"`` (raw readings ``{"ts": [...], channel: [...]}``,
+        which a project of the series view needs), ``"box"`` ([x0, y0, x1, y1] in the image's pixels). An id
+        already in the project (or twice in ``items``) is not sent again. Image projects need ``image``. The
+        task keeps the values without the model's answer (as ``values``), the upload id as ``edgeloop_id``,
+        the edge's output as ``edge_prediction``, and what the project's view shows (flows.labelviews). A
+        prediction that is not one of the project's labels is sent without a pre-annotation (and logged):
+        the loop does not stop for it.
         """
-        to_name, labels = self.project_labels(project_id)
+        config = self._config(project_id)
+        to_name, labels = parse_config(config)
         if to_name not in TO_NAME.values():
             raise LabellingError(f"project {project_id} at {self.url} is not an EdgeLoop project "
                                  f"(no Choices named {FROM_NAME!r})")
+        view = view_of(config)[0] or ("image" if to_name == TO_NAME["image"] else "features")
         have = self.existing_ids(project_id)
         tasks: list[dict[str, Any]] = []
         for item in items:
@@ -254,7 +307,7 @@ class Labelling:
             if uid in have:
                 continue
             have.add(uid)
-            tasks.append(self._task(item, to_name, labels))
+            tasks.append(self._task(item, str(to_name), labels, view))
         for i in range(0, len(tasks), IMPORT_BATCH):
             with self._api(f"import {len(tasks[i:i + IMPORT_BATCH])} tasks into project {project_id}"):
                 self.client.projects.import_tasks(project_id, request=tasks[i:i + IMPORT_BATCH],
@@ -262,7 +315,7 @@ class Labelling:
         return len(tasks)
 
     @staticmethod
-    def _task(item: dict[str, Any], to_name: str, labels: list[str]) -> dict[str, Any]:
+    def _task(item: dict[str, Any], to_name: str, labels: list[str], view: str) -> dict[str, Any]:
         uid = str(item["id"])
         values: dict[str, Any] = {}
         for k, v in (item.get("values") or {}).items():
@@ -270,25 +323,33 @@ class Labelling:
                 raise ValueError(f"upload {uid}: value {k!r} is {type(v).__name__}, expected a number or a string")
             # NaN/inf are not JSON: Label Studio would refuse the whole import
             values[str(k)] = None if isinstance(v, float) and not math.isfinite(v) else v
-        data: dict[str, Any] = {ID_FIELD: uid, "values": values}
+        hide = hidden_fields(values, item.get("output"))
+        data: dict[str, Any] = {ID_FIELD: uid, "values": {k: v for k, v in values.items() if k not in hide},
+                                **display_data(item, values, view)}
+        box: list[dict[str, Any]] = []
         if to_name == TO_NAME["image"]:
             image = item.get("image")
             if not isinstance(image, (bytes, bytearray)) or not image:
                 raise ValueError(f"upload {uid}: an image project needs the JPEG bytes in 'image'")
             data["image"] = image_uri(bytes(image))
+            if item.get("box") is not None:
+                box = box_result(item["box"], _image_size(bytes(image), uid), uid)
+                if not box:
+                    log.info("upload %s: its box %s is not inside its image: not drawn", uid, item["box"])
         task: dict[str, Any] = {"data": data}
         label = item.get("prediction")
-        if label is None:
-            return task
-        data["edge_prediction"] = str(label)
-        if str(label) not in labels:
-            # not a choice of the project: the task goes without a pre-annotation (the edge's output stays in
-            # its data), a person labels it from scratch
+        if label is not None:
+            data["edge_prediction"] = str(label)
+        if label is not None and str(label) not in labels:
+            # not a choice of the project: the task goes without a pre-selected label (the edge's output stays
+            # in its data), a person labels it from scratch
             log.warning("upload %s: predicted label %r is not one of the project's labels %s; sent without "
                         "a pre-annotation", uid, label, labels)
+            label = None
+        result = (choice_result(to_name, str(label)) if label is not None else []) + box
+        if not result:
             return task
-        prediction: dict[str, Any] = {"result": choice_result(to_name, str(label)),
-                                      "model_version": str(item.get("model_version") or "unknown")}
+        prediction: dict[str, Any] = {"result": result, "model_version": str(item.get("model_version") or "unknown")}
         confidence = item.get("confidence")
         if isinstance(confidence, (int, float)) and math.isfinite(confidence):
             prediction["score"] = float(confidence)
