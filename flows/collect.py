@@ -11,7 +11,8 @@ from typing import Any
 from .config import LoopConfig, LoopError, hub_call
 from .state import LoopState
 
-__all__ = ["MEDIA_FIELD", "collect", "descriptor", "label", "model_output", "sample_key"]
+__all__ = ["CAPS", "MEDIA_FIELD", "READINGS_FIELD", "collect", "descriptor", "label", "model_output", "sample_key",
+           "within_caps"]
 
 
 def model_output(values: dict[str, Any], model: str) -> str | None:
@@ -50,6 +51,9 @@ def source_pipeline(cfg: LoopConfig, model: str) -> str | None:
 
 
 MEDIA_FIELD = "_media"  # in a sent item's values: node/media id of its image at the hub
+#: a record field with the window's raw readings, ``{"ts": [epoch s...], channel: [numbers...]}``: charted for the
+#: person labelling (Label Studio's TimeSeries). Aggregated windows (the pump pipelines) do not carry them.
+READINGS_FIELD = "readings"
 MEDIA_GRACE_S = 600.0   # how long collect waits for a record's image to reach the hub before giving up on it
 
 
@@ -90,8 +94,10 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
         media = (u.get("image") or {}).get("media") if isinstance(u.get("image"), dict) else None
         if media:
             kept[MEDIA_FIELD] = f"{u.get('node')}/{media}"  # where harvest finds the image again
+        readings = values.get(READINGS_FIELD)
+        extra = {"series": dict(readings)} if isinstance(readings, dict) and readings.get("ts") else {}
         return {"id": u["id"], "node": u.get("node"), "device": u.get("device"), "ts": u.get("ts"),
-                "values": kept,
+                "values": kept, "output": out, "product": (u.get("record") or {}).get("product"), **extra,
                 "prediction": labels[int(pred)] if isinstance(pred, (int, float)) and 0 <= int(pred) < len(labels)
                 else None if pred is None else str(pred), "confidence": values.get(f"{out}_confidence"),
                 "model_version": values.get(f"{out}_model"), "reason": reason,
@@ -146,20 +152,88 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
         items = [p for p in items if "image" in p]
         if pending:
             last = min(last, min(p["cursor"] for p in pending) - 1)
+    units = _units(cfg, hub, {str(p["product"]) for p in items if p.get("product")}) if items else {}
+    for p in items:
+        p["units"] = units.get(str(p.get("product"))) or {}
     return {"model": model, "uploads": seen, "selected_at_edge": marked, "budget": budget,
             "random": len(randoms) + len(fill), "hard": len(hard), "without_image": no_image,
             "image_pending": len(pending), "items": items, "watermark": last}
 
 
+def _units(cfg: LoopConfig, hub: Any, products: set[str]) -> dict[str, dict[str, str]]:
+    """Per product: the unit of each property the hub's shared product declares (what a person labelling sees
+    beside the numbers); a product the hub does not have, or a hub that refuses, gives none."""
+    from edge_runtime.hubclient import HubError
+
+    try:
+        known = hub_call(cfg, lambda: hub.get("/api/v1/products"))
+    except HubError:
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for p in known if isinstance(known, list) else []:
+        props = ((p.get("spec") or {}).get("properties") or {}) if p.get("name") in products else {}
+        out[p["name"]] = {k: str(v["unit"]) for k, v in props.items() if isinstance(v, dict) and v.get("unit")}
+    return out
+
+
+#: the collection caps: (LoopConfig field, window in seconds), counted per model over the loop state's sent tasks
+CAPS = {"minute": ("label_cap_minute", 60.0), "hour": ("label_cap_hour", 3600.0), "day": ("label_cap_day", 86400.0)}
+
+
+def within_caps(cfg: LoopConfig, state: LoopState, model: str, items: list[dict[str, Any]],
+                now: float | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The items that may go to labelling now under the caps of ``cfg`` (at most N tasks of ``model`` in any
+    minute, hour, day: what was sent in the window before ``now`` counts, across runs), and what happened:
+    ``{"caps": {window: N}, "room": {window: how many more}, "held_back": {window: how many it held back}}``.
+    The tightest cap holds the excess back; kept are the edge's hard examples and the random share in their
+    proportion (``random_share``), each in collect's order. Held-back items are not sent: the watermark moves
+    past them as past the uploads outside the label share."""
+    now = time.time() if now is None else now
+    caps: dict[str, int] = {}
+    for window, (name, _) in CAPS.items():
+        n = getattr(cfg, name)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise LoopError(f"{name} (EDGELOOP_{name.upper()}) is {n!r}: expected a whole number of tasks >= 0 "
+                            "(0: no cap)")
+        if n:
+            caps[window] = n
+    room = {w: max(0, n - state.sent_since(model, now - CAPS[w][1])) for w, n in caps.items()}
+    report: dict[str, Any] = {"caps": caps, "room": room, "held_back": {}}
+    allowed = min(room.values(), default=len(items))
+    if allowed >= len(items):
+        return items, report
+    tightest = min(room, key=lambda w: (room[w], CAPS[w][1]))
+    report["held_back"] = {tightest: len(items) - allowed}
+    randoms = [p for p in items if p.get("reason") == "random"]
+    hard = [p for p in items if p.get("reason") != "random"]
+    take_random = min(len(randoms), max(allowed - len(hard), int(round(allowed * cfg.random_share))))
+    keep = {id(p) for p in randoms[:take_random] + hard[: allowed - take_random]}
+    return [p for p in items if id(p) in keep], report
+
+
 def label(cfg: LoopConfig, state: LoopState, model: str, collected: dict[str, Any]) -> dict[str, Any]:
     """Send the collected items to the model's Label Studio project (created if missing), with the edge's
-    prediction as a pre-annotation; then move the watermark."""
+    prediction as a pre-annotation, as many as the collection caps allow (``held_back``: how many each cap
+    held back); then move the watermark. Table windows are shown as a table of their features by channel, or
+    charted when every item carries its raw readings (flows.labelviews)."""
     d = descriptor(cfg, model)
     ls = cfg.labelling()
     kind = "image" if d.get("input") in ("image", "clip") else "table"
-    project = ls.ensure_project(model, kind, list(d.get("labels") or ["0", "1"]))
-    items = collected["items"]
+    items, caps = within_caps(cfg, state, model, collected["items"])
+    view: str | None = None
+    channels: dict[str, str | None] | None = None
+    if kind == "table" and items:
+        series = [p.get("series") for p in items]
+        view = "series" if all(isinstance(x, dict) for x in series) else "features"
+        if view == "series":
+            channels = {}
+            for p in items:
+                for ch in p["series"]:
+                    if ch != "ts":
+                        channels.setdefault(str(ch), (p.get("units") or {}).get(ch))
+    project = ls.ensure_project(model, kind, list(d.get("labels") or ["0", "1"]), view=view, channels=channels)
     sent = ls.send(project, items) if items else 0
     state.mark_sent(model, project, items)
     state.set_watermark(model, collected["watermark"])
-    return {"project": project, "sent": sent, "total_sent": state.sent_count(model)}
+    return {"project": project, "sent": sent, "total_sent": state.sent_count(model),
+            "held_back": sum(caps["held_back"].values()), "held_back_by": caps["held_back"], "caps": caps["caps"]}

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS watermark (model TEXT PRIMARY KEY, after INTEGER NOT 
 CREATE TABLE IF NOT EXISTS sent (
     upload_id TEXT PRIMARY KEY, model TEXT NOT NULL, project INTEGER, values_json TEXT NOT NULL,
     prediction TEXT, confidence REAL, model_version TEXT, node TEXT, device TEXT, ts REAL, sent_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sent_by_model_time ON sent (model, sent_at);
 CREATE TABLE IF NOT EXISTS harvested (
     annotation_id INTEGER PRIMARY KEY, upload_id TEXT NOT NULL, model TEXT NOT NULL, label TEXT NOT NULL,
     batch TEXT NOT NULL, harvested_at REAL NOT NULL);
@@ -65,8 +66,8 @@ class LoopState:
             "SELECT upload_id FROM sent WHERE upload_id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
         return set(ids) - have
 
-    def mark_sent(self, model: str, project: int, items: list[dict[str, Any]]) -> None:
-        now = time.time()
+    def mark_sent(self, model: str, project: int, items: list[dict[str, Any]], at: float | None = None) -> None:
+        now = time.time() if at is None else float(at)
         with self._lock:
             self.db.execute("BEGIN")
             self.db.executemany(
@@ -77,6 +78,12 @@ class LoopState:
 
     def sent_count(self, model: str) -> int:
         return int(self.db.execute("SELECT count(*) FROM sent WHERE model = ?", (model,)).fetchone()[0])
+
+    def sent_since(self, model: str, since: float) -> int:
+        """How many of ``model``'s uploads were sent to labelling after ``since`` (epoch seconds): what the
+        collection caps count, so that they hold across runs."""
+        return int(self.db.execute("SELECT count(*) FROM sent WHERE model = ? AND sent_at > ?",
+                                   (model, float(since))).fetchone()[0])
 
     def sent_values(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         rows = self.db.execute("SELECT upload_id, values_json FROM sent WHERE upload_id IN "
