@@ -107,3 +107,39 @@ def test_a_person_changes_the_edge_label_and_harvest_returns_it(label_studio: La
     labelled, problems = labelling.harvest(pid)
     assert problems == []
     assert [(x["id"], x["label"]) for x in labelled] == [(uid, "anomalous")]
+
+
+@pytest.mark.labelstudio
+def test_raw_readings_show_as_a_chart(label_studio: LabelStudioServer, browser: Any, tmp_path: Path) -> None:
+    """A window with its raw readings: Label Studio's TimeSeries draws a line per channel, the edge's answer
+    pre-selected under it."""
+    from playwright.sync_api import expect
+
+    labelling = label_studio.labelling()
+    pid = labelling.ensure_project(f"chart-{uuid.uuid4().hex[:8]}", "table", LABELS, view="series",
+                                   channels={"temperature": "degC", "vibration": "mm/s"})
+    n = 60
+    item = window_item("chart-1") | {"series": {"ts": [T_END - 600 + 10 * i for i in range(n)],
+                                                "temperature": [80 + (i % 7) * 0.5 for i in range(n)],
+                                                "vibration": [2 + (i % 5) * 0.3 for i in range(n)]}}
+    labelling.send(pid, [item])
+    (task,) = labelling.tasks(pid)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(f"{label_studio.url}/user/login/")
+        page.locator('input[name="email"]').fill(label_studio.username)
+        page.locator('input[name="password"]').fill(label_studio.password)
+        page.locator('button[type="submit"], input[type="submit"]').first.click()
+        page.wait_for_url(lambda url: "/user/login" not in url)
+        page.goto(f"{label_studio.url}/projects/{pid}/data?task={task['id']}")
+        expect(page.locator("table.edgeloop-window")).to_be_visible()
+        # a line for each channel (Label Studio draws them as svg paths of class channel), and their names
+        expect(page.locator("svg path.channel").nth(1)).to_be_visible()
+        expect(page.get_by_text("temperature", exact=False).first).to_be_visible()
+        expect(page.get_by_role("checkbox", name=re.compile(r"^normal\b"))).to_be_checked()
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
+        raise
+    finally:
+        page.close()
