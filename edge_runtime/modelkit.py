@@ -8,6 +8,7 @@ predictions are the training process's predictions on the same inputs. An artifa
     weights.pt            kind "torch-cnn": a state_dict, loaded with ``weights_only=True`` (no pickle of code)
     model.onnx            kind "onnx": a model trained elsewhere, run by onnxruntime (no pickle of code)
     sample.npz            inputs and the outputs they must give: the health check before activation
+    drift-profile.json    optional: the training inputs' histograms, for drift at the node (:mod:`edge_runtime.drift`)
 
 Descriptor::
 
@@ -149,6 +150,10 @@ class Predictor:
         self.labels: list[Any] = list(d["labels"])
         self.threshold = float(d.get("threshold", 0.5))
         self._lock = threading.Lock()  # torch modules are not re-entrant across threads for inference state
+        from .drift import load_monitor
+
+        #: what the node scores with this version against its training-time profile (None: no profile shipped)
+        self.drift = load_monitor(self.path)
         if self.kind == "sklearn":
             self._load_sklearn()
         elif self.kind == "onnx":

@@ -360,6 +360,15 @@ class ModelStore:
                                      "error": errors.get(name)})
         for name, versions in pinned.items():
             models[name]["pinned"] = versions
+        with self._lock:
+            loaded = [*active.items(), *((n, p) for (n, _), p in self._loaded.items())]
+        drift: dict[str, dict[str, Any]] = {}
+        for name, p in loaded:
+            monitor = getattr(p, "drift", None)
+            if monitor is not None and name in models and monitor.seen:
+                drift.setdefault(name, {})[str(getattr(p, "version", "local"))] = monitor.summary()
+        for name, per in drift.items():
+            models[name]["drift"] = per
         return {"models": models, "refused": dict(self.refused), "installs": self.installs, "swaps": self.swaps,
                 "last_error": self.last_error}
 

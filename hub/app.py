@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import dashboard
-from .api import metrics, nodes, pipelines, products, rollouts, tokens, uploads, warehouse
+from .api import drift, metrics, nodes, pipelines, products, rollouts, tokens, uploads, warehouse
 from .api.errors import add_error_handlers
 from .api.limits import BodyLimit
 from .core import Hub, HubSettings
@@ -34,7 +34,7 @@ desired state and write its own uploads and media. Errors are 4xx with a
 """
 
 ROUTERS = (warehouse.router, dashboard.router, metrics.router, tokens.router, nodes.router, uploads.router,
-           products.router, pipelines.router, rollouts.router)
+           products.router, pipelines.router, rollouts.router, drift.router)
 ROUTES = [route for router in ROUTERS for route in router.routes]
 
 

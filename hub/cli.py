@@ -59,6 +59,8 @@ def hub_serve(
     admin_token: Optional[str] = typer.Option(None, envvar="EDGELOOP_ADMIN_TOKEN",
                                               help="register this admin token; default: make one in DATA/admin.token"),
     heartbeat: float = typer.Option(10.0, help="heartbeat interval the agents are told to use (s)"),
+    drift_every: float = typer.Option(10.0, "--drift-every", envvar="EDGELOOP_HUB_DRIFT_EVERY_S", min=0,
+                                      help="store a model's drift score per node at most every this many seconds"),
 ) -> None:
     """Serve the hub's API (migrating its database first) and ingest uploads from the broker."""
     import os
@@ -80,10 +82,10 @@ def hub_serve(
             fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(admin_token + "\n")
-            typer.echo(f"admin token written to {token_file} (use it as EDGELOOP_TOKEN)", err=True)
+            typer.echo(f"admin token written to {token_file} (use it as EDGELOOP_HUB_TOKEN)", err=True)
     settings = HubSettings(db_url=db, data_dir=str(data), admin_token=admin_token,
                            broker=_broker_option(broker, broker_user, broker_password),
-                           heartbeat_interval=heartbeat, offline_after=3 * heartbeat)
+                           heartbeat_interval=heartbeat, offline_after=3 * heartbeat, drift_every_s=drift_every)
     serve(settings, host=host, port=port)
 
 

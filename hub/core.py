@@ -17,6 +17,7 @@ from sqlalchemy.orm import sessionmaker
 from .auth import Principal, hash_token, issue, lookup
 from .db import Node, Revision, Token, make_engine, migrate
 from .desired import desired_state
+from .drift import DriftRecorder
 from .heartbeats import HeartbeatBuffer
 
 __all__ = ["Hub", "HubSettings"]
@@ -34,13 +35,15 @@ class HubSettings:
     offline_after: float = 30.0            # no heartbeat for this long: offline
     broker: dict[str, Any] | None = None   # {host, port, username, password}: run the MQTT ingest in-process
     ingest_group: str = "edgeloop-ingest"
+    drift_every_s: float = 10.0            # a model's drift score is stored per node at most this often
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> HubSettings:
         env = os.environ
         s = cls(db_url=env.get("EDGELOOP_HUB_DB", cls.db_url), data_dir=env.get("EDGELOOP_HUB_DATA", cls.data_dir),
-                admin_token=env.get("EDGELOOP_ADMIN_TOKEN"))
+                admin_token=env.get("EDGELOOP_ADMIN_TOKEN"),
+                drift_every_s=float(env.get("EDGELOOP_HUB_DRIFT_EVERY_S") or cls.drift_every_s))
         for k, v in overrides.items():
             if v is not None:
                 setattr(s, k, v)
@@ -61,7 +64,7 @@ class Hub:
         self.models_dir.mkdir(parents=True, exist_ok=True)
         if settings.admin_token:
             self.ensure_admin_token(settings.admin_token)
-        self.heartbeats = HeartbeatBuffer(self.engine)
+        self.heartbeats = HeartbeatBuffer(self.engine, drift=DriftRecorder(settings.drift_every_s))
         self._etags: dict[tuple[str, str], tuple[int, str]] = {}  # (node, group) -> (revision, etag)
         self._tokens: dict[str, tuple[float, Principal]] = {}  # token -> (valid until, principal)
         self.token_cache_s = 15.0  # longer than a heartbeat interval, or every heartbeat misses

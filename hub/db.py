@@ -17,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = ["bump_revision", "deleted", "deployed_version", "set_deployment", "set_assignment", "Base", "Node", "Token", "Product", "PipelineVersion", "Assignment", "Upload", "Media", "Revision", "ModelVersion",
-           "ModelDeployment", "Rollout",
+           "ModelDeployment", "Rollout", "ModelDrift", "DriftSettings",
            "make_engine", "migrate", "head_revision", "insert_ignore"]
 
 
@@ -139,6 +139,31 @@ class ModelDeployment(Base):
     name: Mapped[str] = mapped_column(sa.String(64))
     version: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[float] = mapped_column(sa.Float, default=_now)
+
+
+class ModelDrift(Base):
+    """A node's drift score for one model version at one time (from its heartbeat; :mod:`hub.drift`)."""
+
+    __tablename__ = "model_drift"
+    __table_args__ = (sa.Index("ix_model_drift_model_ts", "model", "ts"),)
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(sa.String(64))
+    version: Mapped[str] = mapped_column(sa.String(64))
+    node: Mapped[str] = mapped_column(sa.String(64))
+    ts: Mapped[float] = mapped_column(sa.Float)
+    score: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    rows: Mapped[int] = mapped_column(sa.Integer, default=0)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
+
+
+class DriftSettings(Base):
+    """A model's drift alarm: over ``threshold`` for ``sustain_s`` seconds on a node."""
+
+    __tablename__ = "drift_settings"
+    model: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    threshold: Mapped[float] = mapped_column(sa.Float)
+    sustain_s: Mapped[float] = mapped_column(sa.Float)
+    updated_at: Mapped[float] = mapped_column(sa.Float, default=_now)
 
 
 def deployed_version(s: Any, target: str, model: str) -> str | None:

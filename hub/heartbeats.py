@@ -1,5 +1,5 @@
 """Heartbeats, written behind: the newest heartbeat per node is kept in memory and a writer thread stores
-them every ``flush_s`` in one transaction. A thousand nodes heartbeating cost a few transactions a second
+them every ``flush_s`` in one transaction, with the drift scores they carry (:mod:`hub.drift`). A thousand nodes heartbeating cost a few transactions a second
 instead of one each (SQLite has one writer at a time); what this process has not stored yet is merged into
 what it shows (:meth:`HeartbeatBuffer.merged`)."""
 
@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .db import Node
+from .drift import DriftRecorder
 
 __all__ = ["HeartbeatBuffer"]
 
@@ -24,8 +25,9 @@ Pending = dict[str, tuple[float, dict[str, Any], int]]  # node -> (time, its new
 class HeartbeatBuffer:
     """Heartbeats on their way to the ``nodes`` table (``last_seen``, ``heartbeat``, ``heartbeats``)."""
 
-    def __init__(self, engine: sa.Engine, flush_s: float = 0.25) -> None:
+    def __init__(self, engine: sa.Engine, flush_s: float = 0.25, drift: DriftRecorder | None = None) -> None:
         self.engine = engine
+        self.drift = drift or DriftRecorder()  # the models' drift scores in the heartbeats: a time series
         self.flush_s = flush_s
         self._pending: Pending = {}
         self._flushing: Pending = {}
@@ -53,8 +55,10 @@ class HeartbeatBuffer:
                 stmt = (sa.update(Node).where(Node.name == sa.bindparam("n"))
                         .values(last_seen=sa.bindparam("t"), heartbeat=sa.bindparam("hb", type_=sa.JSON),
                                 heartbeats=Node.heartbeats + sa.bindparam("k")))
+                drift = self.drift.rows((name, t, hb) for name, (t, hb, _) in pending.items())
                 with self.engine.begin() as c:
                     c.execute(stmt, rows)
+                    self.drift.store(c, drift, time.time())
         finally:
             with self._lock:
                 self._flushing = {}

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from edge_runtime.metrics import Family, render
 
 from .db import Media, Node, Rollout, Upload
+from .drift import latest_scores
 
 __all__ = ["RequestMetrics", "RequestStats", "hub_metrics"]
 
@@ -97,6 +98,7 @@ def hub_metrics(hub: Any, requests: RequestStats) -> str:
         media = s.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(Media.size), 0))).one()
         states = s.execute(sa.select(Rollout.kind, Rollout.state, sa.func.count())
                            .group_by(Rollout.kind, Rollout.state)).all()
+        drift = latest_scores(s, now - 3600)
     online = sum(1 for n in nodes if n["online"])
     fams.append(Family("edgeloop_hub_nodes", "gauge", "Nodes, by state.").add(online, state="online")
                 .add(len(nodes) - online, state="offline"))
@@ -124,5 +126,10 @@ def hub_metrics(hub: Any, requests: RequestStats) -> str:
             seen.add(round(now - n["last_seen"], 3), node=n["name"])
         outbox.add((n.get("outbox") or {}).get("rows"), node=n["name"])
     fams += [*per.values(), seen, outbox]
+    score = Family("edgeloop_model_drift", "gauge", "A model version's drift score on a node (the largest PSI over "
+                                                    "its inputs and confidence; newest in the last hour).")
+    for model, version, node, value in drift:
+        score.add(value, model=model, version=version, node=node)
+    fams.append(score)
     return render([*fams, *requests.families()])
 

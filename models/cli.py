@@ -365,3 +365,69 @@ def deploy(ref: str = typer.Argument(..., help="NAME:VERSION (in the warehouse)"
     client = hub_client(hub, token)
     r = hub_call(client.put, f"/api/v1/models/{quote(name)}/deployments/{quote(to)}", {"version": version})
     typer.echo(f"{r['name']}:{r['version']} -> {r['target']}")
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(scores: list[float | None], top: float) -> str:
+    """Scores as a line of block characters scaled to ``top`` (``·`` where a point had no score)."""
+    out = []
+    for s in scores:
+        if s is None:
+            out.append("·")
+        else:
+            out.append(_BARS[min(len(_BARS) - 1, int(len(_BARS) * min(s, top) / top)) if top > 0 else 0])
+    return "".join(out)
+
+
+@model_app.command("drift")
+def drift(name: str = typer.Argument(..., help="model name"),
+          since: str = typer.Option("24h", "--since", help="how far back (30m, 24h, 7d)"),
+          threshold: Optional[float] = typer.Option(None, "--threshold", min=0.01,
+                                                    help="set the model's drift threshold (PSI)"),
+          sustain: Optional[str] = typer.Option(None, "--sustain",
+                                                help="set how long the score must stay over it (2m, 10m)"),
+          as_json: bool = typer.Option(False, "--json", help="the hub's answer as JSON"),
+          hub: str = HubUrl, token: Optional[str] = Token) -> None:
+    """A model's drift on each node: the newest score (the largest PSI over its inputs and its confidence) and
+    which input it is, the alarm (over the threshold for the sustain time), and the score over time. With
+    --threshold/--sustain: change the model's settings first (both, or the one given with the other kept)."""
+    import json
+    import time
+    from urllib.parse import quote
+
+    from edge_runtime.clikit import duration
+
+    client = hub_client(hub, token)
+    path = f"/api/v1/models/{quote(name)}/drift"
+    if threshold is not None or sustain is not None:
+        now = hub_call(client.get, path + "?limit=1")
+        body = {"threshold": threshold if threshold is not None else now["threshold"],
+                "sustain_s": duration(sustain, "--sustain", zero=True) if sustain is not None else now["sustain_s"]}
+        hub_call(client.put, path + "/settings", body)
+    got = hub_call(client.get, f"{path}?since={time.time() - duration(since, '--since'):.0f}")
+    if as_json:
+        typer.echo(json.dumps(got, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"{name}: drift by node (threshold {got['threshold']:g} for {got['sustain_s']:g} s"
+                    f"{', the default' if got.get('default') else ''})")
+    for c in ("node", "version", "score", "worst input", "rows", "alarm", f"over the last {since}"):
+        t.add_column(c)
+    lines = {(s["node"], s["version"]): [p[1] for p in s["points"]] for s in got["series"]}
+    top = max([got["threshold"] * 2, *(v for pts in lines.values() for v in pts if v is not None)])
+    for node, v in got["nodes"].items():
+        alarm = ("[red]DRIFT[/] since " + time.strftime("%H:%M:%S", time.localtime(v["over_since"]))
+                 if v["alarm"] else ("over, not yet sustained" if v["over_since"] else "-"))
+        score = "-" if v["score"] is None else f"{v['score']:.3f}"
+        t.add_row(node, v["version"], score, v.get("worst") or "-", str(v["rows"]), alarm,
+                  sparkline(lines.get((node, v["version"]), [])[-60:], top))
+    if not got["nodes"]:
+        console.print(f"no drift reported for {name} since {since}: nodes report it once a version with a drift "
+                      "profile has scored 200 rows", markup=False)
+        return
+    console.print(t)

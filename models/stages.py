@@ -146,6 +146,7 @@ def train(root: Path, name: str, params: dict[str, Any], *, track: bool = True,
 
         shutil.rmtree(out)
     info = m.fit(prepared, out, p, seed_of(params), progress)
+    _drift_profile(m, prepared, out, seed_of(params))
     run: dict[str, Any] = {"name": name, "trained": time.time(), "data_version": digest_dir(prepared)}
     if track:
         from models import tracking
@@ -155,6 +156,16 @@ def train(root: Path, name: str, params: dict[str, Any], *, track: bool = True,
                                           "data": m.data}, workdir=root))
     write_json(root / "artifacts" / f"{name}.run.json", {**run, "train": info})
     return {**run, "train": info}
+
+
+def _drift_profile(m: ModelPlugin, prepared: Path, out: Path, seed: int) -> None:
+    """The version's reference profile for drift at the edge (:mod:`edge_runtime.drift`), made from its train
+    split and shipped inside its bundle. Image models: 512 crops (their statistics are cheap, the model's pass
+    on them is not); tables: 4,000 rows."""
+    from edge_runtime.drift import write_profile
+
+    X, _ = m.read(prepared / "train.npz")
+    write_profile(out, X, rows=4000 if m.input == "table" else 512, seed=seed)
 
 
 def evaluate(root: Path, name: str, *, track: bool = True) -> dict[str, Any]:

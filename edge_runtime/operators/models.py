@@ -26,6 +26,9 @@ class ApplyModel(Operator):
     never mixes versions inside a batch. Written fields: ``<output>``, ``<output>_confidence`` (or
     ``confidence``) and ``<output>_model`` (``name:version``).
 
+    A version whose bundle has a drift profile counts what it scores against it (:mod:`edge_runtime.drift`);
+    the node reports the scores in its heartbeats.
+
     ``select`` marks records for the agile loop (set ``<mark>`` to the reason; ``upload: {when: ...}``
     sends only those): ``low_confidence`` (below this confidence), ``disagree`` (another model's
     prediction field that differs from this one) and ``random`` (a seeded share of the rest).
@@ -183,6 +186,9 @@ class ApplyModel(Operator):
             out.set_column(self.confidence, conf)
         tag = getattr(fn, "tag", None) or f"{self.model.split(':')[0]}:{getattr(fn, 'version', 'local')}"
         out.set_column(self.tag_field, np.full(n, tag, dtype=object))
+        monitor = getattr(fn, "drift", None)
+        if monitor is not None and conf is not None:  # P(positive) from the binary prediction and its confidence
+            monitor.update(X, np.where(pred == 1, conf, 1.0 - conf))
         if self.select:
             self._mark(out, pred, conf)
         if self.annotate:

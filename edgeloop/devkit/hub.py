@@ -39,7 +39,8 @@ class HubProcess:
 
     def serve_args(self) -> list[str]:
         args = ["hub", "serve", "--db", self.db_url, "--data", str(self.dir), "--port", str(self.port),
-                "--admin-token", self.admin_token, "--heartbeat", str(self.heartbeat)]
+                "--admin-token", self.admin_token, "--heartbeat", str(self.heartbeat),
+                "--drift-every", str(self.heartbeat)]  # a drift point per heartbeat: demos and tests are short
         return args + (["--broker", f"127.0.0.1:{self.broker_port}"] if self.broker_port else [])
 
     def command(self) -> list[str]:

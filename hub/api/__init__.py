@@ -6,6 +6,7 @@
 - :mod:`.uploads`: what nodes upload (records, alerts, notifications) and media files;
 - :mod:`.warehouse`: models (signed bundles) and their deployments;
 - :mod:`.rollouts`: model and pipeline rollouts;
+- :mod:`.drift`: models' drift scores from the nodes, the alarm and its settings;
 - :mod:`.metrics`: health and Prometheus metrics.
 
 What they share: :mod:`.deps` (the hub, a database session, the principal and its guards), :mod:`.names`

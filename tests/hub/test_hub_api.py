@@ -196,6 +196,9 @@ def route_requests(node: str, token_id: int) -> dict[tuple[str, str], tuple[str,
         ("GET", "/api/v1/rollouts/{rollout_id}"): ("/api/v1/rollouts/1", {}),
         ("POST", "/api/v1/rollouts/{rollout_id}/promote"): ("/api/v1/rollouts/1/promote", {}),
         ("POST", "/api/v1/rollouts/{rollout_id}/rollback"): ("/api/v1/rollouts/1/rollback", {}),
+        ("GET", "/api/v1/models/{name}/drift"): ("/api/v1/models/m/drift", {}),
+        ("PUT", "/api/v1/models/{name}/drift/settings"): ("/api/v1/models/m/drift/settings",
+                                                          {"json": {"threshold": 0.3, "sustain_s": 60}}),
         ("GET", "/metrics"): ("/metrics", {}),
         ("POST", "/api/v1/tokens/metrics"): ("/api/v1/tokens/metrics", {"json": {"note": "prometheus"}}),
     }
@@ -891,7 +894,7 @@ def test_every_route_checks_its_url_for_nul_before_anything_else(api: HubUnderTe
     """Each router brings the check along (hub.api.deps.hub_router), the dashboard's too: without a token,
     without a body, a NUL in the query is what every route answers first."""
     routes = [r for r in api.app.routes if isinstance(r, APIRoute)]
-    assert len(routes) == 52  # the API's 38 and the dashboard's 14
+    assert len(routes) == 54  # the API's 40 and the dashboard's 14
     for route in routes:
         url = re.sub(r"\{[^}]+\}", "x", route.path) + "?q=a%00b"
         for method in route.methods:
@@ -938,8 +941,65 @@ def test_the_openapi_document_lists_every_route(api: HubUnderTest) -> None:
     listed = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
     routes = app_routes(api.app)
     assert listed == routes
-    assert len(routes) == 38
+    assert len(routes) == 40
     for path, ops in doc["paths"].items():
         for op in ops.values():
             names = {p["name"] for p in op.get("parameters", [])}
             assert (path == "/health") == ("authorization" not in names), path
+
+
+# -- drift: scores nodes report in heartbeats --------------------------------------------------------------
+def _drift_beat(api: HubUnderTest, node: str, token: str, score: Any, *, model: str = "pump", version: str = "1",
+                **extra: Any) -> None:
+    summary = {"score": score, "worst": "temp", "rows": 2000, "psi": {"temp": score, "vib": 0.01},
+               "psi_confidence": 0.02, "positive_rate": 0.1, "ref_positive_rate": 0.1, **extra}
+    hb = {"models": {"models": {model: {"active": version, "drift": {version: summary}}}}}
+    api.ok(api.client.post(f"/api/v1/nodes/{node}/heartbeat", headers=bearer(token), json=hb))
+    api.hub.heartbeats.flush()
+
+
+def test_drift_from_heartbeats_is_a_series_with_a_sustained_alarm_and_a_metric(make_hub: Callable[..., HubUnderTest]) -> None:
+    api = make_hub(drift_every_s=0)
+    a, b = api.node("n1"), api.node("n2")
+    got = api.ok(api.get("/api/v1/models/pump/drift"))
+    assert got["nodes"] == {} and got["alarm"] is False and got["threshold"] == 0.2 and got["default"] is True
+    assert api.ok(api.put("/api/v1/models/pump/drift/settings", json={"threshold": 0.25, "sustain_s": 0}))[
+        "threshold"] == 0.25
+    _drift_beat(api, "n1", a, 0.05)
+    _drift_beat(api, "n2", b, 0.04)
+    _drift_beat(api, "n1", a, 0.4)  # one point over: a spike, not yet drift
+    got = api.ok(api.get("/api/v1/models/pump/drift"))
+    assert got["nodes"]["n1"]["score"] == 0.4 and got["nodes"]["n1"]["alarm"] is False and got["alarm"] is False
+    _drift_beat(api, "n1", a, 0.5)
+    got = api.ok(api.get("/api/v1/models/pump/drift"))
+    assert got["alarm"] is True and got["alarm_nodes"] == ["n1"] and got["nodes"]["n2"]["alarm"] is False
+    assert got["nodes"]["n1"]["worst"] == "temp" and got["nodes"]["n1"]["detail"]["psi"]["temp"] == 0.5
+    assert [[p[1] for p in s["points"]] for s in got["series"]] == [[0.05, 0.4, 0.5], [0.04]]
+    assert got["over_since"] == pytest.approx(got["series"][0]["points"][1][0], abs=1e-3)
+    only = api.ok(api.get("/api/v1/models/pump/drift?node=n2"))
+    assert list(only["nodes"]) == ["n2"]
+    metrics = api.client.get("/metrics", headers=AUTH).text
+    assert 'edgeloop_model_drift{model="pump",version="1",node="n1"} 0.5' in metrics, [x for x in metrics.splitlines() if "drift" in x and "http" not in x]
+    # the alarm needs the stretch to last sustain_s
+    api.ok(api.put("/api/v1/models/pump/drift/settings", json={"threshold": 0.25, "sustain_s": 3600}))
+    assert api.ok(api.get("/api/v1/models/pump/drift"))["alarm"] is False
+    # a node's drift is the admin's to read; bad settings are refused with what is wrong
+    assert api.client.get("/api/v1/models/pump/drift", headers=bearer(a)).status_code == 403
+    r = api.put("/api/v1/models/pump/drift/settings", json={"threshold": -1, "sustain_s": 0})
+    assert r.status_code == 422 and "threshold" in r.text
+
+
+def test_hostile_drift_summaries_are_dropped_not_stored_and_break_nothing(make_hub: Callable[..., HubUnderTest]) -> None:
+    api = make_hub(drift_every_s=0)
+    t = api.node("n1")
+    _drift_beat(api, "n1", t, 1e300)  # a number no PSI is
+    _drift_beat(api, "n1", t, "high", rows=-5)
+    _drift_beat(api, "n1", t, 0.1, model="../etc", version="..")  # names that are not names
+    _drift_beat(api, "n1", t, 0.1, version="x" * 65)
+    _drift_beat(api, "n1", t, 0.1, worst="\u0000\n<script>", psi={"\u0007": 1, "ok": 10**400 if False else 1e9})
+    got = api.ok(api.get("/api/v1/models/pump/drift"))
+    assert [p[1] for p in got["series"][0]["points"]] == [None, None, 0.1], got
+    assert got["nodes"]["n1"]["detail"]["worst"] is None and got["nodes"]["n1"]["detail"]["psi"] == {"ok": None}
+    assert {r["model"] for r in api.rows("model_drift")} == {"pump"}
+    assert api.client.get("/metrics", headers=AUTH).status_code == 200
+    assert api.client.get("/ui/models", cookies={"edgeloop_session": ADMIN}).status_code in (200, 303)

@@ -23,6 +23,7 @@ def hub(tmp_path_factory):
 def cli(hub: HubProcess, *args: str, token: str | None = ADMIN) -> subprocess.CompletedProcess[str]:
     e = {**env(), "EDGELOOP_HUB_URL": hub.url, "COLUMNS": "200"}
     e.pop("EDGELOOP_TOKEN", None)
+    e.pop("EDGELOOP_HUB_TOKEN", None)
     if token:
         e["EDGELOOP_TOKEN"] = token
     return subprocess.run([sys.executable, "-m", "edgeloop", *args], cwd=ROOT, env=e, capture_output=True,

@@ -51,5 +51,6 @@ def test_upgrade_keeps_data(db_url):
         c.execute(sa.text("INSERT INTO media (id, node, content_type, size, sha256, path, received_at) "
                           "VALUES (:id, 'n', 'x', 1, 'x', 'x', 1.0)"), {"id": "n" * 64 + "/" + "m" * 64})
         assert c.execute(sa.text("SELECT model, kind FROM rollouts")).all() == [("m", "model")]
-        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0008"
+        assert c.execute(sa.text("SELECT count(*) FROM model_drift")).scalar() == 0  # 0008: drift series
     engine.dispose()
