@@ -160,6 +160,11 @@ class LoopSettings(BaseModel):
                                           "and must gain more than this on the drifted one")
     parallel_retrain: bool | None = _unset(False, "EDGELOOP_PARALLEL_RETRAIN",
                                            "retrain the models due at the same time (Dask)")
+    label_cap_minute: int | None = _unset(0, "EDGELOOP_LABEL_CAP_MINUTE", "at most this many tasks per model to "
+                                                                          "labelling in any minute (0: no cap)")
+    label_cap_hour: int | None = _unset(0, "EDGELOOP_LABEL_CAP_HOUR", "... in any hour (0: no cap)")
+    label_cap_day: int | None = _unset(0, "EDGELOOP_LABEL_CAP_DAY", "... in any 24 hours (0: no cap): what the "
+                                                                    "labellers can do")
     keys_dir: str | None = _unset("~/.config/edgeloop/keys", "EDGELOOP_KEYS_DIR",
                                   "the signing key directory (`edgeloop keys init`)")
     hub_url: str | None = _unset("http://127.0.0.1:8080", "EDGELOOP_HUB_URL", "the hub")

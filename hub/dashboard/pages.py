@@ -1,5 +1,6 @@
 """The dashboard's pages: nodes, alerts (with their media), shared pipelines, live device values (and their
-event stream), models and rollouts (with the promote and rollback buttons), sign-in and static files."""
+event stream), models (with their drift charts) and rollouts (with the promote and rollback buttons), sign-in
+and static files."""
 
 import time
 from pathlib import Path as FsPath
@@ -17,9 +18,11 @@ from ..api.deps import HubDep, Rollouts, hub_router
 from ..api.names import BIGINT, is_name
 from ..client import ACTIVE
 from ..core import Hub
-from ..db import Assignment, Media, ModelDeployment, ModelVersion, Node, PipelineVersion, Rollout, Upload
+from ..db import Assignment, Media, ModelDeployment, ModelDrift, ModelVersion, Node, PipelineVersion, Rollout, Upload
+from ..drift import drift_view
 from ..rollouts.controller import RolloutController
 from ..rollouts.views import view as rollout_view
+from .charts import drift_chart
 from .live import event_stream, latest_values, node_views, scalar
 from .session import COOKIE, Token, check_csrf, csrf_value, form, safe_next
 
@@ -208,6 +211,14 @@ def models_page(token: Token, hub: HubDep, done: str = "", error: str = "") -> H
         for d in deployments:
             models.setdefault(d.name, {"name": d.name, "versions": [], "deployed": []})["deployed"].append(
                 {"target": d.target, "version": d.version})
+        now = time.time()
+        drifting = s.scalars(sa.select(ModelDrift.model).where(ModelDrift.ts >= now - 86400).distinct()).all()
+        for name in drifting:
+            if is_name(name):
+                models.setdefault(name, {"name": name, "versions": [], "deployed": []})
+        for name, e in models.items():
+            view = drift_view(s, name, now=now)
+            e["drift"] = drift_chart(view, now=now) if view["series"] else None
     return page("models.html", token, active="models", models=list(models.values()), rollouts=outs,
                 rollback_states=(*ACTIVE, "done"), done=done, error=error)
 

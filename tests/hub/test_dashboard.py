@@ -26,7 +26,7 @@ from edge_runtime.signing import init_keys
 from edgeloop.devkit import simfleet
 from hub.client import start_rollout
 from hub.dashboard import COOKIE, csrf_value
-from tests.kit.hub import ADMIN, HubProcess, wait_for
+from tests.kit.hub import ADMIN, HubProcess, drift_point, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MODEL = "dmodel"
@@ -261,6 +261,22 @@ def test_the_dashboard_in_a_browser(fleet: Fleet, browser: Any) -> None:
         assert page.locator(f'tr[data-rollout="{rollout["id"]}"] .state').inner_text() == "rolled_back"
         assert fleet.admin.get(f"/api/v1/rollouts/{rollout['id']}")["state"] == "rolled_back"
         wait_for(lambda: sim.serving() == "1", 30, "the canary back on version 1")
+
+        # the model's drift chart: a node's scores over time (from its heartbeats) and the threshold
+        fleet.admin.put(f"/api/v1/models/{MODEL}/drift/settings", {"threshold": 0.25, "sustain_s": 0})
+        for score in (0.05, 0.1, 0.4, 0.45):
+            drift_point(fleet.admin, fleet.node, "cam-node", MODEL, "1",
+                        {"score": score, "worst": "brightness", "rows": 500, "psi": {"brightness": score}})
+        page.goto(f"{fleet.hub.url}/ui/models")
+        chart = page.locator(f'figure.drift[data-model="{MODEL}"]')
+        line = chart.locator('polyline.series[data-node="cam-node"]')
+        expect(line).to_have_count(1)
+        xy = [tuple(map(float, p.split(","))) for p in line.get_attribute("points").split()]
+        assert len(xy) == 4 and [a[0] for a in xy] == sorted(a[0] for a in xy), xy  # four points, in time order
+        threshold_y = float(chart.locator("line.threshold").get_attribute("y1"))
+        assert chart.locator("line.threshold").get_attribute("data-threshold") == "0.25"
+        assert xy[0][1] > threshold_y > xy[3][1], (xy, threshold_y)  # below the line, then above it (SVG y down)
+        assert "drift alarm" in chart.inner_text() and "cam-node (version 1): 0.45 drift" in chart.inner_text()
         assert problems == [], problems
     finally:
         sim.stop()

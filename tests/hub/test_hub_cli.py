@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from edge_runtime.hubclient import HubClient, HubError
-from tests.kit.hub import ADMIN, ROOT, HubProcess, env
+from tests.kit.hub import ADMIN, ROOT, HubProcess, drift_point, env
 
 APP = ROOT / "apps" / "pump_monitoring"
 
@@ -97,3 +97,25 @@ def test_no_token_and_unreachable_hub(hub):
     out = subprocess.run([sys.executable, "-m", "edgeloop", "node", "ls"], cwd=ROOT, env=e,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "hub unreachable" in out.stderr
+
+
+def test_model_drift_shows_each_node_and_changes_the_settings(hub):
+    admin = HubClient(hub.url, ADMIN)
+    token = admin.post("/api/v1/nodes", {"name": "drifty", "group": "d"})["token"]
+    node = HubClient(hub.url, token)
+    for score in (0.02, 0.31, 0.42):
+        drift_point(admin, node, "drifty", "pump", "3",
+                    {"score": score, "worst": "temp_mean", "rows": 2000, "psi": {"temp_mean": score}})
+    out = cli(hub, "model", "drift", "pump")
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if "drifty" in line)
+    assert "0.420" in row and "temp_mean" in row and "over, not yet sustained" in row, out.stdout  # default 120 s
+    assert "threshold 0.2 for 120 s, the default" in out.stdout
+    out = cli(hub, "model", "drift", "pump", "--threshold", "0.3", "--sustain", "0s")
+    row = next(line for line in out.stdout.splitlines() if "drifty" in line)
+    assert out.returncode == 0 and "DRIFT since" in row, out.stdout
+    assert admin.get("/api/v1/models/pump/drift")["threshold"] == 0.3
+    bad = cli(hub, "model", "drift", "pump", "--sustain", "soon")
+    assert bad.returncode == 2 and "--sustain" in bad.stderr
+    empty = cli(hub, "model", "drift", "nothing-here")
+    assert empty.returncode == 0 and "no drift reported for nothing-here" in empty.stdout

@@ -28,6 +28,20 @@ class HubProcess(_HubProcess):
         super().__init__(workdir, admin_token=ADMIN, **kw)
 
 
+def drift_point(admin: HubClient, node: HubClient, name: str, model: str, version: str,
+                summary: dict[str, Any], timeout: float = 20) -> None:
+    """Heartbeat ``name`` with a drift ``summary`` of ``model:version`` until the hub stored one more point of it
+    (the hub keeps at most one per ``--drift-every`` seconds)."""
+    def points() -> int:
+        series = admin.get(f"/api/v1/models/{model}/drift?node={name}")["series"]
+        return sum(len(s["points"]) for s in series if s["version"] == version)
+
+    before = points()
+    hb = {"models": {"models": {model: {"active": version, "drift": {version: summary}}}}}
+    wait_for(lambda: node.post(f"/api/v1/nodes/{name}/heartbeat", hb) is not None and points() > before, timeout,
+             f"a drift point of {model}:{version} from {name} at the hub")
+
+
 def all_uploads(client: HubClient, **query: Any) -> list[dict[str, Any]]:
     """Every upload the hub stored, in storage order."""
     return client.all_uploads(**query)
@@ -37,4 +51,4 @@ def all_uploads(client: HubClient, **query: Any) -> list[dict[str, Any]]:
 #: database per module, and the same tests again)
 DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
 
-__all__ = ["ADMIN", "DATABASES", "HubProcess", "NodeProcess", "PgDatabase", "pg_available", "all_uploads", "wait_for", "ROOT"]
+__all__ = ["ADMIN", "DATABASES", "HubProcess", "drift_point", "NodeProcess", "PgDatabase", "pg_available", "all_uploads", "wait_for", "ROOT"]

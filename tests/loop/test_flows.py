@@ -69,6 +69,18 @@ def test_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.canary == 2
 
 
+def test_the_deployment_settings_are_every_loop_setting_and_refuse_what_they_do_not_know() -> None:
+    from dataclasses import fields
+
+    from flows.config import LoopError, LoopSettings, settings
+
+    assert set(LoopSettings.model_fields) == {f.name for f in fields(LoopConfig)}
+    assert all(f.description for f in LoopSettings.model_fields.values())
+    with pytest.raises(LoopError, match="grop"):
+        settings({"grop": "pumps"})
+    assert settings({"group": "pumps"}).config().group == "pumps"
+
+
 def test_deployments_and_their_schedules_are_on_the_prefect_server(prefect_api: str, tmp_path: Path) -> None:
     """`python -m flows.serve` registers the deployments; the server lists them with their cron schedules."""
     import asyncio
