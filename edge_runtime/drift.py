@@ -4,6 +4,7 @@ signed bundle, against the same histograms over a sliding window of what the nod
 A profile (``drift-profile.json`` in the model's artifact directory)::
 
     {"format": 1, "inputs": "features" | "image-stats", "n": rows it was made from,
+     "order": [the inputs in the order the model takes them],
      "features": {"temp_mean": {"edges": [...9 cut points...], "ref": [...10 shares...]}, ...},
      "confidence": {"edges": [0.1, ..., 0.9], "ref": [...]},   # P(positive class), ten equal bins
      "positive_rate": 0.12}
@@ -97,7 +98,7 @@ def make_profile(inputs: np.ndarray, names: list[str], p_positive: np.ndarray, *
         counts = np.bincount(_bin(inputs[:, j], np.asarray(edges)), minlength=len(edges) + 1)
         features[name] = {"edges": edges, "ref": [round(float(s), 6) for s in _shares(counts)]}
     conf = np.bincount(_bin(np.asarray(p_positive, dtype=np.float64), np.asarray(CONF_EDGES)), minlength=BINS)
-    return {"format": 1, "inputs": kind, "n": int(len(inputs)), "features": features,
+    return {"format": 1, "inputs": kind, "n": int(len(inputs)), "order": list(names), "features": features,
             "confidence": {"edges": CONF_EDGES, "ref": [round(float(s), 6) for s in _shares(conf)]},
             "positive_rate": round(float(np.mean(np.asarray(p_positive) >= 0.5)) if len(inputs) else 0.0, 6)}
 
@@ -130,7 +131,7 @@ class DriftMonitor:
             raise ValueError(f"drift profile format {profile.get('format')!r}: this node reads format 1")
         self.profile = profile
         self.kind = profile.get("inputs", "features")
-        self.names = list(profile["features"])
+        self.names = list(profile["order"])  # the columns' order as the model takes them (JSON keys may be sorted)
         self._edges = [np.asarray(profile["features"][f]["edges"], dtype=np.float64) for f in self.names]
         self._ref = [np.asarray(profile["features"][f]["ref"], dtype=np.float64) for f in self.names]
         self._conf_edges = np.asarray(profile["confidence"]["edges"], dtype=np.float64)

@@ -82,8 +82,9 @@ class ModelStore:
     """
 
     def __init__(self, root: str | Path, trusted_keys: Mapping[str, Any] | None = None, *,
-                 client: Any = None) -> None:
+                 client: Any = None, drift_window: int = 2000) -> None:
         self.root = Path(root)
+        self.drift_window = drift_window
         self.trusted_keys = dict(trusted_keys or {})
         self.client = client
         self._active: dict[str, Any] = {}
@@ -200,7 +201,7 @@ class ModelStore:
         if not path.is_dir():
             raise self._refuse(name, version, "load", "not installed on this node", "not installed")
         try:
-            p = Predictor(path, version=version)
+            p = Predictor(path, version=version, drift_window=self.drift_window)
             if p.name != name:
                 raise ModelError(f"the bundle's model is {p.name!r}, not {name!r}")
             p.health = p.health_check()  # type: ignore[attr-defined]

@@ -51,6 +51,33 @@ def loop_run(workspace: Path = Workspace,
                        f"({label.get('sent', 0)} new tasks; the next run harvests what is labelled)", err=True)
 
 
+@loop_app.command("watch")
+@needs_cloud
+def loop_watch(workspace: Path = Workspace,
+               once: bool = typer.Option(False, "--once", help="check once, print what was decided, and exit"),
+               poll: Optional[float] = typer.Option(None, "--poll", min=1,
+                                                    help="seconds between checks (default EDGELOOP_DRIFT_POLL_S, 60)")
+               ) -> None:
+    """The drift watcher: read every model's drift alarm at the hub and emit a Prefect event for each new one
+    (the agile-loop/on-drift deployment's trigger then runs the loop for that model). `edgeloop up` and
+    `python -m flows.serve` run it already; use this where the loop runs from a work pool."""
+    import threading
+
+    from flows.config import LoopConfig
+    from flows.drift import check, watch
+    from flows.steps import LoopError
+
+    cfg = LoopConfig.from_env(workspace=str(workspace))
+    try:
+        if once:
+            for d in check(cfg):
+                typer.echo(json.dumps(d, default=str))
+            return
+        watch(cfg, threading.Event(), poll or cfg.drift_poll_s)
+    except LoopError as exc:
+        die(str(exc), FAILED)
+
+
 @loop_app.command("history")
 @needs_cloud
 def loop_history(workspace: Path = Workspace) -> None:
@@ -63,7 +90,7 @@ def loop_history(workspace: Path = Workspace) -> None:
     with LoopState(workspace / "var" / "loop" / "state.db") as st:
         its = st.iterations()
     t = Table(title="agile loop iterations")
-    for c in ("#", "started", "seconds", "model", "sent", "labels", "candidate", "gate", "rollout"):
+    for c in ("#", "started", "why", "seconds", "model", "sent", "labels", "candidate", "gate", "rollout"):
         t.add_column(c)
     import time as _t
 
@@ -71,7 +98,7 @@ def loop_history(workspace: Path = Workspace) -> None:
         rep = it["report"] or {}
         for model, r in (rep.get("models") or {}).items():
             t.add_row(str(it["id"]), _t.strftime("%Y-%m-%d %H:%M", _t.localtime(it["started"])),
-                      str(rep.get("seconds", "-")), model, str((r.get("label") or {}).get("sent", 0)),
+                      rep.get("reason") or "-", str(rep.get("seconds", "-")), model, str((r.get("label") or {}).get("sent", 0)),
                       str((r.get("harvest") or {}).get("new_labels", 0)),
                       str((r.get("retrain") or {}).get("candidate", "-")),
                       (r.get("gate") or {}).get("why", "-"), str((r.get("rollout") or {}).get("state", "-")))

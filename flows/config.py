@@ -51,6 +51,8 @@ class LoopConfig:
                                                # minute (0: no cap); counted from the loop state, across runs
     label_cap_hour: int = 0                    # ... in any hour (0: no cap)
     label_cap_day: int = 0                     # ... in any 24 hours (0: no cap): what the labellers can do
+    drift_cooldown_s: float = 3600.0           # the drift watcher starts at most one run per model this often
+    drift_poll_s: float = 60.0                 # and looks at the hub's drift alarms this often (flows.drift)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> LoopConfig:
@@ -165,6 +167,10 @@ class LoopSettings(BaseModel):
     label_cap_hour: int | None = _unset(0, "EDGELOOP_LABEL_CAP_HOUR", "... in any hour (0: no cap)")
     label_cap_day: int | None = _unset(0, "EDGELOOP_LABEL_CAP_DAY", "... in any 24 hours (0: no cap): what the "
                                                                     "labellers can do")
+    drift_cooldown_s: float | None = _unset(3600.0, "EDGELOOP_DRIFT_COOLDOWN_S", "the drift watcher starts at "
+                                                                                 "most one run per model this often")
+    drift_poll_s: float | None = _unset(60.0, "EDGELOOP_DRIFT_POLL_S",
+                                        "the drift watcher reads the hub's drift alarms this often")
     keys_dir: str | None = _unset("~/.config/edgeloop/keys", "EDGELOOP_KEYS_DIR",
                                   "the signing key directory (`edgeloop keys init`)")
     hub_url: str | None = _unset("http://127.0.0.1:8080", "EDGELOOP_HUB_URL", "the hub")

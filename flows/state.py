@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS harvested (
     batch TEXT NOT NULL, harvested_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS trained (
     model TEXT NOT NULL, labels INTEGER NOT NULL, version TEXT, trained_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS drift_events (
+    event_id TEXT PRIMARY KEY, model TEXT NOT NULL, emitted_at REAL NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS drift_checks (checked_at REAL NOT NULL, decisions TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS iterations (
     id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, finished REAL, report TEXT);
 """
@@ -139,3 +142,29 @@ class LoopState:
     def iterations(self) -> list[dict[str, Any]]:
         return [{"id": i, "started": s, "finished": f, "report": json.loads(r) if r else None}
                 for i, s, f, r in self.db.execute("SELECT id, started, finished, report FROM iterations ORDER BY id")]
+
+    # -- the drift watcher (flows.drift) ------------------------------------------------------
+    def drift_event_seen(self, event_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM drift_events WHERE event_id = ?", (event_id,)).fetchone() is not None
+
+    def last_drift_event(self, model: str) -> float | None:
+        row = self.db.execute("SELECT max(emitted_at) FROM drift_events WHERE model = ?", (model,)).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def record_drift_event(self, model: str, event_id: str, at: float, reason: str) -> None:
+        with self._lock:
+            self.db.execute("INSERT OR IGNORE INTO drift_events VALUES (?, ?, ?, ?)", (event_id, model, at, reason))
+
+    def drift_events(self) -> list[dict[str, Any]]:
+        return [{"event_id": e, "model": m, "emitted_at": t, "reason": r} for e, m, t, r in
+                self.db.execute("SELECT event_id, model, emitted_at, reason FROM drift_events ORDER BY emitted_at")]
+
+    def record_drift_check(self, at: float, decisions: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self.db.execute("INSERT INTO drift_checks VALUES (?, ?)", (at, json.dumps(decisions, default=str)))
+            self.db.execute("DELETE FROM drift_checks WHERE checked_at < ?", (at - 7 * 86400,))
+
+    def drift_checks(self, since: float = 0.0) -> list[dict[str, Any]]:
+        return [{"checked_at": t, "decisions": json.loads(d)} for t, d in
+                self.db.execute("SELECT checked_at, decisions FROM drift_checks WHERE checked_at >= ? "
+                                "ORDER BY checked_at", (since,))]

@@ -32,7 +32,7 @@ from .db import DriftSettings, ModelDrift
 __all__ = ["DEFAULT_SUSTAIN_S", "DEFAULT_THRESHOLD", "DriftRecorder", "drift_settings", "drift_view", "points",
            "latest_scores"]
 
-DEFAULT_THRESHOLD = 0.2   # PSI: 0.1-0.25 reads as a moderate shift, above 0.25 as significant
+DEFAULT_THRESHOLD = 0.25  # PSI: 0.1-0.25 reads as a moderate shift, above 0.25 as significant
 DEFAULT_SUSTAIN_S = 120.0
 MAX_INPUTS = 64
 

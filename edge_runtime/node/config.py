@@ -105,6 +105,8 @@ class ModelSettings:
     store: str | None = setting(None, text, "the model store's folder (default var/<node>-models)")
     trusted_keys: tuple[str, ...] = setting((), lambda v: tuple(_keys(v)),
                                             "Ed25519 public keys (files or folders) model bundles are signed with")
+    drift_window: int = setting(2000, count, "rows a model's drift is measured over: the newest it scored "
+                                             "(edge_runtime.drift)")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 
 from edge_runtime.drift import PROFILE, DriftMonitor, image_stats, make_profile, psi
 
-NAMES = [f"f{i}" for i in range(8)]
+NAMES = ["temp", "vib", "amps", "f3", "pressure", "b", "a", "flow"]  # not sorted: columns keep the model's order
 
 
 def _profile(rng: np.random.Generator) -> dict[str, Any]:
@@ -32,6 +32,9 @@ def test_a_window_like_the_reference_stays_low_and_a_shifted_input_is_named() ->
     assert a["rows"] == 2000 and a["score"] < 0.05, a  # sampling noise only (about 9/2000 per input)
     assert b["score"] > 0.25 and b["worst"] == "f3" and b["psi"]["f3"] == b["score"], b
     assert max(v for k, v in b["psi"].items() if k != "f3") < 0.05
+    again = DriftMonitor(json.loads(json.dumps(prof, sort_keys=True)))  # as the bundle's JSON file has it
+    again.update(x, rng.random(500))
+    assert again.summary()["worst"] == "f3"
 
 
 def test_confidence_drift_is_seen_without_input_drift() -> None:

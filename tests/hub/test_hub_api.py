@@ -962,7 +962,7 @@ def test_drift_from_heartbeats_is_a_series_with_a_sustained_alarm_and_a_metric(m
     api = make_hub(drift_every_s=0)
     a, b = api.node("n1"), api.node("n2")
     got = api.ok(api.get("/api/v1/models/pump/drift"))
-    assert got["nodes"] == {} and got["alarm"] is False and got["threshold"] == 0.2 and got["default"] is True
+    assert got["nodes"] == {} and got["alarm"] is False and got["threshold"] == 0.25 and got["default"] is True
     assert api.ok(api.put("/api/v1/models/pump/drift/settings", json={"threshold": 0.25, "sustain_s": 0}))[
         "threshold"] == 0.25
     _drift_beat(api, "n1", a, 0.05)

@@ -110,7 +110,7 @@ def test_model_drift_shows_each_node_and_changes_the_settings(hub):
     assert out.returncode == 0, out.stderr
     row = next(line for line in out.stdout.splitlines() if "drifty" in line)
     assert "0.420" in row and "temp_mean" in row and "over, not yet sustained" in row, out.stdout  # default 120 s
-    assert "threshold 0.2 for 120 s, the default" in out.stdout
+    assert "threshold 0.25 for 120 s, the default" in out.stdout
     out = cli(hub, "model", "drift", "pump", "--threshold", "0.3", "--sustain", "0s")
     row = next(line for line in out.stdout.splitlines() if "drifty" in line)
     assert out.returncode == 0 and "DRIFT since" in row, out.stdout
