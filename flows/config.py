@@ -53,6 +53,8 @@ class LoopConfig:
     label_cap_day: int = 0                     # ... in any 24 hours (0: no cap): what the labellers can do
     drift_cooldown_s: float = 3600.0           # the drift watcher starts at most one run per model this often
     drift_poll_s: float = 60.0                 # and looks at the hub's drift alarms this often (flows.drift)
+    labels_settle_s: float = 600.0             # labels are ready to train on when all sent are done, or none
+                                               # came for this long (flows.drift.labels_ready)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> LoopConfig:
@@ -171,6 +173,9 @@ class LoopSettings(BaseModel):
                                                                                  "most one run per model this often")
     drift_poll_s: float | None = _unset(60.0, "EDGELOOP_DRIFT_POLL_S",
                                         "the drift watcher reads the hub's drift alarms this often")
+    labels_settle_s: float | None = _unset(600.0, "EDGELOOP_LABELS_SETTLE_S",
+                                           "the loop runs on new labels once all sent are done, or none came "
+                                           "for this long")
     keys_dir: str | None = _unset("~/.config/edgeloop/keys", "EDGELOOP_KEYS_DIR",
                                   "the signing key directory (`edgeloop keys init`)")
     hub_url: str | None = _unset("http://127.0.0.1:8080", "EDGELOOP_HUB_URL", "the hub")

@@ -3,6 +3,12 @@ event, and the ``agile-loop/on-drift`` deployment's trigger (an automation, :mod
 prefect.yaml) runs the loop for that model only.
 
     edgeloop.model.drifted   resource edgeloop.model.<name>, payload: score, threshold, nodes, worst input, reason
+    edgeloop.model.labelled  resource edgeloop.model.<name>, payload: labels, reason
+
+The second closes the loop without a person starting it: a drift run sends the drifted uploads to Label Studio
+and ends (the loop never waits for a person); once people finished at least ``min_labels`` of them, the watcher
+emits ``edgeloop.model.labelled`` (once per loop iteration and model) and the same trigger runs the loop again,
+which harvests, retrains, gates, packages and rolls out.
 
 Why the loop side reads the hub rather than the hub emitting: the hub knows nothing of Prefect (no Prefect
 import or URL in hub/, and a hub may serve fleets whose loop runs elsewhere or not at all); the watcher runs
@@ -29,11 +35,12 @@ from typing import Any
 
 from .config import LoopConfig, LoopError, hub_call
 
-__all__ = ["EVENT", "check", "watch"]
+__all__ = ["EVENT", "LABELLED", "check", "labels_ready", "watch"]
 
 log = logging.getLogger("flows.drift")
 
 EVENT = "edgeloop.model.drifted"
+LABELLED = "edgeloop.model.labelled"
 _NS = uuid.UUID("6f1d3c2a-1f0e-4d8b-9a51-3e2b7c9d0e17")
 
 
@@ -102,8 +109,65 @@ def check(cfg: LoopConfig, *, now: float | None = None, emit: Any = _emit) -> li
             state.record_drift_event(model, str(event.id), now, event.payload["reason"])
         log.info("%s: drift alarm -> %s (%s)", model, EVENT, event.payload["reason"])
         out.append(decision | {"decision": "emitted", "event": str(event.id), "reason": event.payload["reason"]})
+    out += labels_ready(cfg, now=now, emit=emit)
     with cfg.state() as state:
         state.record_drift_check(now, out)
+    return out
+
+
+_progress: dict[str, tuple[int, float]] = {}  # model -> (finished labels not harvested, since when that many)
+
+
+def labels_ready(cfg: LoopConfig, *, now: float | None = None, emit: Any = _emit) -> list[dict[str, Any]]:
+    """For each model with tasks out for labelling: once people finished at least ``min_labels`` not harvested
+    yet, and either every task sent is done or no new label came for ``labels_settle_s`` (people stopped for
+    now), emit ``edgeloop.model.labelled`` (once per model and loop iteration: the run it starts harvests
+    them). Not on every label: a run per trickle of labels would retrain for each."""
+    from prefect.events import Event
+
+    now = now or time.time()
+    out = []
+    for model in cfg.model_names():
+        with cfg.state() as state:
+            waiting = state.sent_count(model) > state.harvested_count(model)
+            # the labelling round: since the last finished iteration (a run that started and harvests them now
+            # is the one this event started)
+            iteration = max((it["id"] for it in state.iterations() if it["finished"]), default=0)
+        if not waiting:
+            continue
+        try:
+            ls = cfg.labelling()
+            project = ls.find_project(model)
+            done = ls.harvest(project)[0] if project is not None else []
+        except Exception as exc:  # noqa: BLE001 - Label Studio away: next time
+            out.append({"model": model, "decision": "error", "why": f"Label Studio: {exc}"})
+            continue
+        with cfg.state() as state:
+            new = state.new_annotations(r["annotation_id"] for r in done)
+            remaining = state.sent_count(model) - state.harvested_count(model) - len(new)
+            count, since = _progress.get(model, (-1, now))
+            if len(new) != count:
+                count, since = len(new), now
+                _progress[model] = (count, since)
+            settled = remaining <= 0 or now - since >= cfg.labels_settle_s
+            if len(new) < cfg.min_labels or not settled:
+                out.append({"model": model, "decision": "labelling", "labels": len(new), "needed": cfg.min_labels,
+                            "remaining": remaining})
+                continue
+            reason = (f"{len(new)} new labels of {model} in Label Studio (at least {cfg.min_labels}): harvest, "
+                      "retrain, gate, roll out")
+            event = Event(event=LABELLED, id=uuid.uuid5(_NS, f"{model}:labelled:{iteration}"),
+                          resource={"prefect.resource.id": f"edgeloop.model.{model}", "prefect.resource.name": model,
+                                    "edgeloop.model": model},
+                          payload={"model": model, "labels": len(new), "reason": reason})
+            if state.drift_event_seen(str(event.id)):
+                out.append({"model": model, "decision": "duplicate", "event": str(event.id), "labels": len(new)})
+                continue
+            emit(event)
+            state.record_drift_event(f"{model}:labelled", str(event.id), now, reason)
+        log.info("%s: labels ready -> %s (%s)", model, LABELLED, reason)
+        out.append({"model": model, "decision": "emitted", "event": str(event.id), "reason": reason,
+                    "labels": len(new)})
     return out
 
 

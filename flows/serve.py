@@ -4,8 +4,9 @@
 
 * ``agile-loop/nightly``: the whole loop for every model, every night at 02:00 UTC (the fallback);
 * ``agile-loop/on-drift``: the loop for ONE model, started by its trigger (an automation, on the Automations
-  page) when the drift watcher emits ``edgeloop.model.drifted`` for it (:mod:`flows.drift`): the run's
-  parameters name the model and why it started;
+  page) when the drift watcher emits ``edgeloop.model.drifted`` for it, and again with
+  ``edgeloop.model.labelled`` once people labelled what that run sent (:mod:`flows.drift`): the run's parameters
+  name the model and why it started;
 * ``label-sync/hourly``: new hard examples into Label Studio and finished labels into data/, hourly.
 
 They show in the Prefect UI (Deployments), where people run them now, pause their schedules or change
@@ -31,11 +32,12 @@ def drift_trigger() -> Any:
     """The automation: each ``edgeloop.model.drifted`` event runs the loop for the model it names."""
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    from flows.drift import EVENT
+    from flows.drift import EVENT, LABELLED
 
     return DeploymentEventTrigger(name="edgeloop: a model drifted", description="run the agile loop for the model "
-                                  "whose drift alarm the hub raised (flows.drift)",
-                                  expect={EVENT}, match={"prefect.resource.id": "edgeloop.model.*"},
+                                  "whose drift alarm the hub raised, and again once people labelled what it sent "
+                                  "(flows.drift)",
+                                  expect={EVENT, LABELLED}, match={"prefect.resource.id": "edgeloop.model.*"},
                                   for_each={"prefect.resource.id"}, threshold=1, within=0,
                                   parameters=DRIFT_PARAMETERS)
 
@@ -48,7 +50,7 @@ def deployments(config: dict[str, Any] | None = None) -> list[Any]:
         agile_loop.to_deployment(name="nightly", cron=SCHEDULES["agile-loop/nightly"], parameters=params,
                                  tags=["edgeloop", "agile-loop"],
                                  description="collect -> label -> harvest -> retrain -> gate -> package -> rollout"),
-        agile_loop.to_deployment(name="on-drift", parameters=params, triggers=[drift_trigger()],
+        agile_loop.to_deployment(name="on-drift", parameters=params, triggers=[drift_trigger()], concurrency_limit=1,
                                  tags=["edgeloop", "agile-loop", "drift"],
                                  description="the loop for one model, started when its drift alarm is raised"),
         label_sync.to_deployment(name="hourly", cron=SCHEDULES["label-sync/hourly"], parameters=params,

@@ -9,7 +9,10 @@ has to come from the same pumps): the node's drift score stays under the thresho
 every second, starts nothing. Then the pumps age (drifted windows): the node's score rises, the hub raises the model's alarm
 once it stayed over the threshold, the watcher emits one `edgeloop.model.drifted` event, and the automation runs
 the `agile-loop/on-drift` deployment for that model only, with why in its parameters; the run sends the drifted
-uploads to labelling. One drift starts one run: later checks see the same alarm and emit nothing."""
+uploads to labelling. One drift starts one run: later checks see the same alarm and emit nothing. Once the
+SIMULATED annotator (answering from the generator's truth through Label Studio) labelled them, the watcher emits
+`edgeloop.model.labelled` and the same automation runs the loop again: harvested, retrained (DVC), gated
+(MLflow), packaged (BentoML), signed and rolled out; the node serves version 2 without anyone starting a run."""
 
 from __future__ import annotations
 
@@ -97,7 +100,8 @@ def test_drift_starts_the_loop_for_that_model_once_and_no_drift_starts_nothing(
         env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT), "EDGELOOP_WORKSPACE": str(ws),
                "EDGELOOP_HUB_URL": hub.url, "EDGELOOP_HUB_TOKEN": ADMIN, "EDGELOOP_MODELS": MODEL,
                "EDGELOOP_LABEL_STUDIO_URL": label_studio.url, "EDGELOOP_LABEL_STUDIO_TOKEN": label_studio.token,
-               "EDGELOOP_KEYS_DIR": str(tmp_path / "keys"), "EDGELOOP_GROUP": "pumps", "EDGELOOP_DRIFT_POLL_S": "1"}
+               "EDGELOOP_KEYS_DIR": str(tmp_path / "keys"), "EDGELOOP_GROUP": "pumps", "EDGELOOP_DRIFT_POLL_S": "1",
+               "EDGELOOP_MIN_LABELS": "10", "EDGELOOP_WATCH_S": "1", "BENTOML_HOME": str(tmp_path / "bentoml")}
         log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed with the process
         serve = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=ROOT, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)
@@ -105,7 +109,7 @@ def test_drift_starts_the_loop_for_that_model_once_and_no_drift_starts_nothing(
 
         # no drift: windows as the model knows them
         pub = publisher(mosquitto.port)
-        sc.send(pub, clean["X"][order], clean["y"][order], 1.7e9)
+        truth = sc.send(pub, clean["X"][order], clean["y"][order], 1.7e9)
         n_clean = len(clean["y"])
 
         def seen() -> int:
@@ -127,7 +131,7 @@ def test_drift_starts_the_loop_for_that_model_once_and_no_drift_starts_nothing(
 
         # drift: the pumps age
         t_onset = time.time()
-        sc.send(pub, X, y, 1.8e9)
+        truth |= sc.send(pub, X, y, 1.8e9)
         alarm = wait_for(lambda: (lambda v: v if v["alarm"] else None)(admin.get(f"/api/v1/models/{MODEL}/drift")),
                          120, "the hub's drift alarm")
         t_alarm = time.time()
@@ -145,8 +149,29 @@ def test_drift_starts_the_loop_for_that_model_once_and_no_drift_starts_nothing(
         t_after = time.time()
         wait_for(lambda: len(state.drift_checks(since=t_after)) >= 2, 60, "two more watcher checks")
         later = [d["decision"] for c in state.drift_checks(since=t_after) for d in c["decisions"]]
-        assert set(later) <= {"duplicate", "cooldown"} and later, later
+        assert set(later) <= {"duplicate", "cooldown", "labelling"} and "duplicate" in later, later  # labelling: waits
         assert len(state.drift_events()) == 1 and len(_runs("on-drift")) == 1
+
+        # people label what the run sent; the watcher sees it and the automation closes the loop
+        from edgeloop.devkit.annotator import simulated_annotator
+
+        records = admin.all_uploads(kind="record")
+        uploads = {u["id"]: (u["device"], u["ts"]) for u in records}
+        project = report["models"][MODEL]["label"]["project"]
+        t_labelled = time.time()
+        made = simulated_annotator(label_studio.labelling(), project,
+                                   lambda data: sc.LABELS[truth[uploads[data["edgeloop_id"]]]])
+        assert made == report["models"][MODEL]["label"]["sent"]
+        second = wait_for(lambda: [r for r in _runs("on-drift") if r.id != run.id and r.state and r.state.is_final()]
+                          or None, 300, "the run the labels started, finished")[0]
+        t_served = wait_for(lambda: time.time() if sc.serving(admin) == "2" else None, 120,
+                            "the node to serve version 2")
+        assert second.state.is_completed(), (second.state, (tmp_path / "serve.log").read_text()[-3000:])
+        assert "new labels of pump_anomaly" in second.parameters["reason"], second.parameters
+        closed = state.iterations()[-1]["report"]["models"][MODEL]
+        assert closed["harvest"]["new_labels"] == made and closed["gate"]["promoted"], closed
+        assert closed["rollout"]["rolled_out"] is True and closed["rollout"]["champion"] == "2", closed["rollout"]
+        assert len(_runs("on-drift")) == 2
     finally:
         state.close()
         if serve is not None:
@@ -158,4 +183,6 @@ def test_drift_starts_the_loop_for_that_model_once_and_no_drift_starts_nothing(
     edge = alarm["nodes"]["edge-p"]
     print(f"drift (SYNTHETIC pumps): clean score {quiet['score']:.3f} over {quiet['rows']} rows; drifted score "
           f"{edge['score']:.3f} (worst input {edge['worst']}); alarm {t_alarm - t_onset:.1f} s after onset, the "
-          f"on-drift run finished {t_run - t_alarm:.1f} s after the alarm")
+          f"on-drift run finished {t_run - t_alarm:.1f} s after the alarm; {made} labels made; version 2 served "
+          f"{t_served - t_labelled:.1f} s after labelling began ({t_served - t_onset:.1f} s after onset, the "
+          f"annotator's time included); gate {closed['gate']['why']}")
