@@ -27,6 +27,10 @@ runs (sklearn's HistGradientBoosting predicts with OpenMP).
     sizes 256 and 4096, interleaved on the same records; target >= 100,000 records/s at 256 (issue 16); the
     share of equal predictions is reported (ONNX trees compare in float32).
 
+(d) drift monitoring (issue 17): (a)'s pipeline at batch 256 and (b)'s at batch 32 with the version's drift
+    monitor on (its profile in the artifact, as every trained version ships one) and off, interleaved in the same
+    run; target: the monitor costs at most 5% of the throughput (ratio >= 0.95). (a) and (b) run with it on.
+
 Best of ``--reps`` interleaved repetitions after an unmeasured warm-up; wall and CPU time both reported
 (the machine is shared). Every pipeline output is checked against the bare Predictor's predictions.
 Writes bench/results/model_apply.json.
@@ -386,6 +390,49 @@ def bench_intrusion(root: Path, n: int, reps: int, prof: bool) -> dict[str, Any]
     return out
 
 
+# -- (d) what drift monitoring costs ---------------------------------------------------------------
+
+def bench_drift_cost(root: Path, n: int, crops: int, reps: int) -> dict[str, Any]:
+    """apply_model with the version's drift monitor on (its profile shipped) against the same predictor with it
+    off, interleaved in the same run: the pump pipeline at batch 256 and the intrusion CNN at batch 32."""
+    from models.pump_anomaly.train import xy
+    from models.street import intrusion_xy
+
+    out: dict[str, Any] = {}
+    pool, _ = xy(root / "data" / "prepared" / "pump_anomaly" / "holdout_clean.npz")
+    X = np.resize(pool, (n, pool.shape[1])).astype(np.float32)
+    recs = pump_records(X)
+    ipool, _ = intrusion_xy(root / "data" / "prepared" / "intrusion" / "holdout_clean.npz")
+    C = np.ascontiguousarray(ipool[np.resize(np.arange(len(ipool)), crops)])
+    crecs = [{"device": f"cam-{i % 4}", "product": "camera", "ts": common.T0 + i * 0.1, "values": {"crop": C[i]}}
+             for i in range(crops)]
+    cases = {"pump_anomaly_b256": ("pump_anomaly", recs, 256, lambda bs: pump_plan(bs)),
+             "intrusion_b32": ("intrusion", crecs, 32, lambda bs: parse_pipeline({
+                 "name": "intrusion", "product": "camera", "steps": [{"device_input": {}}, {"apply_model": {
+                     "model": "intrusion", "image": "crop", "output": "intrusion", "batch_size": bs}}]}))}
+    for key, (model, records, bs, plan) in cases.items():
+        on = Predictor(root / "artifacts" / model, version="bench")
+        off = Predictor(root / "artifacts" / model, version="bench")
+        assert on.drift is not None, f"{model}: no drift profile in the artifact"
+        off.drift = None
+        batches = [Batch.from_records(records[a:a + bs]) for a in range(0, len(records), bs)]
+        insts = {"on": Instance(f"{key}-on", plan(bs), models=Models(**{model: on})),
+                 "off": Instance(f"{key}-off", plan(bs), models=Models(**{model: off}))}
+        for inst in insts.values():
+            inst.push(batches[0])
+        res: dict[str, list[Any]] = {"on": [], "off": []}
+        for _ in range(reps):
+            for k in ("off", "on"):
+                res[k].append(timed_calls(insts[k].push, batches))
+        unit = "records" if model == "pump_anomaly" else "crops"
+        s_on, s_off = summarise(res["on"], len(records), unit), summarise(res["off"], len(records), unit)
+        out[key] = {"with_drift": s_on, "without_drift": s_off,
+                    "throughput_ratio": round(s_on[f"{unit}_per_s"] / s_off[f"{unit}_per_s"], 3),
+                    "cpu_ratio": round(s_on[f"{unit}_per_cpu_s"] / s_off[f"{unit}_per_cpu_s"], 3),
+                    "drift_summary": on.drift.summary() if on.drift is not None else None}
+    return out
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         intr = bench_intrusion(root, args.crops, args.reps, args.profile)
         onnx = bench_onnx(root, args.records, args.reps)
         print("onnx done", flush=True)
+        drift = bench_drift_cost(root, args.records, args.crops, max(args.reps, 5))
+        print("drift cost done", flush=True)
     load_after = loadavg()
 
     rows = []
@@ -460,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target ONNX (a 12-feature GBM exported, onnxruntime, one thread) >= {TARGET_ONNX_RPS:,} records/s through "
           f"apply_model, batch 256: {'met' if met_onnx else 'NOT met'} ({onnx_rps:,.0f}; joblib in the same run "
           f"{onnx['b256']['joblib']['records_per_s']:,.0f}; predictions agree on {onnx['b256']['predictions_agree']:.4%})")
+    for key, r in drift.items():
+        print(f"drift monitoring (issue 17: costs <= 5% of apply_model's throughput) {key}: "
+              f"{r['throughput_ratio']:.3f}x the throughput without it (CPU time {r['cpu_ratio']:.3f}x): "
+              f"{'met' if r['throughput_ratio'] >= 0.95 else 'NOT met'}")
     agree = all(r.get("outputs_agree_with_predictor", True) for r in (*pump.values(), *intr.values())
                 if isinstance(r, dict))
     if not args.no_write:
@@ -479,7 +532,9 @@ def main(argv: list[str] | None = None) -> int:
             "targets": {"pump_records_per_s_batched": TARGET_PUMP_RPS, "intrusion_crops_per_s": TARGET_CROPS_PS,
                         "onnx_records_per_s_batched": TARGET_ONNX_RPS},
             "onnx": onnx,
-            "summary": {"pump_records_per_s_b256": pump_rps, "onnx_records_per_s_b256": onnx_rps, "meets_onnx": met_onnx,
+            "drift_monitoring": drift,
+            "summary": {"drift_throughput_ratio": {k: r["throughput_ratio"] for k, r in drift.items()},
+                        "meets_drift_cost": all(r["throughput_ratio"] >= 0.95 for r in drift.values()),"pump_records_per_s_b256": pump_rps, "onnx_records_per_s_b256": onnx_rps, "meets_onnx": met_onnx,
                         "pump_raw_records_per_s_b256": pump["b256"]["raw_predictor"]["records_per_s"],
                         "pump_overhead_ratio_b256": pump["b256"]["overhead_ratio_pipeline_over_raw"],
                         "pump_p99_ms_b256": pump["b256"]["pipeline"]["batch_ms_p99"],

@@ -77,7 +77,11 @@ def test_image_statistics_follow_night_and_blur() -> None:
     assert np.allclose(image_stats(clips), n)
     prof = make_profile(d, ["brightness", "contrast", "sharpness"], rng.random(64), kind="image-stats")
     mon = DriftMonitor(prof, min_rows=64)
-    mon.update(night, rng.random(64))
+    mon.update(night, rng.random(64))  # an image model measures a sample of at most 8 crops per batch
+    assert mon.summary()["rows"] == 8 and mon.summary()["score"] is None
+    for a in range(0, 64, 8):
+        mon.update(night[a:a + 8], rng.random(8))
+    assert mon.summary()["rows"] == 72
     assert mon.summary()["worst"] in ("brightness", "contrast") and mon.summary()["score"] > 1
 
 
