@@ -147,7 +147,7 @@ class DriftMonitor:
         self.blocks = blocks
         self.min_rows = min_rows
         self._lock = threading.Lock()
-        self._closed: list[tuple[list[np.ndarray], np.ndarray, int, int]] = []  # (feature counts, conf, rows, pos)
+        self._closed: list[tuple[np.ndarray, np.ndarray, int, int]] = []  # (input counts, conf counts, rows, pos)
         self._new_block()
         self.seen = 0
 
@@ -196,8 +196,8 @@ class DriftMonitor:
             parts = [*self._closed, (self._f, self._c, self._rows, self._pos)]
             rows = sum(p[2] for p in parts)
             pos = sum(p[3] for p in parts)
-            f = sum(p[0] for p in parts)
-            c = sum(p[1] for p in parts)
+            f = np.sum([p[0] for p in parts], axis=0)
+            c = np.sum([p[1] for p in parts], axis=0)
         out: dict[str, Any] = {"rows": int(rows), "seen": int(self.seen), "window": self.block_rows * self.blocks,
                                "positive_rate": round(pos / rows, 4) if rows else None,
                                "ref_positive_rate": self.profile.get("positive_rate"), "inputs": self.kind}
