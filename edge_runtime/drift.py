@@ -23,6 +23,12 @@ data nor labels. A model's drift score is the largest PSI over its inputs and it
 moves can break a model. With ten bins and a window of ``n`` rows a window drawn from the reference itself
 scores about 9/n (sampling noise), so no score is given under ``min_rows``.
 
+The reference is the training data's (``reference: training``, the default), or, for models trained on a few
+sources and served on others (a camera's scene, a machine's own baseline: a new camera of the same street model
+differs from the training clips more than night does), the first window this node scored with the version
+(``reference: first``: the training's bins, the node's own shares). The first catches training/serving skew too;
+the second only change after the version started, on that node.
+
 :class:`DriftMonitor` keeps the window as ``blocks`` count arrays of ``window / blocks`` rows each and the block
 being filled (bounded memory: (blocks + 1) x (inputs + 1) x 10 integers; no rows kept): the newest ``window`` to
 ``window + window / blocks`` rows; the oldest block is dropped as a new one closes. Image models measure a
@@ -42,6 +48,7 @@ import numpy as np
 __all__ = ["PROFILE", "DriftMonitor", "image_stats", "make_profile", "psi", "write_profile"]
 
 PROFILE = "drift-profile.json"
+REFERENCES = ("training", "first")
 BINS = 10
 FLOOR = 1e-4
 IMAGE_STATS = ("brightness", "contrast", "sharpness")
@@ -128,7 +135,14 @@ def write_profile(artifact: str | Path, X: np.ndarray, *, rows: int = 4000, seed
 class DriftMonitor:
     """A model version's window of scored rows as histograms against its reference profile."""
 
-    def __init__(self, profile: dict[str, Any], *, window: int = 2000, blocks: int = 8, min_rows: int = 200) -> None:
+    def __init__(self, profile: dict[str, Any], *, window: int = 2000, blocks: int = 8, min_rows: int = 200,
+                 reference: str = "training") -> None:
+        if reference not in REFERENCES:
+            raise ValueError(f"drift reference {reference!r}: expected one of {', '.join(REFERENCES)}")
+        self.reference = reference
+        #: with reference "first": the shares are not the training's but those of the first window this node
+        #: scored with the version (its own cameras or machines), the bins staying the training's
+        self.baselined = reference == "training"
         if profile.get("format") != 1:
             raise ValueError(f"drift profile format {profile.get('format')!r}: this node reads format 1")
         self.profile = profile
@@ -188,6 +202,20 @@ class DriftMonitor:
                         self._closed.pop(0)
                     self._new_block()
             self.seen += len(p)
+            if not self.baselined and self.seen >= self.block_rows * self.blocks:
+                self._baseline()
+
+    def _baseline(self) -> None:
+        """Reference "first": the window so far becomes the reference (held lock); counting starts again."""
+        parts = [*self._closed, (self._f, self._c, self._rows, self._pos)]
+        f = np.sum([p[0] for p in parts], axis=0)
+        self._ref = [_shares(np.asarray(f[j][:len(r)], dtype=np.float64)) for j, r in enumerate(self._ref)]
+        self._conf_ref = _shares(np.sum([p[1] for p in parts], axis=0).astype(np.float64))
+        rows = sum(p[2] for p in parts)
+        self.profile = {**self.profile, "positive_rate": round(sum(p[3] for p in parts) / rows, 6) if rows else None}
+        self._closed = []
+        self._new_block()
+        self.baselined = True
 
     def summary(self) -> dict[str, Any]:
         """What a heartbeat carries: rows in the window, PSI per input and on the confidence, the positive rate
@@ -201,7 +229,8 @@ class DriftMonitor:
         out: dict[str, Any] = {"rows": int(rows), "seen": int(self.seen), "window": self.block_rows * self.blocks,
                                "positive_rate": round(pos / rows, 4) if rows else None,
                                "ref_positive_rate": self.profile.get("positive_rate"), "inputs": self.kind}
-        if rows < self.min_rows:
+        out["reference"] = self.reference if self.baselined else "first (still learning it)"
+        if rows < self.min_rows or not self.baselined:
             return out | {"score": None, "psi": {}, "psi_confidence": None, "worst": None}
         per = {n: round(psi(r, _shares(np.asarray(a[:len(r)]))), 4) for n, r, a in zip(self.names, self._ref, f)}
         conf = round(psi(self._conf_ref, _shares(np.asarray(c))), 4)

@@ -138,7 +138,7 @@ def to_tensor(x: np.ndarray, kind: str) -> Any:
 class Predictor:
     """A loaded model: call it with a batch; ``name``/``version`` say which one answered."""
 
-    def __init__(self, path: str | Path, version: str = "local", *, drift_window: int = 2000) -> None:
+    def __init__(self, path: str | Path, version: str = "local", *, drift: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.descriptor = d = _read_descriptor(self.path)
         self.name: str = d["name"]
@@ -153,7 +153,7 @@ class Predictor:
         from .drift import load_monitor
 
         #: what the node scores with this version against its training-time profile (None: no profile shipped)
-        self.drift = load_monitor(self.path, window=drift_window)
+        self.drift = load_monitor(self.path, **(drift or {}))
         if self.kind == "sklearn":
             self._load_sklearn()
         elif self.kind == "onnx":

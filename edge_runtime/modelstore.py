@@ -82,9 +82,9 @@ class ModelStore:
     """
 
     def __init__(self, root: str | Path, trusted_keys: Mapping[str, Any] | None = None, *,
-                 client: Any = None, drift_window: int = 2000) -> None:
+                 client: Any = None, drift: Mapping[str, Any] | None = None) -> None:
         self.root = Path(root)
-        self.drift_window = drift_window
+        self.drift = dict(drift or {})  # the drift monitors' options (edge_runtime.drift.DriftMonitor)
         self.trusted_keys = dict(trusted_keys or {})
         self.client = client
         self._active: dict[str, Any] = {}
@@ -201,7 +201,7 @@ class ModelStore:
         if not path.is_dir():
             raise self._refuse(name, version, "load", "not installed on this node", "not installed")
         try:
-            p = Predictor(path, version=version, drift_window=self.drift_window)
+            p = Predictor(path, version=version, drift=self.drift)
             if p.name != name:
                 raise ModelError(f"the bundle's model is {p.name!r}, not {name!r}")
             p.health = p.health_check()  # type: ignore[attr-defined]

@@ -107,6 +107,9 @@ class ModelSettings:
                                             "Ed25519 public keys (files or folders) model bundles are signed with")
     drift_window: int = setting(2000, count, "rows a model's drift is measured over: the newest it scored "
                                              "(edge_runtime.drift)")
+    drift_reference: str = setting("training", one_of("training", "first"),
+                                   "what drift is measured against: the training data's profile, or the first "
+                                   "window this node scored with the version (cameras, machines of their own)")
 
 
 @dataclass(frozen=True)

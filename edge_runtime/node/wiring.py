@@ -115,7 +115,8 @@ class Node:
             from ..hubclient import HubClient
 
             client = HubClient(str(cfg.hub.url), cfg.hub.token, timeout=60.0)
-        return ModelStore(str(cfg.models.store), keys, client=client, drift_window=cfg.models.drift_window)
+        return ModelStore(str(cfg.models.store), keys, client=client,
+                          drift={"window": cfg.models.drift_window, "reference": cfg.models.drift_reference})
 
     def _connectors(self) -> dict[str, Connector]:
         """One connector per protocol the bindings use (and those every node runs), in the registry's order."""

@@ -135,3 +135,26 @@ def test_an_unreadable_profile_means_no_monitor_not_a_broken_model(tmp_path: Pat
 
     (tmp_path / PROFILE).write_text(json.dumps(bad))
     assert load_monitor(tmp_path) is None
+
+
+def test_reference_first_measures_change_on_this_node_not_the_training_gap() -> None:
+    """A camera unlike the training clips (another scene) is far from the training profile whatever happens;
+    with reference "first" the node's own first window is the reference and only a change after it counts."""
+    rng = np.random.default_rng(6)
+    prof = make_profile(rng.normal(size=(4000, 8)), NAMES, rng.random(4000), kind="features")
+    own = rng.normal(loc=1.5, size=(4000, 8))  # this node's data: far from training, and stable
+    trained, first = DriftMonitor(prof, window=800), DriftMonitor(prof, window=800, reference="first")
+    for a in range(0, 4000, 400):
+        for m in (trained, first):
+            m.update(own[a:a + 400], rng.random(400))
+    assert trained.summary()["score"] > 1.0 and first.summary()["score"] < 0.1, (trained.summary(), first.summary())
+    assert first.summary()["reference"] == "first"
+    later = own[:800].copy()
+    later[:, 5] -= 1.0  # then one input moves on this node
+    first.update(later, rng.random(800))
+    assert first.summary()["worst"] == "b" and first.summary()["score"] > 0.25, first.summary()
+    fresh = DriftMonitor(prof, window=800, reference="first")
+    fresh.update(own[:400], rng.random(400))
+    assert fresh.summary()["score"] is None and fresh.summary()["reference"] == "first (still learning it)"
+    with pytest.raises(ValueError, match="drift reference 'last'"):
+        DriftMonitor(prof, reference="last")
