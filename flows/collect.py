@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+from . import selection
 from .config import LoopConfig, LoopError, hub_call
 from .state import LoopState
 
@@ -82,8 +83,7 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
     after = state.watermark(model)
     seen = marked = no_image = 0
     hard: list[dict[str, Any]] = []
-    pool: list[tuple[float, dict[str, Any]]] = []  # records under the sampling threshold, for the random share
-    keep_below = min(1.0, 2.0 * cfg.max_label_share * cfg.random_share)  # twice what the random share needs
+    pool: list[tuple[float, dict[str, Any]]] = []  # (fixed random key, item) of every record
     last = after
 
     images = descriptor(cfg, model).get("input") in ("image", "clip")
@@ -118,21 +118,16 @@ def collect(cfg: LoopConfig, state: LoopState, model: str, *, page: int = 5000) 
             marked += bool(reason)
             if reason and reason != "random":
                 hard.append(item(u, values, out, str(reason)))
-            key = sample_key(model, u["id"])
-            if key < keep_below:
-                pool.append((key, item(u, values, out, "random")))
+            pool.append((sample_key(model, u["id"]), item(u, values, out, "random")))  # every upload: flows.selection
         if not got["items"]:
             break
         last = got["next"]
     budget = int(seen * cfg.max_label_share)
-    fresh = state.unsent([p["id"] for p in hard] + [p["id"] for _, p in pool])
-    pool.sort(key=lambda kp: kp[0])
-    randoms = [p for _, p in pool if p["id"] in fresh][: int(round(budget * cfg.random_share))]
-    chosen = {p["id"] for p in randoms}
-    hard = sorted((p for p in hard if p["id"] in fresh and p["id"] not in chosen),
-                  key=lambda p: p["confidence"] if p["confidence"] is not None else 1.0)[: budget - len(randoms)]
-    chosen |= {p["id"] for p in hard}
-    fill = [p for _, p in pool if p["id"] in fresh and p["id"] not in chosen][: budget - len(randoms) - len(hard)]
+    fresh = state.unsent([p["id"] for _, p in pool])
+    features = None if images else descriptor(cfg, model).get("features")
+    hard, randoms = selection.choose(cfg, model, [kp for kp in pool if kp[1]["id"] in fresh], hard, budget, after,
+                                     features)
+    fill: list[dict[str, Any]] = []
     from edge_runtime.hubclient import HubError
 
     items, pending = hard + randoms + fill, []

@@ -103,6 +103,7 @@ def merge_labelled(root: Path, name: str, params: dict[str, Any]) -> int:
     from models.common import load_split, save_split
 
     folder = root / "data" / "labelled" / name
+    merge_pool(root, name)
     files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
     if not files:
         return 0
@@ -124,6 +125,29 @@ def merge_labelled(root: Path, name: str, params: dict[str, Any]) -> int:
         ys += [y] * repeat
     save_split(train, X=np.concatenate(xs), y=np.concatenate(ys))
     return sum(len(y) for y in ys[1:])
+
+
+def merge_pool(root: Path, name: str) -> int:
+    """The loop's uploads nobody labelled (``data/labelled/<name>/unlabelled/*.npz``, written by its collect step:
+    :mod:`flows.selection`) as ``data/prepared/<name>/unlabelled.npz`` (``X``), the pool a plug-in's ``fit`` may
+    self-train on (:func:`models.kit.self_train`); rows of another shape than the train split's are left out.
+    Returns the rows (0: no pool, and none left from an earlier prepare)."""
+    import numpy as np
+
+    from models.common import load_split, save_split
+    from models.kit import POOL
+
+    out = root / "data" / "prepared" / name / POOL
+    out.unlink(missing_ok=True)
+    files = sorted((root / "data" / "labelled" / name / "unlabelled").glob("*.npz"))
+    if not files:
+        return 0
+    width = model_module(name).read(root / "data" / "prepared" / name / "train.npz")[0].shape[1:]
+    xs = [x for x in (load_split(f)["X"] for f in files) if x.shape[1:] == width]
+    if not xs:
+        return 0
+    save_split(out, X=np.concatenate(xs))
+    return sum(len(x) for x in xs)
 
 
 def _git_commit(root: Path) -> str:

@@ -41,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
     "min_samples_leaf": 20,
     "l2_regularization": 0.0,
     "threshold": 0.5,  # decision threshold on P(anomalous)
+    # self-training on the loop's unlabelled uploads (prepared/unlabelled.npz, when the loop left some): rounds
+    # of refitting with the windows the model itself is this sure of as pseudo-labels (0: none)
+    "self_training": 2,
+    "pseudo_threshold": 0.95,
 }
 """Default parameters; :func:`resolve_params` overrides them from a params.yaml-like mapping."""
 
@@ -89,7 +93,7 @@ def make_datasets(seed: int, params: Mapping[str, Any] | None = None) -> dict[st
 
 
 def train(X: np.ndarray, y: np.ndarray, params: Mapping[str, Any] | None = None, *,
-          seed: int = 0) -> HistGradientBoostingClassifier:
+          seed: int = 0, sample_weight: np.ndarray | None = None) -> HistGradientBoostingClassifier:
     """Fit a HistGradientBoostingClassifier (no early stopping: deterministic). No scaler: trees split on
     binned values, which per-feature scaling does not change, and inference is a third faster without it."""
     p = resolve_params(params)
@@ -97,7 +101,7 @@ def train(X: np.ndarray, y: np.ndarray, params: Mapping[str, Any] | None = None,
         max_iter=p["max_iter"], learning_rate=p["learning_rate"], max_leaf_nodes=p["max_leaf_nodes"],
         min_samples_leaf=p["min_samples_leaf"], l2_regularization=p["l2_regularization"],
         early_stopping=False, random_state=seed)
-    return model.fit(np.asarray(X, dtype=np.float32), np.asarray(y))
+    return model.fit(np.asarray(X, dtype=np.float32), np.asarray(y), sample_weight=sample_weight)
 
 
 def predict(model: HistGradientBoostingClassifier, X: np.ndarray, threshold: float = DEFAULTS["threshold"]) -> np.ndarray:
@@ -178,11 +182,18 @@ def fit(prepared: Path, out: Path, params: Mapping[str, Any], seed: int, progres
     import joblib
 
     from edge_runtime.modelkit import write_descriptor, write_sample
+    from models.kit import load_pool, self_train
 
     p = resolve_params(params)
     X, y = xy(prepared / "train.npz")
     t = time.perf_counter()
-    model = train(X, y, p, seed=seed)
+    pool = load_pool(prepared)
+    if pool is not None and p["self_training"] > 0:
+        model, pseudo = self_train(lambda X, y, w: train(X, y, p, seed=seed, sample_weight=w),
+                                   lambda m, X: m.predict_proba(np.asarray(X, dtype=np.float32))[:, 1], X, y, pool,
+                                   rounds=p["self_training"], threshold=p["pseudo_threshold"])
+    else:
+        model, pseudo = train(X, y, p, seed=seed), {}
     took = time.perf_counter() - t
     out.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, out / "model.joblib")
@@ -192,7 +203,7 @@ def fit(prepared: Path, out: Path, params: Mapping[str, Any], seed: int, progres
     write_sample(out, X[sample_rows(y, 16, seed)])
     if progress:
         progress(1, 0.0)
-    return {"n": int(y.size), "positives": int(y.sum()), "fit_seconds": round(took, 3)}
+    return {"n": int(y.size), "positives": int(y.sum()), "fit_seconds": round(took, 3), **pseudo}
 
 
 def main(argv: list[str] | None = None) -> int:
