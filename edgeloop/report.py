@@ -2,7 +2,7 @@
 
 Written to a folder (``var/demo-report`` by default) that outlives the demo's temporary files: ``report.md``,
 ``report.html`` (the same tables, with the plots embedded as files beside it), ``accuracy.png`` (the pump
-model before and after the agile loop) and ``cameras.png`` (per-camera frame rate and alert latency). All
+model before and after the agile loop), ``drift.png`` (its drift score at the edge over time, per version) and ``cameras.png`` (per-camera frame rate and alert latency). All
 figures come from the run; the devices and videos are SYNTHETIC and the report says so.
 """
 
@@ -102,6 +102,22 @@ def _plots(folder: Path, fig: dict[str, Any]) -> list[Path]:
         f.savefig(folder / "accuracy.png", dpi=90)
         plt.close(f)
         made.append(folder / "accuracy.png")
+    if fig.get("drift") and fig["drift"]["series"]:
+        d = fig["drift"]
+        f, ax = plt.subplots(figsize=(6, 3.2))
+        t0 = min(p[0] for s in d["series"] for p in s["points"])
+        for s in d["series"]:
+            pts = [(p[0] - t0, p[1]) for p in s["points"] if p[1] is not None]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"{s['node']} version {s['version']}")
+        ax.axhline(d["threshold"], color="red", linestyle="--", linewidth=1, label="threshold")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("drift score (PSI)")
+        ax.set_title("pump anomaly model: drift at the edge, SYNTHETIC data")
+        ax.legend(fontsize=7)
+        f.tight_layout()
+        f.savefig(folder / "drift.png", dpi=90)
+        plt.close(f)
+        made.append(folder / "drift.png")
     if "cameras" in fig:
         cams = {k: v for k, v in fig["cameras"].items() if k not in ("all", "ok")}
         f, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.2))

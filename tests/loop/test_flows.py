@@ -91,20 +91,27 @@ def test_deployments_and_their_schedules_are_on_the_prefect_server(prefect_api: 
     proc = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(ROOT)})
 
+    schemas: dict[str, Any] = {}
+
     async def listed() -> dict[str, Any]:
         async with get_client() as client:
             out = {}
             for d in await client.read_deployments():
                 flow = await client.read_flow(d.flow_id)
                 out[f"{flow.name}/{d.name}"] = sorted(s.schedule.cron for s in d.schedules)
+                schemas[f"{flow.name}/{d.name}"] = d.parameter_openapi_schema
+            out["automations"] = [a.name for a in await client.read_automations()]
             return out
 
     try:
-        got = wait_for(lambda: (lambda d: d if len(d) >= 2 else None)(asyncio.run(listed())), 90,
+        got = wait_for(lambda: (lambda d: d if len(d) >= 4 else None)(asyncio.run(listed())), 90,
                        "the deployments on the Prefect server")
     finally:
         proc.terminate()
         proc.wait(20)
         log.close()
-    assert got == {"agile-loop/nightly": ["0 2 * * *"], "label-sync/hourly": ["15 * * * *"]}, \
-        (tmp_path / "serve.log").read_text()[-2000:]
+    assert got == {"agile-loop/nightly": ["0 2 * * *"], "agile-loop/on-drift": [], "label-sync/hourly": ["15 * * * *"],
+                   "automations": ["edgeloop: a model drifted"]}, (tmp_path / "serve.log").read_text()[-2000:]
+    # the Prefect UI draws a form from the settings: each with its description, `group`'s saying what it does
+    settings = schemas["agile-loop/nightly"]["definitions"]["LoopSettings"]["properties"]
+    assert "NEVER rolls out" in settings["group"]["description"] and len(settings) >= 20, settings
