@@ -34,7 +34,7 @@ from tests.kit import ROOT
 from tests.kit.hub import ADMIN, HubProcess, wait_for
 from tests.kit.mqtt import publisher
 
-pytestmark = [pytest.mark.broker, pytest.mark.labelstudio, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.broker, pytest.mark.labelstudio, pytest.mark.slow, pytest.mark.timeout(600)]
 
 MODEL = "pump_anomaly"
 
