@@ -97,7 +97,8 @@ def prepare(root: Path, params: dict[str, Any], names: list[str] | None = None,
 
 def merge_labelled(root: Path, name: str, params: dict[str, Any]) -> int:
     """Append the agile loop's harvested labels (``data/labelled/<name>/*.npz``: X, y) to the train split,
-    each row ``loop.labelled_repeat`` times. The holdouts stay fixed. Returns the rows added."""
+    each row ``loop.labelled_repeat`` times: once as labelled, the other times through the plug-in's ``augment``
+    (a new draw each, seeded) when it has one. The holdouts stay fixed. Returns the rows added."""
     import numpy as np
 
     from models.common import load_split, save_split
@@ -114,15 +115,18 @@ def merge_labelled(root: Path, name: str, params: dict[str, Any]) -> int:
     m = model_module(name)
     X0, y0 = m.read(train)
     xs, ys = [X0], [y0]
+    rng = np.random.default_rng(seed_of(params))
     for f in files:
         z = load_split(f)
         if z["X"].shape[1:] != X0.shape[1:]:
             raise ValueError(f"{f}: rows of shape {z['X'].shape[1:]}, the train split has {X0.shape[1:]}")
         X, y = z["X"].astype(X0.dtype), z["y"].astype(y0.dtype)
-        if m.augment is not None:
-            X, y = m.augment(X, y, np.random.default_rng(seed_of(params)))
-        xs += [X] * repeat
-        ys += [y] * repeat
+        xs.append(X)
+        ys.append(y)
+        for _ in range(repeat - 1):  # the other copies through the plug-in's augment (each its own draw), if any
+            Xa, ya = m.augment(X, y, rng) if m.augment is not None else (X, y)
+            xs.append(Xa)
+            ys.append(ya)
     save_split(train, X=np.concatenate(xs), y=np.concatenate(ys))
     return sum(len(y) for y in ys[1:])
 

@@ -202,6 +202,31 @@ def train_cnn(X: np.ndarray, y: np.ndarray, *, input_kind: str, arch: Mapping[st
                  "fit_seconds": round(time.perf_counter() - t0, 3)}
 
 
+def photometric(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each image (or clip) of ``X`` (uint8, channels last) under a random light: gain 0.4-1.4 (log-uniform),
+    contrast 0.6-1.2, gamma 0.7-1.5 and sensor noise up to 4%; uint8 again."""
+    n = len(X)
+    axes = tuple(range(1, X.ndim))
+    shape = (n,) + (1,) * (X.ndim - 1)
+    x = X.astype(np.float32) / 255.0
+    mean = x.mean(axis=axes, keepdims=True)
+    x = (x - mean) * rng.uniform(0.6, 1.2, shape).astype(np.float32) + mean
+    x *= np.exp(rng.uniform(np.log(0.4), np.log(1.4), shape)).astype(np.float32)
+    x = np.clip(x, 1e-4, 1.0) ** rng.uniform(0.7, 1.5, shape).astype(np.float32)
+    x += rng.standard_normal(x.shape, dtype=np.float32) * rng.uniform(0.0, 0.04, shape).astype(np.float32)
+    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def augment_labelled(X: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The plug-ins' ``augment`` (each copy of the loop's harvested labels after the first,
+    :func:`models.stages.merge_labelled`): the labelled crops under another light (:func:`photometric`). A few
+    dozen field labels are what the new conditions look like; the variants keep the network from learning
+    those few frames' exact pixels. Measured offline on the SYNTHETIC camera scenario (60 labelled night and
+    rain crops, 4-8 copies, 2 seeds): drifted accuracy 0.89-0.93 against 0.82-0.88 with the copies identical,
+    clean 0.94-0.95 (champion 0.957)."""
+    return (photometric(X, rng) if len(X) else X), y
+
+
 def save_cnn(net: Any, out: Path, *, name: str, input_kind: str, shape: list[int], labels: list[str],
              arch: Mapping[str, Any], sample: np.ndarray, extra: Mapping[str, Any] | None = None,
              data: str = "synthetic (models.synth.scenes)") -> None:

@@ -28,6 +28,7 @@ def prepare(raw: Path, out: Path, p: Mapping[str, Any]) -> None:
 
 
 xy = vision.intrusion_xy
+augment = vision.augment_labelled  # the loop's labelled crops, under other lights too
 
 
 def fit(prepared: Path, out: Path, p: Mapping[str, Any], seed: int,
