@@ -170,7 +170,8 @@ def until(cond: Any, timeout: float, what: str) -> None:
 
 def run_loop(tmp: Path, *, params: dict[str, Any] = PARAMS, label_share: float = 0.05, iterations: int = 2,
              admin_token: str, broker_port: int | None = None, hub: Any = None, measure_after: bool = False,
-             say: Any = print, on_step: Any = None) -> dict[str, Any]:
+             say: Any = print, on_step: Any = None, field_seeds: tuple[int, ...] = (1234, 4321),
+             loop: dict[str, Any] | None = None) -> dict[str, Any]:
     """The pump scenario's agile loop with every part real, for bench/agile_loop.py and the demo.
 
     A workspace whose champion (version 1) knew clean pumps; a hub process and an edge node ``edge-p`` in
@@ -184,7 +185,8 @@ def run_loop(tmp: Path, *, params: dict[str, Any] = PARAMS, label_share: float =
     (its ``admin_token``) instead of starting one. ``measure_after``: then score another drifted field set
     with the version the node serves, for the accuracy at the node after the loop. ``on_step(name)`` is
     called as each part begins (the demo's progress). Returns the figures, and ``fields`` (the windows, for
-    an oracle).
+    an oracle). ``field_seeds``: the field sets' seeds, one per iteration; ``loop``: more loop settings
+    (:class:`flows.config.LoopConfig` fields, e.g. ``random_share``).
     """
     import contextlib
     import os
@@ -206,7 +208,7 @@ def run_loop(tmp: Path, *, params: dict[str, Any] = PARAMS, label_share: float =
     step("training the champion (version 1) on clean pumps")
     ws = tmp / "ws"
     v1 = workspace(ws, params)
-    fields = [field_windows(tmp / f"field-{i}", seed, params) for i, seed in enumerate((1234, 4321)[:iterations])]
+    fields = [field_windows(tmp / f"field-{i}", seed, params) for i, seed in enumerate(field_seeds[:iterations])]
     setup_s = time.perf_counter() - t
     step("starting Label Studio")
     ls = LabelStudioServer(tmp / "label-studio")
@@ -229,7 +231,7 @@ def run_loop(tmp: Path, *, params: dict[str, Any] = PARAMS, label_share: float =
             admin = hub.admin()
             config = {"workspace": str(ws), "hub_url": hub.url, "hub_token": admin_token, "label_studio_url": ls.url,
                       "label_studio_token": ls.token, "models": [MODEL], "min_labels": 10,
-                      "keys_dir": str(tmp / "keys"), "group": "pumps", "canary": 1, "watch_s": 2.0}
+                      "keys_dir": str(tmp / "keys"), "group": "pumps", "canary": 1, "watch_s": 2.0, **(loop or {})}
             step("shipping version 1 to the node edge-p")
             steps.package(steps.LoopConfig(**config), MODEL, "1")
             admin.put(f"/api/v1/models/{MODEL}/deployments/group:pumps", {"version": "1"})

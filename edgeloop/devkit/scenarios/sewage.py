@@ -22,10 +22,26 @@ PARAMS: dict[str, Any] = {
                           "drifted_variants": ["night", "rain"]},
     "pump_anomaly": {"train_pumps": 2, "train_hours": 2.0, "holdout_pumps": 1, "holdout_hours": 2.0},
     "intrusion": {"epochs": 4}, "activity": {"epochs": 4},
-    "loop": {"labelled_repeat": 4},
+    "loop": {"labelled_repeat": 8},  # each labelled crop once as it came, 7 times under another light (its augment)
 }
 """The app's small training set (edgeloop.devkit.cameras.MODEL_PARAMS): 4 day clips, holdouts of one day
 clip (clean) and one night and one rain clip (drifted)."""
+
+
+DRIFTS: dict[str, tuple[str, ...]] = {"mixed": ("night", "rain"), "night": ("night", "night"),
+                                      "rain": ("rain", "rain"), "other_bucket": ("other_bucket", "other_bucket")}
+"""The benchmark's drift variants: the field cameras' scene variants (two cameras each); the workspace's drifted
+holdout holds one clip of each distinct one (``mixed``: the default, night and rain)."""
+
+
+def variant_params(variant: str = "mixed", seed: int = 0) -> dict[str, Any]:
+    """:data:`PARAMS` with the drifted holdout of ``variant`` (:data:`DRIFTS`) and the world's ``seed``."""
+    if variant not in DRIFTS:
+        raise ValueError(f"unknown drift variant {variant!r}: expected one of {', '.join(DRIFTS)}")
+    params = copy.deepcopy(PARAMS)
+    params["seed"] = int(seed)
+    params["scenes"]["drifted_variants"] = list(dict.fromkeys(DRIFTS[variant]))
+    return params
 
 
 def workspace(root: Path, params: dict[str, Any] = PARAMS) -> dict[str, Any]:
@@ -46,8 +62,8 @@ def workspace(root: Path, params: dict[str, Any] = PARAMS) -> dict[str, Any]:
 def field_cameras(out: Path, variants: tuple[str, ...] = ("night", "rain"), *, frames: int = 600,
                   seed: int = 77) -> dict[str, Any]:
     """One camera per variant (SYNTHETIC, other seeds than the workspace's), as file sources played as fast
-    as the node takes them; devices.yaml and the app's pipeline with each camera's drain region. Returns
-    ``{camera: truth}``."""
+    as the node takes them; devices.yaml and the app's pipeline with each camera's drain region. A variant
+    named twice gives two cameras (``cam-<variant>-<i>``). Returns ``{camera: truth}``."""
     from apps.sewage_dumping.generate import APP
     from models.common import subseed
     from models.street import render_clip
@@ -55,7 +71,7 @@ def field_cameras(out: Path, variants: tuple[str, ...] = ("night", "rain"), *, f
     out.mkdir(parents=True, exist_ok=True)
     truths, devices, regions = {}, [], {}
     for i, variant in enumerate(variants, 1):
-        cam = f"cam-{variant}"
+        cam = f"cam-{variant}" if variants.count(variant) == 1 else f"cam-{variant}-{i}"
         truth = render_clip(out / f"{cam}.mp4", variant=variant, seed=subseed(seed, 30, i), frames=frames)
         truths[cam] = truth
         regions[cam] = {"drain": truth["frames"][0]["drain_roi"]}
