@@ -358,7 +358,7 @@ def test_a_node_token_cannot_call_any_admin_endpoint(api: HubUnderTest) -> None:
     s = seeded(api)
     reqs = route_requests("node-a", s["a_id"])  # even about its own node
     admin_only = set(reqs) - AGENT - OWN_OR_ADMIN - ANY_TOKEN - METRICS
-    assert len(admin_only) == 28
+    assert len(admin_only) == 30  # the drift series and its settings too
     before = api.snapshot()
     for key in sorted(admin_only):
         url, kw = reqs[key]
