@@ -110,7 +110,7 @@ def up(workspace: Path = Workspace) -> None:
     keys = state.get("keys") or {}
     if keys:
         console.print(f"models are signed with key {keys['key_id']} ({keys['dir']}); nodes trust it with "
-                      f"`models: {{trusted_keys: [{keys['public']}]}}` in node.yaml")
+                      f"`models: {{trusted_keys: [{keys['public']}]}}` in node.yaml", markup=False)
 
 
 @app.command("down")

@@ -85,6 +85,10 @@ def test_one_iteration_recovers_drifted_accuracy(prefect_api: str, label_studio:
         node_yaml.write_text(yaml.safe_dump(doc))
         node = Node(load_node_config(node_yaml))
         node.start()
+        # the hub must hear from the restarted node first: the old one's last heartbeat names the refusal, and a
+        # rollout started on it rolls back at once (the controller reads the newest heartbeat it has)
+        wait_for(lambda: _model_status(admin).get("error") is None and sc.serving(admin) == "1", 60,
+                 "the restarted node to report version 1 without the refusal")
         second["rollout"] = steps.rollout(steps.LoopConfig(**config), "pump_anomaly", "2")
         assert second["rollout"]["rolled_out"] is True, second["rollout"]
         assert second["rollout"]["state"] == "done" and second["rollout"]["waiting"] == []
@@ -150,3 +154,9 @@ def _refused_rollout_tells_the_truth(state: Any, ws: Path, admin: Any, hub_url: 
     row = next(line for line in listed.splitlines() if "pump_anomaly" in line and "champion" in line)
     assert " 1 " in row and "edge-p" in row, listed
     return dict(report)
+
+
+def _model_status(admin: Any) -> dict[str, Any]:
+    """What edge-p's newest heartbeat says about pump_anomaly (active version, error)."""
+    view = next((n for n in admin.get("/api/v1/nodes") if n["name"] == "edge-p"), {})
+    return dict(((view.get("models") or {}).get("models") or {}).get("pump_anomaly") or {})

@@ -56,9 +56,13 @@ def test_up_starts_the_stack_and_down_stops_it(tmp_path: Path) -> None:
             assert services[name]["url"] in started.stdout, started.stdout
             assert answers(services[name]["url"] + path), f"{name} does not answer at {services[name]['url']}"
         assert state["env"]["EDGELOOP_HUB_TOKEN"] in started.stdout  # the person needs it for the CLI
-        got = wait_for(lambda: (lambda d: d if len(d) >= 2 else None)(deployments(services["prefect"]["url"])), 120,
+        # one signing key for the CLI and the worker, and what nodes must trust
+        keys = state["keys"]
+        assert state["env"]["EDGELOOP_KEYS_DIR"] == keys["dir"] and Path(keys["public"]).is_file()
+        assert f"models are signed with key {keys['key_id']}" in " ".join(started.stdout.split()), started.stdout
+        got = wait_for(lambda: (lambda d: d if len(d) >= 3 else None)(deployments(services["prefect"]["url"])), 120,
                        "the worker's deployments on the Prefect server")
-        assert got == ["hourly", "nightly"]
+        assert got == ["hourly", "nightly", "on-drift"]
         again = edgeloop("up", "--workspace", str(ws), timeout=120)  # idempotent: nothing starts twice
         assert again.returncode == 0, again.stderr
         assert json.loads((ws / "var" / "up" / "stack.json").read_text())["services"]["hub"]["pid"] == \
