@@ -178,7 +178,7 @@ class RolloutController:
         d = decide(name=r.model, version=r.version, state=r.state, canaries=r.canaries, nodes=nodes,
                    watch_s=r.watch_s, checks=Checks.from_dict(r.checks), now=now, healthy_since=r.healthy_since,
                    baselines=stats.get("baselines"), canary_confidence=stats.get("canary_conf"),
-                   previous_confidence=stats.get("previous_conf"))
+                   previous_confidence=stats.get("previous_conf"), started=r.created_at)
         stats["baselines"] = d.baselines
         if d.action == "rollback":
             self._roll_back(s, r)

@@ -94,6 +94,7 @@ class NodeObs:
     error: str | None = None      # its model store's error for the model (a refusal, a failed load)
     heartbeats: int = 0
     dead_letters: int = 0
+    seen: float | None = None     # when that heartbeat came
 
 
 @dataclass
@@ -117,7 +118,8 @@ def _mean(tally: Any) -> tuple[float, int] | None:
 def decide(*, name: str, version: str, state: str, canaries: Iterable[str], nodes: Mapping[str, NodeObs],
            watch_s: float, checks: Checks, now: float, healthy_since: float | None = None,
            baselines: Mapping[str, Mapping[str, int]] | None = None,
-           canary_confidence: Any = None, previous_confidence: Any = None) -> Decision:
+           canary_confidence: Any = None, previous_confidence: Any = None,
+           started: float | None = None) -> Decision:
     """One evaluation of a rollout of ``name`` (a model's or a pipeline's, as it is tagged in the nodes'
     errors: ``name:version``) at ``version``; no I/O.
 
@@ -145,7 +147,8 @@ def decide(*, name: str, version: str, state: str, canaries: Iterable[str], node
             entry.update(status="pending" if n.online else "offline",
                          reason="waits for the canaries" if n.online else "waiting: offline")
             continue
-        if n.error and tag in n.error + " ":
+        # an error in a heartbeat from before the rollout began is not about it (a node restarted after a refusal)
+        if n.error and tag in n.error + " " and (started is None or n.seen is None or n.seen >= started):
             entry.update(status="failed", reason=n.error)
             trouble = trouble or f"{'canary ' if name in canaries else ''}node {name} failed: {n.error}"
             continue
@@ -219,7 +222,9 @@ def _counters(view: Mapping[str, Any]) -> dict[str, Any]:
     """A node's name, online state, heartbeats and dead letters: NodeObs fields whatever is rolled out."""
     dead = (view.get("counters") or {}).get("dead_letters", 0)
     dead = dead.get("total", 0) if isinstance(dead, Mapping) else dead
+    seen = view.get("last_seen")
     return {"name": view["name"], "online": bool(view.get("online")), "heartbeats": int(view.get("heartbeats") or 0),
+            "seen": float(seen) if isinstance(seen, (int, float)) else None,
             "dead_letters": int(dead) if isinstance(dead, (int, float)) and not isinstance(dead, bool) else 0}
 
 

@@ -327,6 +327,9 @@ def test_decide_promotes_after_the_watch_window_and_not_before() -> None:
 def test_decide_rolls_back_on_a_refusal_naming_the_version_only() -> None:
     bad = run(nodes=[obs("n1", active="1", error="model m:2 not installed (verify): unknown key id 'ab'")])
     assert (bad.state, bad.action) == ("rolled_back", "rollback") and "canary node n1 failed" in bad.reason
+    # a refusal heard before this rollout began (a node restarted since, trusting the key now) is not about it
+    stale = NodeObs("n1", True, "1", "model m:2 not installed (verify): unknown key id 'ab'", 10, 0, seen=40.0)
+    assert run(nodes=[stale], started=50.0).action is None and run(nodes=[stale], started=30.0).action == "rollback"
     old = run(nodes=[obs("n1", error="model m:1x not installed (health): differs")])  # another version's error
     assert old.action is None and old.nodes["n1"]["status"] == "serving"
 
