@@ -181,18 +181,20 @@ class DriftMonitor:
             inputs, p = np.asarray(inputs)[pick], p[pick]
         stats = image_stats(inputs) if self.kind == "image-stats" else np.asarray(inputs, dtype=np.float64)
         k = len(self.names)
+        # the whole batch binned once (searchsorted per input, on contiguous columns), counted per block below
+        cols = np.ascontiguousarray(stats.T)
+        bins = np.empty(cols.shape, dtype=np.intp)
+        for j, e in enumerate(self._edges):
+            bins[j] = e.searchsorted(cols[j], side="right")
+        bins += self._offsets[:, None]
+        conf = self._conf_edges.searchsorted(p, side="right")
         with self._lock:
             start = 0
             while start < len(p):  # a batch larger than a block fills several
                 take = min(len(p) - start, self.block_rows - self._rows)
                 part = slice(start, start + take)
-                rows = stats[part]
-                bins = np.empty(rows.shape, dtype=np.int64)
-                for j, e in enumerate(self._edges):  # searchsorted per input beats one broadcast comparison
-                    bins[:, j] = np.searchsorted(e, rows[:, j], side="right")
-                bins += self._offsets
-                self._f += np.bincount(bins.ravel(), minlength=k * BINS).reshape(k, BINS)
-                self._c += np.bincount(_bin(p[part], self._conf_edges), minlength=BINS)
+                self._f += np.bincount(bins[:, part].ravel(), minlength=k * BINS).reshape(k, BINS)
+                self._c += np.bincount(conf[part], minlength=BINS)
                 self._rows += take
                 self._pos += int(np.count_nonzero(p[part] >= 0.5))
                 start += take

@@ -65,12 +65,20 @@ def _automation(name: str) -> list[Any]:
     return asyncio.run(read())
 
 
+def _drop_projects(ls: Any) -> None:
+    """Delete the Label Studio projects of MODEL (the loop finds a model's project by its title)."""
+    while (pid := ls.find_project(MODEL)) is not None:
+        ls.client.projects.delete(pid)
+
+
 def test_drift_starts_the_loop_for_that_model_once_and_no_drift_starts_nothing(
         prefect_api: str, label_studio: Any, mosquitto: Any, tmp_path: Path) -> None:
     from flows.state import LoopState
     from flows.steps import LoopConfig, package
     from models.common import load_split
 
+    ls = label_studio.labelling()
+    _drop_projects(ls)  # the session's Label Studio is shared: another test's pump_anomaly project is not ours
     ws = tmp_path / "ws"
     sc.workspace(ws)
     assert (ws / "artifacts" / MODEL / "drift-profile.json").is_file()  # made at training, shipped in the bundle
@@ -169,14 +177,12 @@ def test_drift_starts_the_loop_for_that_model_once_and_no_drift_starts_nothing(
         assert second.state.is_completed(), (second.state, (tmp_path / "serve.log").read_text()[-3000:])
         assert "new labels of pump_anomaly" in second.parameters["reason"], second.parameters
         closed = state.iterations()[-1]["report"]["models"][MODEL]
-        # every label is harvested or named as a problem; once in CI (load) 9 of 172 were skipped as "the uploaded
-        # record lacks the model's features", not reproduced here since: kept visible, not hidden (closing note)
-        harvested = closed["harvest"]
-        assert harvested["new_labels"] + len(harvested["problems"]) == made, harvested
-        assert harvested["new_labels"] >= 0.9 * made and closed["gate"]["promoted"], harvested
+        assert closed["harvest"]["new_labels"] == made and closed["harvest"]["problems"] == [], closed["harvest"]
+        assert closed["gate"]["promoted"], closed["gate"]
         assert closed["rollout"]["rolled_out"] is True and closed["rollout"]["champion"] == "2", closed["rollout"]
         assert len(_runs("on-drift")) == 2
     finally:
+        _drop_projects(ls)
         state.close()
         if serve is not None:
             serve.terminate()
