@@ -105,7 +105,6 @@ def pumps(root: Path, quick: bool) -> dict[str, Any]:
     sc.workspace(ws, params, track=False)
     field = root / "pump-field"
     sc.field_windows(field, 1234, params)
-    m = stages.model_module("pump_anomaly")
 
     def by_time(split: str) -> np.ndarray:
         d = load_split(field / "prepared" / f"{split}.npz")
@@ -114,7 +113,6 @@ def pumps(root: Path, quick: bool) -> dict[str, Any]:
         order = np.argsort(np.arange(len(X)) % per, kind="stable")  # pump windows interleaved by time
         return np.asarray(X[order], dtype=np.float32)
 
-    del m
     p = Predictor(ws / "artifacts" / "pump_anomaly")
     day = 6 * 144  # the generator's first simulated day: every pump starts cold at once (PSI above 4), skipped
     clean, drifted = by_time("holdout_clean")[day:], by_time("holdout_drifted")[day:]
@@ -171,9 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                      r["detect_delay_s"], r["drifted_score_at_alarm"]])
     common.print_table(rows, ["stream", "alarms without drift", "clean score p50", "clean max", "detected after s",
                               "score at alarm"])
-    results = [r for r in rows]
-    met_detect = all(r[4] is not None and r[4] <= TARGET_DETECT_S for r in results)
-    met_quiet = all(r[1] == 0 for r in results)
+    met_detect = all(r[4] is not None and r[4] <= TARGET_DETECT_S for r in rows)
+    met_quiet = all(r[1] == 0 for r in rows)
     print(f"target: drift flagged <= {TARGET_DETECT_S:g} s after onset: {'met' if met_detect else 'NOT met'}; "
           f"0 alarms in an hour without drift: {'met' if met_quiet else 'NOT met'}")
     if not args.no_write:
@@ -184,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             "targets": {"detect_s": TARGET_DETECT_S, "alarms_without_drift_per_hour": 0},
             "pumps": pump, "cameras": cams,
             "summary": {"meets_detect": met_detect, "meets_quiet": met_quiet,
-                        "detect_delay_s": {r[0]: r[4] for r in results},
-                        "alarms_without_drift": {r[0]: r[1] for r in results}},
+                        "detect_delay_s": {r[0]: r[4] for r in rows},
+                        "alarms_without_drift": {r[0]: r[1] for r in rows}},
             "run_seconds": round(time.perf_counter() - t0, 1)})
         print(f"results: {path}")
     return 0

@@ -129,8 +129,11 @@ def hub_call(cfg: LoopConfig, fn: Any) -> Any:
                         "or `edgeloop up`; the next run resumes from the last watermark", retry=True) from None
 
 
-def _unset(default: Any, env: str, what: str) -> Any:
-    return Field(None, description=f"{what} (empty: {env}, else {default})")
+def _unset(name: str, what: str, *, default: Any = None) -> Any:
+    """A LoopSettings field: ``what`` it is, the variable it falls back to and LoopConfig's default (or
+    ``default``, shown where LoopConfig's is None: resolved later)."""
+    shown = default if default is not None else LoopConfig.__dataclass_fields__[name].default
+    return Field(None, description=f"{what} (empty: EDGELOOP_{name.upper()}, else {shown})")
 
 
 class LoopSettings(BaseModel):
@@ -140,46 +143,38 @@ class LoopSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workspace: str | None = _unset(".", "EDGELOOP_WORKSPACE", "the workspace: params.yaml, dvc.yaml, data/, var/")
+    workspace: str | None = _unset("workspace", "the workspace: params.yaml, dvc.yaml, data/, var/")
     models: list[str] | None = Field(None, description="the models to work on (empty: EDGELOOP_MODELS, else every "
                                                         "model of the workspace's params.yaml)")
     group: str | None = Field(None, description="the node group a promoted version rolls out to (empty: "
                                                  "EDGELOOP_GROUP; with neither, the loop retrains and gates but "
                                                  "NEVER rolls out, and the gate's winner becomes the champion "
                                                  "without serving anywhere)")
-    canary: int | None = _unset(1, "EDGELOOP_CANARY", "nodes of the group that get a new version first")
-    watch_s: float | None = _unset(60.0, "EDGELOOP_WATCH_S", "seconds the canaries must pass their checks")
-    approval: bool | None = _unset(False, "EDGELOOP_APPROVAL", "wait for a person's approval in the Prefect UI "
-                                                               "before a rollout")
-    max_label_share: float | None = _unset(0.10, "EDGELOOP_MAX_LABEL_SHARE",
-                                           "at most this share of the uploads goes to labelling")
-    random_share: float | None = _unset(0.5, "EDGELOOP_RANDOM_SHARE",
-                                        "of the labelling budget, the share drawn at random (the rest: the "
-                                        "edge's hard examples)")
-    min_labels: int | None = _unset(20, "EDGELOOP_MIN_LABELS", "retrain only with at least this many new labels")
-    metric: str | None = _unset("accuracy", "EDGELOOP_METRIC", "the gate's metric")
-    clean_margin: float | None = _unset(0.01, "EDGELOOP_CLEAN_MARGIN",
-                                        "the candidate may lose at most this much on the clean holdout")
-    drifted_margin: float | None = _unset(0.0, "EDGELOOP_DRIFTED_MARGIN",
-                                          "and must gain more than this on the drifted one")
-    parallel_retrain: bool | None = _unset(False, "EDGELOOP_PARALLEL_RETRAIN",
-                                           "retrain the models due at the same time (Dask)")
-    label_cap_minute: int | None = _unset(0, "EDGELOOP_LABEL_CAP_MINUTE", "at most this many tasks per model to "
-                                                                          "labelling in any minute (0: no cap)")
-    label_cap_hour: int | None = _unset(0, "EDGELOOP_LABEL_CAP_HOUR", "... in any hour (0: no cap)")
-    label_cap_day: int | None = _unset(0, "EDGELOOP_LABEL_CAP_DAY", "... in any 24 hours (0: no cap): what the "
-                                                                    "labellers can do")
-    drift_cooldown_s: float | None = _unset(3600.0, "EDGELOOP_DRIFT_COOLDOWN_S", "the drift watcher starts at "
-                                                                                 "most one run per model this often")
-    drift_poll_s: float | None = _unset(60.0, "EDGELOOP_DRIFT_POLL_S",
-                                        "the drift watcher reads the hub's drift alarms this often")
-    labels_settle_s: float | None = _unset(600.0, "EDGELOOP_LABELS_SETTLE_S",
-                                           "the loop runs on new labels once all sent are done, or none came "
-                                           "for this long")
-    keys_dir: str | None = _unset("~/.config/edgeloop/keys", "EDGELOOP_KEYS_DIR",
-                                  "the signing key directory (`edgeloop keys init`)")
-    hub_url: str | None = _unset("http://127.0.0.1:8080", "EDGELOOP_HUB_URL", "the hub")
-    label_studio_url: str | None = _unset("http://127.0.0.1:8081", "EDGELOOP_LABEL_STUDIO_URL", "Label Studio")
+    canary: int | None = _unset("canary", "nodes of the group that get a new version first")
+    watch_s: float | None = _unset("watch_s", "seconds the canaries must pass their checks")
+    approval: bool | None = _unset("approval", "wait for a person's approval in the Prefect UI before a rollout")
+    max_label_share: float | None = _unset("max_label_share", "at most this share of the uploads goes to labelling")
+    random_share: float | None = _unset("random_share", "of the labelling budget, the share drawn at random "
+                                                        "(the rest: the edge's hard examples)")
+    min_labels: int | None = _unset("min_labels", "retrain only with at least this many new labels")
+    metric: str | None = _unset("metric", "the gate's metric")
+    clean_margin: float | None = _unset("clean_margin", "the candidate may lose at most this much on the clean "
+                                                        "holdout")
+    drifted_margin: float | None = _unset("drifted_margin", "and must gain more than this on the drifted one")
+    parallel_retrain: bool | None = _unset("parallel_retrain", "retrain the models due at the same time (Dask)")
+    label_cap_minute: int | None = _unset("label_cap_minute", "at most this many tasks per model to labelling in "
+                                                              "any minute (0: no cap)")
+    label_cap_hour: int | None = _unset("label_cap_hour", "... in any hour (0: no cap)")
+    label_cap_day: int | None = _unset("label_cap_day", "... in any 24 hours (0: no cap): what the labellers can do")
+    drift_cooldown_s: float | None = _unset("drift_cooldown_s", "the drift watcher starts at most one run per model "
+                                                                "this often")
+    drift_poll_s: float | None = _unset("drift_poll_s", "the drift watcher reads the hub's drift alarms this often")
+    labels_settle_s: float | None = _unset("labels_settle_s", "the loop runs on new labels once all sent are done, "
+                                                              "or none came for this long")
+    keys_dir: str | None = _unset("keys_dir", "the signing key directory (`edgeloop keys init`)",
+                                  default="~/.config/edgeloop/keys")
+    hub_url: str | None = _unset("hub_url", "the hub")
+    label_studio_url: str | None = _unset("label_studio_url", "Label Studio")
     hub_token: str | None = Field(None, description="better left empty: EDGELOOP_HUB_TOKEN in the worker's "
                                                     "environment (a value here is kept in Prefect's database)")
     label_studio_token: str | None = Field(None, description="better left empty: EDGELOOP_LABEL_STUDIO_TOKEN in "

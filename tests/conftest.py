@@ -17,6 +17,25 @@ from edgeloop.devkit.broker import Mosquitto
 from edgeloop.devkit.modbus import ModbusServer
 from tests.kit.rtsp import SYSTEM_PYTHON, RtspServer
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's, driven by Playwright) for the browser tests: the dashboard, Label Studio."""
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: `make deps` installs Debian's chromium for the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                    "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            yield b
+        finally:
+            b.close()
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _own_signing_keys(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -10,7 +10,6 @@ browser download); `make deps` installs it.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +27,6 @@ from hub.client import start_rollout
 from hub.dashboard import COOKIE, csrf_value
 from tests.kit.hub import ADMIN, HubProcess, drift_point, wait_for
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MODEL = "dmodel"
 
 
@@ -176,22 +174,6 @@ def test_hub_metrics_need_a_token_and_a_metrics_token_reads_nothing_else(fleet: 
 
 
 # -- in the browser --------------------------------------------------------------------------------------
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed: `make deps` installs Debian's chromium for the browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                    "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def test_the_dashboard_in_a_browser(fleet: Fleet, browser: Any) -> None:
     from playwright.sync_api import expect
 

@@ -11,9 +11,7 @@ driven by Playwright's Python client, launched as tests/hub/test_dashboard.py do
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +20,8 @@ import pytest
 from edgeloop.devkit.labelstudio import LabelStudioServer
 from flows.labelstudio import ID_FIELD, Labelling
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LABELS = ["normal", "anomalous"]
 T_END = 1732272600.0  # 2024-11-22 10:50:00 UTC
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed: `make deps` installs Debian's chromium for the browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                    "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def window_item(uid: str) -> dict[str, Any]:
@@ -56,6 +37,16 @@ def window_item(uid: str) -> dict[str, Any]:
 
 
 @pytest.mark.labelstudio
+def _open_task(page: Any, label_studio: LabelStudioServer, project: int, task: int) -> None:
+    """Sign in with Label Studio's login form, as a person does, and open the task in its labelling view."""
+    page.goto(f"{label_studio.url}/user/login/")
+    page.locator('input[name="email"]').fill(label_studio.username)
+    page.locator('input[name="password"]').fill(label_studio.password)
+    page.locator('button[type="submit"], input[type="submit"]').first.click()
+    page.wait_for_url(lambda url: "/user/login" not in url)
+    page.goto(f"{label_studio.url}/projects/{project}/data?task={task}")
+
+
 def test_a_person_changes_the_edge_label_and_harvest_returns_it(label_studio: LabelStudioServer, browser: Any,
                                                                 tmp_path: Path) -> None:
     from playwright.sync_api import expect
@@ -71,13 +62,7 @@ def test_a_person_changes_the_edge_label_and_harvest_returns_it(label_studio: La
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(30_000)
     try:
-        page.goto(f"{label_studio.url}/user/login/")
-        page.locator('input[name="email"]').fill(label_studio.username)
-        page.locator('input[name="password"]').fill(label_studio.password)
-        page.locator('button[type="submit"], input[type="submit"]').first.click()
-        page.wait_for_url(lambda url: "/user/login" not in url)
-
-        page.goto(f"{label_studio.url}/projects/{pid}/data?task={task['id']}")
+        _open_task(page, label_studio, pid, task["id"])
         table = page.locator("table.edgeloop-window")
         expect(table).to_be_visible()
         # the window by channel, rounded, with units; the edge's answer is not among the numbers
@@ -127,12 +112,7 @@ def test_raw_readings_show_as_a_chart(label_studio: LabelStudioServer, browser: 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(30_000)
     try:
-        page.goto(f"{label_studio.url}/user/login/")
-        page.locator('input[name="email"]').fill(label_studio.username)
-        page.locator('input[name="password"]').fill(label_studio.password)
-        page.locator('button[type="submit"], input[type="submit"]').first.click()
-        page.wait_for_url(lambda url: "/user/login" not in url)
-        page.goto(f"{label_studio.url}/projects/{pid}/data?task={task['id']}")
+        _open_task(page, label_studio, pid, task["id"])
         expect(page.locator("table.edgeloop-window")).to_be_visible()
         # a line for each channel (Label Studio draws them as svg paths of class channel), and their names
         expect(page.locator("svg path.channel").nth(1)).to_be_visible()
